@@ -1,0 +1,178 @@
+"""Cached access to the run store through the engine's job API.
+
+Results and arrays never change once a job is done, so they are cached with st.cache_data keyed by
+(store home, job id, finished time): a rerun, a page switch or a second browser tab reads them from
+memory. The job list is cached for a second and cleared whenever this session changes the table
+(submit, cancel). Nothing here imports torch: engine.jobs imports the runner (and torch) only
+inside submit().
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping
+
+import streamlit as st
+
+from . import logic
+
+ARRAY_PREFIXES_SKIPPED = ("feat__",)  # pooled features: the engine's, not the dashboard's
+
+
+def api():
+    """engine.api (the job API). Before it existed, engine.jobs offered the same functions."""
+    try:
+        return importlib.import_module("engine.api")
+    except ModuleNotFoundError as err:  # pragma: no cover - only while engine/api.py is missing
+        if err.name != "engine.api":
+            raise
+        return importlib.import_module("engine.jobs")
+
+
+def home() -> str:
+    from engine import store
+    return str(store.home())
+
+
+def jt(job: Mapping | None, field: str):
+    """A job timestamp: 'created' | 'started' | 'finished' (accepts *_at spellings)."""
+    if not job:
+        return None
+    v = job.get(f"{field}_at")
+    return v if v is not None else job.get(field)
+
+
+# -- jobs ---------------------------------------------------------------------------------------
+
+@st.cache_data(ttl=1.0, max_entries=16, show_spinner=False)
+def _jobs(home_dir: str, limit: int) -> list[dict]:
+    return api().list_jobs(limit=limit)
+
+
+def jobs(limit: int = 200) -> list[dict]:
+    """Newest first (cached for one second)."""
+    return _jobs(home(), limit)
+
+
+def invalidate_jobs() -> None:
+    _jobs.clear()
+
+
+def get_job(job_id: str) -> dict | None:
+    """Uncached: for live views."""
+    try:
+        return api().get_job(job_id)
+    except ValueError:  # an invalid id from the URL
+        return None
+
+
+def events_since(job_id: str, after_seq: int = 0) -> list[dict]:
+    return api().events_since(job_id, after_seq=after_seq)
+
+
+def submit(kind: str, spec: dict) -> dict:
+    job = api().submit(kind, spec)
+    invalidate_jobs()
+    return job
+
+
+def cancel(job_id: str) -> bool:
+    ok = api().cancel(job_id)
+    invalidate_jobs()
+    return ok
+
+
+def worker_alive() -> bool:
+    try:
+        return bool(api().worker_alive())
+    except Exception:  # a locked or missing table must not break the sidebar
+        return False
+
+
+def autostart_enabled() -> bool:
+    return os.environ.get("ECLAB_NO_AUTOSTART", "").strip().lower() not in ("1", "true", "yes")
+
+
+def ensure_worker() -> bool:
+    """Start a background worker unless ECLAB_NO_AUTOSTART=1 (tests, or a worker run by hand)."""
+    if not autostart_enabled():
+        return False
+    return bool(api().ensure_worker())
+
+
+# -- results --------------------------------------------------------------------------------------
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _results(home_dir: str, job_id: str, finished) -> dict | None:
+    return api().load_results(job_id)
+
+
+def results(job: Mapping) -> dict | None:
+    """results.json of a done job (cached); None when it has none. Corrupt files raise
+    engine.store.CheckpointError with a readable message."""
+    return _results(home(), job["id"], jt(job, "finished"))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _arrays(home_dir: str, job_id: str, name: str, token) -> dict | None:
+    arrs = api().load_arrays(job_id, name)
+    if arrs is None:
+        return None
+    return {k: v for k, v in arrs.items() if not k.startswith(ARRAY_PREFIXES_SKIPPED)}
+
+
+def arrays(job: Mapping, name: str = "arrays.npz", token=None) -> dict | None:
+    """An .npz of the job's run folder (cached by job and finished time, or `token`); feature
+    matrices are left out. Missing file -> None (never cached, so a later file is seen)."""
+    key_token = token if token is not None else jt(job, "finished")
+    out = _arrays(home(), job["id"], name, key_token)
+    if out is None:
+        _arrays.clear(home(), job["id"], name, key_token)
+    return out
+
+
+def done_result_jobs(all_jobs: list[dict]) -> list[dict]:
+    """Done run/compare jobs, newest first; a cache hit whose source is listed is left out."""
+    done = [j for j in all_jobs if j.get("state") == "done" and j.get("kind") in ("compare", "run")]
+    ids = {j["id"] for j in done}
+    return [j for j in done if not (j.get("cached_from") and j["cached_from"] in ids)]
+
+
+def all_results(all_jobs: list[dict]) -> list[tuple[dict, dict]]:
+    """(job, results) of every done run/compare job, newest first (each results file cached)."""
+    out = []
+    for job in done_result_jobs(all_jobs):
+        try:
+            res = results(job)
+        except Exception:  # a corrupt file is reported where that job is opened
+            continue
+        if res:
+            out.append((job, res))
+    return out
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _all_rows(home_dir: str, keys: tuple) -> list[dict]:
+    items = []
+    for job_id, kind, finished in keys:
+        res = _results(home_dir, job_id, finished)
+        if res:
+            items.append(({"id": job_id, "kind": kind, "finished_at": finished}, res))
+    return logic.all_run_rows(items)
+
+
+def all_run_rows(all_jobs: list[dict]) -> list[dict]:
+    keys = tuple((j["id"], j.get("kind"), jt(j, "finished")) for j in done_result_jobs(all_jobs))
+    return _all_rows(home(), keys)
+
+
+def embed_jobs(all_jobs: list[dict], job_id: str) -> dict[str, dict]:
+    """The newest embed job per layer for one results job: {layer: job}."""
+    out: dict[str, dict] = {}
+    for j in all_jobs:  # newest first
+        if j.get("kind") != "embed":
+            continue
+        spec = j.get("spec") or {}
+        if spec.get("job") == job_id and spec.get("layer") not in out:
+            out[spec.get("layer")] = j
+    return out

@@ -1,0 +1,481 @@
+"""Pure figure builders: plain dicts and arrays in, Plotly figures out.
+
+Nothing here imports Streamlit or the engine; every builder can be tested on hand-made inputs.
+Conventions shared by all figures:
+  * one colour per method everywhere (`method_color`), reference runs in greys;
+  * CKA always on a fixed 0..1 colour scale (`zmin=0, zmax=1`), so colours compare across figures;
+  * accuracies are fractions in the data and shown as percentages on the axes;
+  * scatters with many points use `Scattergl`.
+"""
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+# -- names and colours -------------------------------------------------------------------------
+
+DISPLAY_NAMES = {
+    "original": "Original", "retrain": "Retrain", "ec": "EC", "ft": "FT", "ga": "GA",
+    "neggrad_plus": "NegGrad+", "rl": "RL", "l1_sparse": "ℓ1-sparse", "salun": "SalUn",
+    "scrub": "SCRUB", "boundary_shrink": "Boundary shrink", "cu": "CU",
+}
+
+_BASE_COLORS = {
+    "original": "#8c8c8c",
+    "retrain": "#222222",
+    "ec": "#d62839",
+    "ft": "#4e79a7",
+    "ga": "#f28e2b",
+    "neggrad_plus": "#76b7b2",
+    "rl": "#59a14f",
+    "l1_sparse": "#c9a227",
+    "salun": "#b07aa1",
+    "scrub": "#ff9da7",
+    "boundary_shrink": "#9c755f",
+    "cu": "#17becf",
+}
+_FALLBACK = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#7f7f7f", "#ff7f0e"]
+
+# Class colours for embeddings (distinct from the method palette on purpose).
+CLASS_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+                "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#ad494a", "#637939", "#8c6d31",
+                "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"]
+
+CKA_COLORSCALE = "Viridis"
+REFERENCE_RUNS = ("original", "retrain")
+_FONT = dict(family="Inter, Helvetica Neue, Arial, sans-serif", size=13)
+
+
+def base_method(name: str) -> str:
+    """'ft+ec' -> 'ft'; 'ec' -> 'ec'."""
+    return name.split("+", 1)[0] if name else name
+
+
+def display_name(name: str) -> str:
+    if not name:
+        return str(name)
+    parts = name.split("+")
+    return " + ".join(DISPLAY_NAMES.get(p, p) for p in parts)
+
+
+def _shade(hex_color: str, factor: float) -> str:
+    """Darken (factor < 1) or lighten (factor > 1) a hex colour in HLS lightness."""
+    r, g, b = (int(hex_color[i:i + 2], 16) / 255 for i in (1, 3, 5))
+    h, l, s = colorsys.rgb_to_hls(r, g, b)
+    l = max(0.0, min(1.0, l * factor))
+    r, g, b = colorsys.hls_to_rgb(h, l, s)
+    return "#{:02x}{:02x}{:02x}".format(round(r * 255), round(g * 255), round(b * 255))
+
+
+def method_color(name: str) -> str:
+    """One stable colour per method label, identical on every page.
+
+    Base methods have fixed colours; a method with the EC plug-in ("ft+ec") gets a darker shade of
+    its base colour; unknown names get a colour from a fallback palette chosen by a stable hash."""
+    name = str(name or "")
+    if name in _BASE_COLORS:
+        return _BASE_COLORS[name]
+    base = base_method(name)
+    if base in _BASE_COLORS and name.endswith("+ec"):
+        return _shade(_BASE_COLORS[base], 0.62)
+    idx = int(hashlib.sha256(name.encode()).hexdigest(), 16) % len(_FALLBACK)
+    return _FALLBACK[idx]
+
+
+def _layout(fig: go.Figure, title: str | None = None, height: int = 380, **kw) -> go.Figure:
+    fig.update_layout(template="plotly_white", font=_FONT, height=height,
+                      margin=dict(l=60, r=20, t=60 if title else 30, b=50),
+                      title=dict(text=title, x=0.0, xanchor="left") if title else None,
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1.0),
+                      **kw)
+    return fig
+
+
+def _num(v) -> float:
+    """None / missing -> nan, so gaps show as gaps instead of zeros."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+    return f
+
+
+def _pct(v) -> str:
+    f = _num(v)
+    return "n/a" if math.isnan(f) else f"{f:.1%}"
+
+
+# -- overview ----------------------------------------------------------------------------------
+
+FORGETTING_MEASURES = (
+    ("forget_acc", "Forget accuracy (logits)", "#9ecae1"),
+    ("cka_mid", "Forget CKA to original (inner layers)", "#3182bd"),
+    ("probe_mid", "Probe recovery (inner layers)", "#08306b"),
+)
+
+
+def forgetting_bars(rows: Sequence[Mapping]) -> go.Figure:
+    """Grouped bars: what is left of the forget set at the logits vs inside the network.
+
+    rows: dicts with "name" and the keys of FORGETTING_MEASURES (fractions, None allowed).
+    A method that is forgotten only superficially has a low first bar and high other two."""
+    fig = go.Figure()
+    names = [r["name"] for r in rows]
+    labels = [display_name(n) + (" (ref)" if n in REFERENCE_RUNS else "") for n in names]
+    for key, label, color in FORGETTING_MEASURES:
+        ys = [_num(r.get(key)) for r in rows]
+        fig.add_trace(go.Bar(
+            x=labels, y=ys, name=label, marker_color=color,
+            customdata=[[_pct(y) if key != "cka_mid" else ("n/a" if math.isnan(y) else f"{y:.2f}")]
+                        for y in ys],
+            hovertemplate="%{x}<br>" + label + ": %{customdata[0]}<extra></extra>"))
+    fig.update_yaxes(range=[0, 1.05], tickformat=".0%", title="left of the forget set")
+    fig.update_xaxes(title=None)
+    _layout(fig, "Logit-level vs representation-level forgetting", height=400, barmode="group")
+    return fig
+
+
+# -- layers ------------------------------------------------------------------------------------
+
+def cka_heatmap(cka: Mapping[str, Mapping[str, float] | None], layers: Sequence[str],
+                names: Sequence[str] | None = None, title: str | None = None) -> go.Figure:
+    """Methods x layers heatmap of CKA (rows in the order of `names`, default the dict order).
+
+    cka: {run name: {layer: value}} ; a missing run or layer shows as an empty cell."""
+    names = list(names) if names is not None else list(cka)
+    z = [[_num((cka.get(n) or {}).get(layer)) for layer in layers] for n in names]
+    text = [["" if math.isnan(v) else f"{v:.2f}" for v in row] for row in z]
+    ylabels = [display_name(n) + (" (ref)" if n in REFERENCE_RUNS else "") for n in names]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=list(layers), y=ylabels, zmin=0.0, zmax=1.0, colorscale=CKA_COLORSCALE,
+        text=text, texttemplate="%{text}", hovertemplate="%{y} · %{x}<br>CKA %{z:.3f}<extra></extra>",
+        colorbar=dict(title="CKA", tickvals=[0, 0.25, 0.5, 0.75, 1.0]), xgap=1, ygap=1))
+    fig.update_yaxes(autorange="reversed", title=None)
+    fig.update_xaxes(title="supervision point (input → output)", side="bottom")
+    return _layout(fig, title, height=max(260, 70 + 34 * len(names)))
+
+
+def cka_matrix_heatmap(matrix: Sequence[Sequence[float]], layers: Sequence[str], run: str,
+                       reference: str = "original") -> go.Figure:
+    """Layer x layer CKA between one run (rows) and the reference model (columns)."""
+    z = [[_num(v) for v in row] for row in matrix]
+    text = [["" if math.isnan(v) else f"{v:.2f}" for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=list(layers), y=list(layers), zmin=0.0, zmax=1.0, colorscale=CKA_COLORSCALE,
+        text=text, texttemplate="%{text}",
+        hovertemplate=f"{display_name(run)} %{{y}} vs {display_name(reference)} %{{x}}<br>CKA %{{z:.3f}}<extra></extra>",
+        colorbar=dict(title="CKA"), xgap=1, ygap=1))
+    fig.update_yaxes(autorange="reversed", title=f"{display_name(run)} layer")
+    fig.update_xaxes(title=f"{display_name(reference)} layer")
+    return _layout(fig, f"{display_name(run)} vs {display_name(reference)}, layer by layer (forget split)",
+                   height=420)
+
+
+def layer_lines(values: Mapping[str, Mapping[str, float] | None], layers: Sequence[str],
+                title: str | None = None, y_title: str = "", percent: bool = True,
+                chance: float | None = None, floor: str | None = "retrain",
+                y_range: tuple[float, float] = (0.0, 1.05)) -> go.Figure:
+    """One line per run over the layers (probe recovery, per-layer CKA ...).
+
+    The `floor` run (retrain: the model that never saw the forget set) is drawn dashed black, the
+    original dotted grey; `chance` adds a horizontal chance line."""
+    fig = go.Figure()
+    for name, per_layer in values.items():
+        per_layer = per_layer or {}
+        ys = [_num(per_layer.get(layer)) for layer in layers]
+        style = dict(color=method_color(name), width=2)
+        label = display_name(name)
+        if name == floor:
+            style.update(dash="dash", width=3)
+            label += " (floor)"
+        elif name == "original":
+            style.update(dash="dot")
+        fmt = ".1%" if percent else ".3f"
+        fig.add_trace(go.Scatter(x=list(layers), y=ys, mode="lines+markers", name=label, line=style,
+                                 hovertemplate=f"{label} · %{{x}}: %{{y:{fmt}}}<extra></extra>"))
+    if chance is not None:
+        fig.add_hline(y=chance, line=dict(color="#999", width=1, dash="dot"),
+                      annotation_text="chance", annotation_position="bottom right")
+    fig.update_yaxes(range=list(y_range), tickformat=".0%" if percent else ".1f", title=y_title)
+    fig.update_xaxes(title="supervision point (input → output)")
+    return _layout(fig, title, height=380)
+
+
+def probe_lines(probe: Mapping[str, Mapping[str, float] | None], layers: Sequence[str],
+                chance: float | None = None) -> go.Figure:
+    return layer_lines(probe, layers, "Linear-probe recovery of forget-class test samples",
+                       "probe accuracy", percent=True, chance=chance)
+
+
+# -- training curves (live and stored history) ------------------------------------------------
+
+def training_curves(history: Sequence[Mapping], title: str | None = None) -> go.Figure:
+    """Losses (left) and forget / retain accuracy (right) by epoch.
+
+    history: [{"epoch", "losses": {name: v}, "forget_acc", "retain_acc"}] (the "history" of a run or
+    the accumulated "epoch" events of a running job)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Losses", "Accuracy"), horizontal_spacing=0.12)
+    epochs = [h.get("epoch") for h in history]
+    loss_names: list[str] = []
+    for h in history:
+        for k in (h.get("losses") or {}):
+            if k not in loss_names:
+                loss_names.append(k)
+    palette = ["#4e79a7", "#e15759", "#59a14f", "#b07aa1", "#f28e2b", "#76b7b2", "#9c755f"]
+    for i, k in enumerate(loss_names):
+        fig.add_trace(go.Scatter(x=epochs, y=[_num((h.get("losses") or {}).get(k)) for h in history],
+                                 mode="lines+markers", name=k, line=dict(color=palette[i % len(palette)]),
+                                 legendgroup="loss"), row=1, col=1)
+    for key, label, color in (("forget_acc", "forget acc", "#d62839"), ("retain_acc", "retain acc", "#222")):
+        fig.add_trace(go.Scatter(x=epochs, y=[_num(h.get(key)) for h in history], mode="lines+markers",
+                                 name=label, line=dict(color=color, dash="dash" if key == "forget_acc" else "solid"),
+                                 legendgroup="acc"), row=1, col=2)
+    fig.update_xaxes(title="epoch", dtick=1 if len(epochs) <= 20 else None)
+    fig.update_yaxes(title="loss", row=1, col=1)
+    fig.update_yaxes(title="accuracy", tickformat=".0%", range=[0, 1.05], row=1, col=2)
+    return _layout(fig, title, height=340)
+
+
+def epoch_cka_lines(history: Sequence[Mapping], layers: Sequence[str], title: str | None = None) -> go.Figure:
+    """Forget-split CKA to the original per layer, by epoch (one line per layer)."""
+    fig = go.Figure()
+    epochs = [h.get("epoch") for h in history]
+    n = max(1, len(layers) - 1)
+    for i, layer in enumerate(layers):
+        color = _shade("#3182bd", 0.55 + 0.9 * i / n)
+        fig.add_trace(go.Scatter(x=epochs, y=[_num((h.get("cka_forget") or {}).get(layer)) for h in history],
+                                 mode="lines+markers", name=layer, line=dict(color=color, width=2)))
+    fig.update_yaxes(range=[0, 1.05], title="forget CKA to original")
+    fig.update_xaxes(title="epoch", dtick=1 if len(epochs) <= 20 else None)
+    return _layout(fig, title or "Per-layer CKA to the original by epoch", height=340)
+
+
+# -- embeddings --------------------------------------------------------------------------------
+
+def _class_name(class_names: Sequence[str] | None, c: int) -> str:
+    if class_names and 0 <= c < len(class_names):
+        name = str(class_names[c])
+        return name if name == str(c) else f"{c} · {name}"
+    return str(c)
+
+
+def _padded_range(values: np.ndarray) -> list[float]:
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return [-1.0, 1.0]
+    lo, hi = float(values.min()), float(values.max())
+    pad = 0.05 * (hi - lo or 1.0)
+    return [lo - pad, hi + pad]
+
+
+def umap_panels(panels: Sequence[tuple[str, np.ndarray | None]], labels: np.ndarray, is_forget: np.ndarray,
+                class_names: Sequence[str] | None = None, title: str | None = None) -> go.Figure:
+    """Side-by-side 2-D embeddings on shared axes (Scattergl), coloured by class, forget samples
+    drawn as crosses. panels: [(title, coords (n, 2) or None)]."""
+    panels = [(t, np.asarray(c, dtype=float)) for t, c in panels if c is not None]
+    labels = np.asarray(labels).astype(int)
+    is_forget = np.asarray(is_forget).astype(bool)
+    ncols = max(1, len(panels))
+    fig = make_subplots(rows=1, cols=ncols, subplot_titles=[t for t, _ in panels] or [""],
+                        shared_xaxes=True, shared_yaxes=True, horizontal_spacing=0.04)
+    classes = sorted(set(labels.tolist()))
+    per_class = len(classes) <= len(CLASS_COLORS)
+    for col, (_, xy) in enumerate(panels, start=1):
+        if per_class:
+            for c in classes:
+                m = labels == c
+                fig.add_trace(go.Scattergl(
+                    x=xy[m, 0], y=xy[m, 1], mode="markers", name=_class_name(class_names, c),
+                    legendgroup=f"class{c}", showlegend=col == 1,
+                    marker=dict(color=CLASS_COLORS[classes.index(c) % len(CLASS_COLORS)],
+                                symbol=np.where(is_forget[m], "x", "circle").tolist(),
+                                size=np.where(is_forget[m], 9, 6).tolist(),
+                                opacity=0.85, line=dict(width=0)),
+                    customdata=np.where(is_forget[m], "forget", "retain"),
+                    hovertemplate=_class_name(class_names, c) + " · %{customdata}<extra></extra>"),
+                    row=1, col=col)
+        else:
+            for forget, sym, size in ((False, "circle", 5), (True, "x", 8)):
+                m = is_forget == forget
+                fig.add_trace(go.Scattergl(
+                    x=xy[m, 0], y=xy[m, 1], mode="markers", name="forget" if forget else "retain",
+                    legendgroup="forget" if forget else "retain", showlegend=col == 1,
+                    marker=dict(color=labels[m], colorscale="Turbo", cmin=min(classes), cmax=max(classes),
+                                symbol=sym, size=size, opacity=0.8),
+                    hovertemplate="class %{marker.color}<extra></extra>"), row=1, col=col)
+    if per_class and is_forget.any():
+        fig.add_trace(go.Scattergl(x=[None], y=[None], mode="markers", name="× = forget sample",
+                                   marker=dict(symbol="x", color="#333", size=9)), row=1, col=1)
+    if panels:
+        allxy = np.concatenate([xy for _, xy in panels])
+        xr, yr = _padded_range(allxy[:, 0]), _padded_range(allxy[:, 1])
+        fig.update_xaxes(range=xr, showticklabels=False, title="UMAP 1", zeroline=False)
+        fig.update_yaxes(range=yr, showticklabels=False, zeroline=False)
+        fig.update_yaxes(title="UMAP 2", row=1, col=1)
+    fig = _layout(fig, title, height=480)
+    fig.update_layout(legend=dict(orientation="v", y=1.0, yanchor="top", x=1.01, xanchor="left"),
+                      margin=dict(r=150))
+    return fig
+
+
+# -- compare -----------------------------------------------------------------------------------
+
+def pareto_front(x: Sequence[float | None], y: Sequence[float | None]) -> list[bool]:
+    """Pareto-optimal points when x is minimised and y maximised.
+
+    A point is on the front unless another point is at least as good in both and strictly better
+    in one. Points with a missing coordinate are never on the front. Exact duplicates are both
+    kept."""
+    pts = [(_num(a), _num(b)) for a, b in zip(x, y)]
+    out = []
+    for i, (xi, yi) in enumerate(pts):
+        if math.isnan(xi) or math.isnan(yi):
+            out.append(False)
+            continue
+        dominated = False
+        for j, (xj, yj) in enumerate(pts):
+            if j == i or math.isnan(xj) or math.isnan(yj):
+                continue
+            if xj <= xi and yj >= yi and (xj < xi or yj > yi):
+                dominated = True
+                break
+        out.append(not dominated)
+    return out
+
+
+def tradeoff_scatter(rows: Sequence[Mapping], x_key: str = "cka_mid", y_key: str = "retain_acc") -> go.Figure:
+    """Retain accuracy vs forget CKA for every run; the Pareto front (low CKA, high retain
+    accuracy) is highlighted and joined by a line.
+
+    rows: dicts with "name" (method label), "id" (shown on hover), x_key and y_key."""
+    xs = [_num(r.get(x_key)) for r in rows]
+    ys = [_num(r.get(y_key)) for r in rows]
+    front = pareto_front(xs, ys)
+    fig = go.Figure()
+    by_method: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_method.setdefault(r["name"], []).append(i)
+    for name, idx in by_method.items():
+        fig.add_trace(go.Scattergl(
+            x=[xs[i] for i in idx], y=[ys[i] for i in idx], mode="markers", name=display_name(name),
+            marker=dict(color=method_color(name), size=[14 if front[i] else 9 for i in idx],
+                        line=dict(color=["#000" if front[i] else "rgba(0,0,0,0)" for i in idx], width=2),
+                        symbol="diamond" if name in REFERENCE_RUNS else "circle"),
+            customdata=[[str(rows[i].get("id", "")), "Pareto front" if front[i] else ""] for i in idx],
+            hovertemplate=display_name(name) + " · %{customdata[0]}<br>forget CKA %{x:.3f}<br>"
+                          "retain acc %{y:.1%}<br>%{customdata[1]}<extra></extra>"))
+    fidx = sorted((i for i, f in enumerate(front) if f), key=lambda i: xs[i])
+    if fidx:
+        fig.add_trace(go.Scatter(x=[xs[i] for i in fidx], y=[ys[i] for i in fidx], mode="lines",
+                                 name="Pareto front", line=dict(color="#000", width=1.5, dash="dot"),
+                                 line_shape="hv", hoverinfo="skip"))
+    fig.update_xaxes(title="forget CKA to original, inner layers (lower = more erased)", range=[-0.02, 1.02])
+    fig.update_yaxes(title="retain accuracy", tickformat=".0%")
+    return _layout(fig, "Trade-off: retain accuracy vs representation-level forgetting", height=440)
+
+
+def per_class_bars(run_acc: Sequence[float], orig_acc: Sequence[float] | None, run: str,
+                   class_names: Sequence[str] | None = None,
+                   forget_classes: Sequence[int] = ()) -> go.Figure:
+    """Test accuracy per class: the original beside one run; forget classes shaded."""
+    n = len(run_acc)
+    xs = list(range(n))
+    ticks = [_class_name(class_names, c) for c in xs]
+    fig = go.Figure()
+    if orig_acc is not None:
+        fig.add_trace(go.Bar(x=xs, y=[_num(v) for v in orig_acc], name="Original",
+                             marker_color=method_color("original")))
+    fig.add_trace(go.Bar(x=xs, y=[_num(v) for v in run_acc], name=display_name(run),
+                         marker_color=method_color(run)))
+    for c in forget_classes or ():
+        if 0 <= int(c) < n:
+            fig.add_vrect(x0=int(c) - 0.5, x1=int(c) + 0.5, fillcolor="#d62839", opacity=0.10, line_width=0,
+                          annotation_text="forget", annotation_position="top left")
+    fig.update_xaxes(tickvals=xs, ticktext=ticks, title="class")
+    fig.update_yaxes(tickformat=".0%", range=[0, 1.08], title="test accuracy")
+    return _layout(fig, "Per-class test accuracy", height=360, barmode="group")
+
+
+def _row_normalise(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=float)
+    s = m.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(s > 0, m / np.where(s == 0, 1, s), np.nan)
+
+
+def confusion_pair(conf_run, conf_orig, run: str, class_names: Sequence[str] | None = None) -> go.Figure:
+    """Row-normalised confusion matrices (share of each true class), original left, run right."""
+    mats = [("Original", conf_orig), (display_name(run), conf_run)]
+    mats = [(t, _row_normalise(m)) for t, m in mats if m is not None]
+    fig = make_subplots(rows=1, cols=len(mats), subplot_titles=[t for t, _ in mats], horizontal_spacing=0.08)
+    for col, (t, m) in enumerate(mats, start=1):
+        n = m.shape[0]
+        ticks = [_class_name(class_names, c) for c in range(n)]
+        fig.add_trace(go.Heatmap(z=m, x=ticks, y=ticks, zmin=0, zmax=1, colorscale="Blues",
+                                 showscale=col == len(mats), colorbar=dict(title="share", tickformat=".0%"),
+                                 hovertemplate="true %{y} → predicted %{x}: %{z:.1%}<extra>" + t + "</extra>"),
+                      row=1, col=col)
+        fig.update_yaxes(autorange="reversed", row=1, col=col, title="true class" if col == 1 else None,
+                         type="category")
+        fig.update_xaxes(title="predicted class", row=1, col=col, type="category")
+    return _layout(fig, "Confusion matrices on the test set (rows sum to 100%)", height=420)
+
+
+MIA_SPLITS = (("forget", "#d62839"), ("retain", "#222222"), ("test", "#4e79a7"))
+
+
+def mia_view(conf: Mapping[str, np.ndarray | None], decision_grid: Mapping | None = None,
+             run: str = "", efficacy: float | None = None) -> go.Figure:
+    """Distributions of the true-label confidence on forget, retain and test samples, with the
+    attack's decision over the confidence axis shaded ("member" regions)."""
+    fig = go.Figure()
+    bins = dict(start=0.0, end=1.0, size=0.025)
+    for split, color in MIA_SPLITS:
+        v = conf.get(split)
+        if v is None or len(v) == 0:
+            continue
+        fig.add_trace(go.Histogram(x=np.asarray(v, dtype=float), name=f"{split} (n={len(v)})", xbins=bins,
+                                   histnorm="percent", marker_color=color, opacity=0.55,
+                                   hovertemplate=split + ": %{y:.1f}% of samples at confidence %{x}<extra></extra>"))
+    for x0, x1 in member_intervals(decision_grid):
+        fig.add_vrect(x0=x0, x1=x1, fillcolor="#f2b134", opacity=0.18, line_width=0, layer="below")
+    if member_intervals(decision_grid):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="attack says “member”",
+                                 marker=dict(symbol="square", size=12, color="rgba(242,177,52,0.45)")))
+    title = "Membership inference: true-label confidence"
+    if run:
+        title += f" · {display_name(run)}"
+    if efficacy is not None and not math.isnan(_num(efficacy)):
+        title += f" (MIA efficacy {_num(efficacy):.1%})"
+    fig.update_xaxes(range=[0, 1], title="softmax confidence of the true label")
+    fig.update_yaxes(title="% of samples in split")
+    return _layout(fig, title, height=380, barmode="overlay")
+
+
+def member_intervals(decision_grid: Mapping | None) -> list[tuple[float, float]]:
+    """Contiguous confidence intervals where the attack predicts "member"."""
+    if not decision_grid:
+        return []
+    xs = list(decision_grid.get("conf") or [])
+    ms = list(decision_grid.get("member") or [])
+    out: list[tuple[float, float]] = []
+    start = None
+    for i, (x, m) in enumerate(zip(xs, ms)):
+        if m and start is None:
+            start = x
+        if start is not None and (not m or i == len(xs) - 1):
+            end = x if m else xs[i - 1]
+            out.append((float(start), float(end)))
+            start = None
+    return out
+
+
+def figure_html(fig: go.Figure) -> str:
+    """A self-contained HTML file (plotly.js embedded: opens offline)."""
+    return fig.to_html(include_plotlyjs=True, full_html=True)

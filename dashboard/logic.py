@@ -1,0 +1,415 @@
+"""Pure helpers behind the pages: summaries of results.json, job labels, the launch spec.
+
+No Streamlit and no torch here (only engine.config, which imports pydantic), so every function is
+testable on plain dicts.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+REFERENCE = ("original", "retrain")
+ACTIVE_STATES = ("queued", "running")
+SPLITS = ("forget", "retain", "forget_test", "retain_test")
+SPLIT_LABELS = {"forget": "forget (train)", "retain": "retain (train)",
+                "forget_test": "forget classes (test)", "retain_test": "retain classes (test)"}
+
+
+# -- numbers -----------------------------------------------------------------------------------
+
+def num(v) -> float | None:
+    """A finite float or None."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def pct(v, digits: int = 1) -> str:
+    f = num(v)
+    return "n/a" if f is None else f"{100 * f:.{digits}f}%"
+
+
+def dec(v, digits: int = 2) -> str:
+    f = num(v)
+    return "n/a" if f is None else f"{f:.{digits}f}"
+
+
+def mean_over(values: Mapping | None, keys: Sequence[str]) -> float | None:
+    vals = [num((values or {}).get(k)) for k in keys]
+    vals = [v for v in vals if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def inner_layers(layers: Sequence[str]) -> list[str]:
+    """The intermediate supervision points: all but the last (the penultimate feature, where the
+    model's head sits). With a single point, that point."""
+    layers = list(layers or [])
+    return layers[:-1] if len(layers) > 1 else layers
+
+
+# -- results.json ------------------------------------------------------------------------------
+
+def run_names(results: Mapping) -> list[str]:
+    """original, retrain, then the methods in stored order."""
+    runs = list((results or {}).get("runs") or {})
+    return [n for n in REFERENCE if n in runs] + [n for n in runs if n not in REFERENCE]
+
+
+def method_runs(results: Mapping) -> list[str]:
+    return [n for n in run_names(results) if n not in REFERENCE]
+
+
+def run_summary(results: Mapping, name: str) -> dict:
+    """The headline numbers of one run: logit-level next to representation-level forgetting."""
+    run = (results.get("runs") or {}).get(name) or {}
+    layers = list(results.get("layers") or [])
+    inner = inner_layers(layers)
+    m = run.get("metrics") or {}
+    cka_o = (run.get("cka_vs_original") or {}).get("forget")
+    cka_r = (run.get("cka_vs_retrain") or {}).get("forget")
+    probe = run.get("probe_forget_acc")
+    return {
+        "name": name,
+        "method": run.get("method", name),
+        "role": "reference" if name in REFERENCE else "method",
+        "forget_acc": num(m.get("forget_acc")),
+        "retain_acc": num(m.get("retain_acc")),
+        "test_acc": num(m.get("test_acc")),
+        "forget_test_acc": num(m.get("forget_test_acc")),
+        "mia": num(m.get("mia_efficacy")),
+        "avg_gap": num(m.get("avg_gap")),
+        "cka_mid": mean_over(cka_o, inner),
+        "cka_mid_retrain": mean_over(cka_r, inner),
+        "probe_mid": mean_over(probe, inner),
+        "probe_max": max((v for v in (num((probe or {}).get(k)) for k in inner) if v is not None), default=None),
+        "seconds": num(run.get("seconds")),
+    }
+
+
+def headline_rows(results: Mapping) -> list[dict]:
+    rows = [run_summary(results, n) for n in run_names(results)]
+    ref = next((r for r in rows if r["name"] == "retrain"), None)
+    for r in rows:
+        r["cka_excess"] = (r["cka_mid"] - ref["cka_mid"]) if (ref and r["cka_mid"] is not None
+                                                              and ref["cka_mid"] is not None) else None
+    return rows
+
+
+def per_layer(results: Mapping, field: str, split: str | None = None,
+              names: Sequence[str] | None = None) -> dict[str, dict]:
+    """{run: {layer: v}} for a per-layer field ("cka_vs_original" with a split, "probe_forget_acc")."""
+    runs = results.get("runs") or {}
+    out = {}
+    for n in names if names is not None else run_names(results):
+        d = (runs.get(n) or {}).get(field)
+        if split is not None:
+            d = (d or {}).get(split)
+        out[n] = d or {}
+    return out
+
+
+def available_splits(results: Mapping) -> list[str]:
+    seen = set()
+    for run in (results.get("runs") or {}).values():
+        for field in ("cka_vs_original", "cka_vs_retrain"):
+            seen.update((run.get(field) or {}).keys())
+    return [s for s in SPLITS if s in seen]
+
+
+def forget_classes(results: Mapping) -> list[int]:
+    f = (results.get("scenario") or {}).get("forget") or {}
+    return [int(c) for c in (f.get("classes") or [])]
+
+
+def scenario_line(results: Mapping) -> str:
+    s = results.get("scenario") or {}
+    parts = [str(s.get("dataset", "?")), str(s.get("arch", "?")),
+             "forget " + str(s.get("forget_label") or _forget_label(s.get("forget"))),
+             f"seed {s.get('seed', '?')}", str(s.get("device", "?"))]
+    return " · ".join(parts)
+
+
+def _forget_label(f) -> str:
+    f = f or {}
+    if f.get("classes") is not None:
+        return "classes " + ",".join(map(str, f["classes"]))
+    if f.get("random") is not None:
+        return f"random {float(f['random']):.0%}"
+    return "?"
+
+
+def teaching_baseline(results: Mapping, tolerance: float = 0.05) -> str | None:
+    """The baseline that best shows superficial forgetting: among the plain baselines (not EC, not
+    an EC plug-in, not the references), those whose forget accuracy is within `tolerance` of the
+    closest one to retrain's; of these, the one with the highest mean inner-layer CKA."""
+    rows = {r["name"]: r for r in headline_rows(results)}
+    target = (rows.get("retrain") or {}).get("forget_acc")
+    cands = [r for n, r in rows.items()
+             if n not in REFERENCE and n != "ec" and not n.endswith("+ec") and r["forget_acc"] is not None]
+    if not cands:
+        return None
+    if target is None:
+        target = 0.0
+    gaps = {r["name"]: abs(r["forget_acc"] - target) for r in cands}
+    best_gap = min(gaps.values())
+    close = [r for r in cands if gaps[r["name"]] <= best_gap + tolerance]
+    return max(close, key=lambda r: (r["cka_mid"] if r["cka_mid"] is not None else -1.0, -gaps[r["name"]]))["name"]
+
+
+def strongest_layer(values: Mapping | None, layers: Sequence[str]) -> tuple[str | None, float | None]:
+    best = (None, None)
+    for layer in layers:
+        v = num((values or {}).get(layer))
+        if v is not None and (best[1] is None or v > best[1]):
+            best = (layer, v)
+    return best
+
+
+def excess(values: Mapping | None, floor: Mapping | None, layers: Sequence[str]) -> dict:
+    """{layer: values[layer] - floor[layer]} where both are known."""
+    out = {}
+    for layer in layers:
+        v, f = num((values or {}).get(layer)), num((floor or {}).get(layer))
+        if v is not None and f is not None:
+            out[layer] = v - f
+    return out
+
+
+def forget_phrase(scenario: Mapping) -> str:
+    """'class 3', 'classes 3 and 5', 'a random 10% of the training set'."""
+    f = (scenario or {}).get("forget") or {}
+    names = (scenario or {}).get("class_names") or []
+
+    def cname(c):
+        return f"{c} ({names[c]})" if 0 <= c < len(names) and str(names[c]) != str(c) else str(c)
+    if f.get("classes"):
+        cs = [cname(int(c)) for c in f["classes"]]
+        return "class " + cs[0] if len(cs) == 1 else "classes " + ", ".join(cs[:-1]) + " and " + cs[-1]
+    if f.get("random") is not None:
+        return f"a random {float(f['random']):.0%} of the training set"
+    return "the forget set"
+
+
+def all_run_rows(items: Sequence[tuple[Mapping, Mapping]]) -> list[dict]:
+    """One row per run across (job, results) pairs, for the Compare table."""
+    rows = []
+    for job, res in items:
+        if not res:
+            continue
+        s = res.get("scenario") or {}
+        for name in run_names(res):
+            r = run_summary(res, name)
+            r.update({
+                "id": f"{job.get('id')}/{name}", "job": job.get("id"), "kind": job.get("kind"),
+                "dataset": s.get("dataset"), "arch": s.get("arch"),
+                "forget": s.get("forget_label") or _forget_label(s.get("forget")),
+                "seed": s.get("seed"), "finished": fmt_time(job.get("finished_at")),
+            })
+            rows.append(r)
+    return rows
+
+
+# -- jobs ---------------------------------------------------------------------------------------
+
+def spec_config(spec: Mapping | None) -> dict:
+    """The config dict inside a job spec (normalised specs hold it under "config")."""
+    spec = spec or {}
+    return spec.get("config") or {}
+
+
+def job_label(job: Mapping) -> str:
+    """Short human label: 'run ft+ec · digits', 'compare 11 methods · digits', 'embed block2 of 12'."""
+    kind = job.get("kind", "?")
+    spec = job.get("spec") or {}
+    if kind == "embed":
+        return f"embed {spec.get('layer', '?')} of job {spec.get('job', '?')}"
+    cfg = spec_config(spec)
+    ov = spec.get("overrides") or {}
+    preset = cfg.get("preset") or spec.get("preset") or ov.get("preset") or "digits"
+    if kind == "compare":
+        methods = spec.get("methods")
+        what = f"{len(methods)} methods" if methods else "all methods"
+        return f"compare {what} · {preset}"
+    method = cfg.get("method") or ov.get("method") or "ec"
+    plugin = cfg.get("plugin") or ov.get("plugin") or "none"
+    label = f"{method}+ec" if plugin == "ec" else method
+    return f"{kind} {label} · {preset}"
+
+
+def fmt_time(t) -> str:
+    """Job timestamps may be epoch seconds or ISO strings; show local 'YYYY-MM-DD HH:MM:SS'."""
+    if t is None or t == "":
+        return ""
+    if isinstance(t, (int, float)):
+        return _dt.datetime.fromtimestamp(float(t)).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return _dt.datetime.fromisoformat(str(t)).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return str(t)
+
+
+def elapsed(job: Mapping) -> str:
+    def ts(v):
+        if v is None:
+            return None
+        if isinstance(v, (int, float)):
+            return float(v)
+        try:
+            return _dt.datetime.fromisoformat(str(v)).timestamp()
+        except ValueError:
+            return None
+    start = ts(job.get("started_at"))
+    end = ts(job.get("finished_at")) or _dt.datetime.now().timestamp()
+    if start is None:
+        return ""
+    s = max(0, int(end - start))
+    return f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def epoch_history(events: Sequence[Mapping]) -> tuple[str | None, list[dict]]:
+    """From a job's events: the run whose epochs were reported last and its epoch history."""
+    epochs = [e for e in events if e.get("type") == "epoch"]
+    if not epochs:
+        return None, []
+    run = epochs[-1].get("run")
+    hist = [e for e in epochs if e.get("run") == run]
+    by_epoch = {}
+    for e in hist:
+        by_epoch[e.get("epoch")] = e
+    return run, [by_epoch[k] for k in sorted(by_epoch, key=lambda x: (x is None, x))]
+
+
+def last_stage(events: Sequence[Mapping]) -> Mapping | None:
+    return next((e for e in reversed(events) if e.get("type") == "stage"), None)
+
+
+# -- launch form ---------------------------------------------------------------------------------
+
+TEMPERATURES = [0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0]
+LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.05, 0.1, 0.3, 1.0]
+PRESET_CHOICES = ["digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "cifar10-vit"]
+PRESET_NOTES = {"digits": "8×8 handwritten digits, built in (CPU, ~1 min)",
+                "mnist": "MNIST 28×28 (needs the data set on disk)",
+                "fashion-mnist": "Fashion-MNIST 28×28 (needs the data set on disk)",
+                "cifar10": "CIFAR-10, ResNet-18 (GPU)", "cifar100": "CIFAR-100, ResNet-50 (GPU)",
+                "cifar10-vit": "CIFAR-10, small ViT (GPU)"}
+
+# Form control that sets each option, for error messages that say where to fix it.
+OPTION_CONTROLS = {
+    "ec.weights": "the layer-weight sliders", "ec.tau": "Temperature", "ec.lambda_cu": "λ_CU",
+    "ec.lambda_ce": "λ_CE", "forget.classes": "Forget classes", "forget.random": "Random share",
+    "method": "Method", "plugin": "EC plug-in", "beta": "β", "seed": "Seed", "model.arch": "Architecture",
+    "preset": "Data set / preset",
+}
+
+
+def with_value(options: Sequence[float], value: float) -> list[float]:
+    """Options of a select_slider that always contain `value` (inserted in order)."""
+    opts = list(options)
+    if value is not None and not any(math.isclose(value, o, rel_tol=1e-9) for o in opts):
+        opts = sorted(opts + [value])
+    return opts
+
+
+def nearest(options: Sequence[float], value: float) -> float:
+    return min(options, key=lambda o: abs(math.log(o) - math.log(value)) if o > 0 and value > 0 else abs(o - value))
+
+
+_CLASS_RE = re.compile(r"^\s*(-?\d+)")
+
+
+def parse_classes(values: Sequence[Any]) -> list[int]:
+    """Forget classes from the multiselect: ints, or strings typed by the user ("12") or the
+    displayed option ("3 · cat"). Raises engine.config.ConfigError naming forget.classes."""
+    from engine.config import ConfigError
+    out = []
+    for v in values:
+        if isinstance(v, bool):
+            raise ConfigError("forget.classes", f"{v!r} is not a class id")
+        if isinstance(v, int):
+            out.append(v)
+            continue
+        m = _CLASS_RE.match(str(v))
+        if not m:
+            raise ConfigError("forget.classes", f"{v!r} is not a class id: give whole numbers such as 3")
+        out.append(int(m.group(1)))
+    return out
+
+
+def build_run_spec(v: Mapping[str, Any]) -> dict:
+    """The job spec for kind "run" from the form values.
+
+    v keys: preset, method, plugin (bool), beta, arch, weights (list), tau, lambda_cu, lambda_ce,
+    epochs, lr, forget_mode ("classes"|"random"), classes (list), random (float), seed, device."""
+    method = v["method"]
+    ov: dict[str, Any] = {"method": method, "seed": int(v.get("seed", 0)), "model": {"arch": v["arch"]}}
+    if v.get("device") and v["device"] != "auto":
+        ov["device"] = v["device"]
+    if v.get("forget_mode") == "random":
+        ov["forget"] = {"random": float(v["random"])}
+    else:
+        ov["forget"] = {"classes": parse_classes(v.get("classes") or [])}
+    if method != "retrain":
+        mc: dict[str, Any] = {"epochs": int(v["epochs"]), "lr": float(v["lr"])}
+        if method == "cu":
+            mc.update(tau=float(v["tau"]), lambda_cu=float(v["lambda_cu"]), lambda_ce=float(v["lambda_ce"]))
+        ov["methods"] = {method: mc}
+    uses_ec = method == "ec" or bool(v.get("plugin"))
+    if v.get("plugin"):
+        ov["plugin"] = "ec"
+        ov["beta"] = float(v["beta"])
+    if uses_ec:
+        ov["ec"] = {"weights": [float(w) for w in v["weights"]], "tau": float(v["tau"]),
+                    "lambda_cu": float(v["lambda_cu"]), "lambda_ce": float(v["lambda_ce"])}
+    return {"preset": v["preset"], "overrides": ov}
+
+
+def check_spec(spec: Mapping):
+    """Validate a run spec with engine.config; returns the RunConfig or raises ConfigError."""
+    from engine.config import make_config
+    return make_config(spec.get("preset", "digits"), spec.get("overrides") or {})
+
+
+def error_text(err: Exception) -> str:
+    """'Invalid option: `ec.weights` are all zero: give at least one ... (Set by the layer-weight sliders.)'."""
+    option = getattr(err, "option", "") or ""
+    msg = str(err)
+    if option and msg.startswith(option + ":"):
+        msg = msg[len(option) + 1:].strip()
+    if not option:
+        return msg
+    sep = ": " if msg[:1].isupper() else " "
+    text = f"Invalid option: `{option}`{sep}{msg}".rstrip(".") + "."
+    control = OPTION_CONTROLS.get(option)
+    if control:
+        text += f" (Set by {control}.)"
+    return text
+
+
+def prefill_config(prefill: Mapping):
+    """A RunConfig from a hand-off dict: {"config": full dict} or {"preset", "overrides"}."""
+    from engine.config import make_config, validate
+    if prefill.get("config"):
+        return validate(dict(prefill["config"]))
+    return make_config(prefill.get("preset", "digits"), prefill.get("overrides") or {})
+
+
+def config_from_results_run(results: Mapping, name: str) -> dict | None:
+    """A hand-off for the Launch form that reproduces one run of a results file."""
+    cfg = dict(results.get("config") or {})
+    if not cfg or name in REFERENCE:
+        return None
+    run = (results.get("runs") or {}).get(name) or {}
+    method = run.get("method") or base_name(name)
+    cfg["method"] = method
+    cfg["plugin"] = "ec" if name.endswith("+ec") else "none"
+    return {"config": cfg, "source": f"{name} from job results"}
+
+
+def base_name(name: str) -> str:
+    return name.split("+", 1)[0]

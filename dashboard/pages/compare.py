@@ -1,0 +1,116 @@
+"""Compare: every run of every finished job in one table, the trade-off front, per-class and
+membership-inference views of one run, CSV and HTML export."""
+import pandas as pd
+import streamlit as st
+
+from dashboard import data, figures, logic, widgets
+
+st.title("Compare")
+all_jobs = data.jobs()
+rows = data.all_run_rows(all_jobs)
+if not rows:
+    widgets.empty_state(all_jobs)
+    st.stop()
+
+st.caption("Every run of every finished job. Click a column header to sort; filter below. "
+           "Representation columns average the intermediate supervision points (all but the last).")
+c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
+methods = sorted({r["name"] for r in rows if r["role"] == "method"}, key=figures.display_name)
+f_methods = c1.multiselect("Method", methods, default=[], format_func=figures.display_name, key="cmp_methods",
+                           placeholder="all methods")
+datasets = sorted({str(r["dataset"]) for r in rows})
+f_data = c2.multiselect("Data set", datasets, default=[], key="cmp_data", placeholder="all")
+forgets = sorted({str(r["forget"]) for r in rows})
+f_forget = c3.multiselect("Forget request", forgets, default=[], key="cmp_forget", placeholder="all")
+with_refs = c4.toggle("Reference rows", value=False, key="cmp_refs", help="Show Original and Retrain of every job")
+
+
+def keep(r: dict) -> bool:
+    if r["role"] == "reference":
+        if not with_refs:
+            return False
+    elif f_methods and r["name"] not in f_methods:
+        return False
+    if f_data and str(r["dataset"]) not in f_data:
+        return False
+    return not (f_forget and str(r["forget"]) not in f_forget)
+
+
+shown = [r for r in rows if keep(r)]
+df = pd.DataFrame([{
+    "Run": r["id"], "Method": widgets.fmt_run(r["name"]), "Data set": r["dataset"], "Model": r["arch"],
+    "Forget": r["forget"], "Seed": r["seed"], "Forget acc": r["forget_acc"], "Retain acc": r["retain_acc"],
+    "Test acc": r["test_acc"], "MIA efficacy": r["mia"], "Forget CKA (inner)": r["cka_mid"],
+    "Probe recovery (inner)": r["probe_mid"], "Avg gap": r["avg_gap"], "Seconds": r["seconds"],
+    "Finished": r["finished"],
+} for r in shown])
+pct = st.column_config.NumberColumn(format="percent")
+st.dataframe(df, hide_index=True, width="stretch", height=min(600, 38 + 35 * max(1, len(df))),
+             column_config={"Forget acc": pct, "Retain acc": pct, "Test acc": pct, "MIA efficacy": pct,
+                            "Probe recovery (inner)": pct, "Avg gap": pct,
+                            "Forget CKA (inner)": st.column_config.NumberColumn(format="%.3f"),
+                            "Seconds": st.column_config.NumberColumn(format="%.1f")})
+st.download_button("Table as CSV", data=df.to_csv(index=False).encode(), file_name="eclab_runs.csv",
+                   mime="text/csv", key="cmp_csv", on_click="ignore", icon=":material/download:")
+if not shown:
+    st.info("No run matches these filters.")
+    st.stop()
+
+st.subheader("Trade-off front")
+widgets.show(figures.tradeoff_scatter(shown), key="cmp_scatter", export="tradeoff_front")
+front = [r for r, f in zip(shown, figures.pareto_front([r["cka_mid"] for r in shown],
+                                                       [r["retain_acc"] for r in shown])) if f]
+if front:
+    st.caption("On the front (no other run keeps more retain accuracy with less forget CKA): "
+               + ", ".join(f"{figures.display_name(r['name'])} (`{r['job']}`)" for r in front) + ".")
+
+st.subheader("One run up close")
+candidates = [r for r in shown if r["role"] == "method"] or shown
+ids = [r["id"] for r in candidates]
+by_id = {r["id"]: r for r in candidates}
+default = next((r["id"] for r in candidates if r["name"] == "ec"), ids[0])
+pick = st.selectbox("Run", ids, index=ids.index(default), key="cmp_pick",
+                    format_func=lambda i: f"{figures.display_name(by_id[i]['name'])} · {by_id[i]['dataset']} · "
+                                          f"{by_id[i]['forget']} · job {by_id[i]['job']}")
+row = by_id[pick]
+job = next((j for j in all_jobs if j["id"] == row["job"]), None)
+res = data.results(job) if job else None
+if not res:
+    st.warning("The results of this run's job are no longer readable.")
+    st.stop()
+name = row["name"]
+run = res["runs"][name]
+orig = res["runs"].get("original") or {}
+class_names = (res.get("scenario") or {}).get("class_names")
+
+if run.get("per_class_test_acc"):
+    widgets.show(figures.per_class_bars(run["per_class_test_acc"], orig.get("per_class_test_acc"), name,
+                                        class_names, logic.forget_classes(res)),
+                 key="cmp_perclass", export=f"per_class_{name}")
+if run.get("confusion_test"):
+    widgets.show(figures.confusion_pair(run["confusion_test"], orig.get("confusion_test"), name, class_names),
+                 key="cmp_confusion", export=f"confusion_{name}")
+
+arrs = None
+try:
+    arrs = data.arrays(job)
+except Exception as err:
+    st.caption(f"Arrays unreadable: {err}")
+conf = {sp: (arrs or {}).get(f"conf__{name}__{sp}") for sp in ("forget", "retain", "test")}
+if any(v is not None for v in conf.values()):
+    grid = (run.get("mia") or {}).get("decision_grid")
+    widgets.show(figures.mia_view(conf, grid, name, (run.get("metrics") or {}).get("mia_efficacy")),
+                 key="cmp_mia", export=f"mia_{name}")
+    st.caption("The attack learns to tell training members (retain) from non-members (test) by the confidence on the "
+               "true label; the shaded band is where it says 'member'. Forgotten samples should look like test "
+               "samples, not like retain samples.")
+else:
+    st.caption("No confidence arrays stored for this run (membership-inference view unavailable).")
+
+handoff = logic.config_from_results_run(res, name)
+if handoff:
+    def _use(h=handoff):
+        st.session_state["prefill"] = h
+    if st.button("Use these settings", key="cmp_use", on_click=_use, icon=":material/tune:",
+                 help="Open Launch and tune with this run's configuration filled in."):
+        st.switch_page("pages/launch.py")

@@ -1,0 +1,365 @@
+"""Launch and tune: the run form (validated with engine.config before anything is queued), live
+progress of the job in the URL (?job=), cancel, and the list of recent jobs."""
+import pandas as pd
+import streamlit as st
+
+from dashboard import data, figures, logic, widgets
+from engine.config import DATASET_CLASSES, METHOD_NAMES, PRESETS, SUPERVISION_POINTS, ConfigError, make_config
+
+ss = st.session_state
+P = "session"  # widget values survive page switches
+
+
+@st.cache_data(show_spinner=False)
+def preset_defaults(preset: str) -> dict:
+    """The preset's defaults (pure pydantic, cached)."""
+    return make_config(preset).model_dump()
+
+
+def apply_prefill() -> None:
+    """'Use these settings' hand-off: st.session_state["prefill"] = {"config": {...}} or
+    {"preset": ..., "overrides": {...}} (optional "source": text shown to the user)."""
+    pre = ss.pop("prefill", None)
+    if not pre:
+        return
+    try:
+        cfg = logic.prefill_config(pre)
+    except (ConfigError, ValueError) as err:
+        st.warning(f"Could not use the handed-over settings: {logic.error_text(err)}")
+        return
+    preset = cfg.preset if cfg.preset in logic.PRESET_CHOICES else "digits"
+    arch = cfg.model.arch
+    ss["l_preset"] = preset
+    ss[f"l_arch__{preset}"] = arch
+    ss["l_method"] = cfg.method
+    ss["l_plugin"] = cfg.plugin == "ec"
+    ss["l_beta"] = float(cfg.beta)
+    for p, w in zip(cfg.supervision_points, cfg.layer_weights):
+        ss[f"l_w__{arch}__{p}"] = float(min(5.0, max(0.0, w)))
+    knobs = cfg.methods.cu if cfg.method == "cu" else cfg.ec
+    ss["l_tau"] = float(knobs.tau)
+    ss["l_lcu"] = float(knobs.lambda_cu)
+    ss["l_lce"] = float(knobs.lambda_ce)
+    if cfg.method != "retrain":
+        mc = cfg.method_config()
+        ss[f"l_epochs__{preset}__{cfg.method}"] = int(mc.epochs)
+        ss[f"l_lr__{preset}__{cfg.method}"] = float(mc.lr)
+    dataset = cfg.data.dataset
+    if cfg.forget.random is not None:
+        ss["l_forget_mode"] = "random share"
+        ss["l_random"] = float(cfg.forget.random)
+    else:
+        ss["l_forget_mode"] = "classes"
+        ss[f"l_classes__{dataset}"] = list(cfg.forget.classes or [])
+    ss["l_seed"] = int(cfg.seed)
+    ss["l_device"] = cfg.device
+    ss["_prefill_note"] = str(pre.get("source") or "handed-over settings")
+
+
+def _init(key: str, value) -> None:
+    """Defaults go through session state (never `value=`), so a hand-off can preset any widget."""
+    if key not in ss:
+        ss[key] = value
+
+
+def form() -> None:
+    st.subheader("New run")
+    if ss.get("_prefill_note"):
+        st.success(f"Settings loaded from {ss.pop('_prefill_note')}. Check them and queue the run.",
+                   icon=":material/input:")
+    c1, c2, c3 = st.columns(3)
+    preset = c1.selectbox("Data set / preset", logic.PRESET_CHOICES, key="l_preset",
+                          format_func=lambda p: f"{p} — {logic.PRESET_NOTES.get(p, '')}", persist_state=P)
+    d = preset_defaults(preset)
+    archs = list(SUPERVISION_POINTS)
+    arch_key = f"l_arch__{preset}"
+    _init(arch_key, d["model"]["arch"])
+    arch = c2.selectbox("Architecture", archs, key=arch_key, persist_state=P)
+    methods = [m for m in METHOD_NAMES]
+    _init("l_method", "ec")
+    method = c3.selectbox("Method", methods, key="l_method", format_func=figures.display_name, persist_state=P)
+
+    can_plug = method not in ("ec", "retrain")
+    c1, c2 = st.columns([1, 2])
+    plugin = c1.toggle("EC plug-in", key="l_plugin", disabled=not can_plug, persist_state=P,
+                       help="Add EC's layer-wise contrastive loss on top of this method (weight β).")
+    plugin = bool(plugin and can_plug)
+    beta = 1.0
+    if plugin:
+        _init("l_beta", float(d["beta"]))
+        beta = c2.number_input("β (weight of the EC plug-in loss)", min_value=0.01, max_value=1000.0,
+                               step=0.1, key="l_beta", persist_state=P)
+    uses_ec = method == "ec" or plugin
+    points = SUPERVISION_POINTS[arch]
+
+    weights: list[float] = []
+    if uses_ec:
+        st.markdown("**Layer weights** (one per supervision point; 0 switches a point off)")
+        wcols = st.columns(len(points))
+        for col, p in zip(wcols, points):
+            key = f"l_w__{arch}__{p}"
+            _init(key, 1.0)
+            weights.append(col.slider(p, 0.0, 5.0, step=0.1, key=key, persist_state=P))
+    knob_src = d["methods"]["cu"] if method == "cu" else d["ec"]
+    tau, lcu, lce = knob_src["tau"], knob_src["lambda_cu"], knob_src["lambda_ce"]
+    if uses_ec or method == "cu":
+        c1, c2, c3 = st.columns(3)
+        _init("l_tau", float(knob_src["tau"]))
+        _init("l_lcu", float(knob_src["lambda_cu"]))
+        _init("l_lce", float(knob_src["lambda_ce"]))
+        tau = c1.select_slider("Temperature τ (log scale)", logic.with_value(logic.TEMPERATURES, ss["l_tau"]),
+                               key="l_tau", format_func=lambda v: f"{v:g}", persist_state=P,
+                               help="Contrastive temperature: lower = sharper pull/push between samples.")
+        lcu = c2.number_input("λ_CU (contrastive unlearning weight)", 0.0, 1000.0, step=0.5, key="l_lcu",
+                              persist_state=P)
+        lce = c3.number_input("λ_CE (retain cross-entropy weight)", 0.0, 1000.0, step=0.5, key="l_lce",
+                              persist_state=P)
+
+    epochs, lr = 1, 0.01
+    c1, c2, c3 = st.columns(3)
+    if method != "retrain":
+        mc = d["methods"][method]
+        ekey, lkey = f"l_epochs__{preset}__{method}", f"l_lr__{preset}__{method}"
+        _init(ekey, int(mc["epochs"]))
+        _init(lkey, float(mc["lr"]))
+        epochs = c1.number_input("Unlearning epochs", 1, 1000, step=1, key=ekey, persist_state=P)
+        lr = c2.select_slider("Learning rate (log scale)", logic.with_value(logic.LEARNING_RATES, ss[lkey]),
+                              key=lkey, format_func=lambda v: f"{v:g}", persist_state=P)
+    else:
+        c1.caption("Retrain uses the training recipe of the preset (train.*), not an unlearning schedule.")
+    _init("l_seed", 0)
+    seed = c3.number_input("Seed", 0, 2**31 - 1, step=1, key="l_seed", persist_state=P)
+
+    dataset = d["data"]["dataset"]
+    n_classes = DATASET_CLASSES.get(dataset, 10)
+    names = _class_names(dataset, n_classes)
+    c1, c2 = st.columns([1, 2])
+    mode = c1.radio("Forget request", ["classes", "random share"], key="l_forget_mode", horizontal=True,
+                    persist_state=P)
+    classes, share = [], 0.1
+    if mode == "classes":
+        ckey = f"l_classes__{dataset}"
+        _init(ckey, [3] if n_classes > 3 else [0])
+        classes = c2.multiselect("Forget classes", list(range(n_classes)), key=ckey, accept_new_options=True,
+                                 format_func=lambda c: _fmt_class(c, names), persist_state=P,
+                                 help="Pick classes, or type a class id.")
+    else:
+        _init("l_random", 0.1)
+        share = c2.slider("Random share of training samples", 0.01, 0.5, step=0.01, key="l_random",
+                          format="%.2f", persist_state=P)
+    with st.expander("More options"):
+        device = st.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="l_device", persist_state=P,
+                              help="auto: CUDA, then MPS, then CPU")
+
+    values = {"preset": preset, "method": method, "plugin": plugin, "beta": beta, "arch": arch,
+              "weights": weights, "tau": tau, "lambda_cu": lcu, "lambda_ce": lce, "epochs": epochs, "lr": lr,
+              "forget_mode": "random" if mode == "random share" else "classes", "classes": classes,
+              "random": share, "seed": seed, "device": device}
+    if st.button("Queue run", type="primary", key="l_submit", icon=":material/play_arrow:"):
+        queue(values)
+
+
+def _class_names(dataset: str, n: int) -> list[str]:
+    if dataset in ("cifar10",):
+        return ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    if dataset == "fashion-mnist":
+        return ["T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
+    return [str(i) for i in range(n)]
+
+
+def _fmt_class(c, names) -> str:
+    if isinstance(c, int) and 0 <= c < len(names) and names[c] != str(c):
+        return f"{c} · {names[c]}"
+    return str(c)
+
+
+def queue(values: dict) -> None:
+    """Validate (engine.config) and queue; on any invalid option show it and queue nothing."""
+    try:
+        spec = logic.build_run_spec(values)
+        logic.check_spec(spec)
+    except ConfigError as err:
+        st.error(logic.error_text(err) + " Nothing was queued.", icon=":material/error:")
+        return
+    try:
+        with st.spinner("Queueing…"):
+            job = data.submit("run", spec)
+    except (ConfigError, ValueError) as err:
+        st.error(logic.error_text(err) + " Nothing was queued.", icon=":material/error:")
+        return
+    except Exception as err:  # the job table is locked or unreadable
+        st.error(f"Could not queue the run: {err}", icon=":material/error:")
+        return
+    data.ensure_worker()
+    st.query_params["job"] = job["id"]
+    if job.get("cached"):
+        st.success(f"The same configuration already ran (job `{job.get('cached_from')}`): its results were reused "
+                   f"as job `{job['id']}`.")
+    elif job.get("duplicate_of"):
+        st.info(f"The same configuration is already {job['state']} as job `{job['id']}`; showing it.")
+    else:
+        st.toast(f"Queued job {job['id']}", icon=":material/schedule:")
+
+
+# -- the watched job --------------------------------------------------------------------------
+
+def _events(job_id: str) -> list[dict]:
+    """Events so far, fetched incrementally (step events dropped after the newest)."""
+    key = f"_ev__{job_id}"
+    store = ss.get(key) or {"seq": 0, "events": []}
+    new = data.events_since(job_id, after_seq=store["seq"])
+    if new:
+        store["seq"] = new[-1]["seq"]
+        kept = [e for e in store["events"] if e.get("type") != "step"]
+        store["events"] = kept + [e for e in new if e.get("type") != "step"] + \
+            [e for e in new if e.get("type") == "step"][-1:]
+    ss[key] = store
+    return store["events"]
+
+
+def _render_progress(job: dict, events: list[dict]) -> None:
+    widgets.progress_block(job, events)
+    run, hist = logic.epoch_history(events)
+    if hist:
+        st.caption(f"Live curves of **{figures.display_name(run)}** (epoch {hist[-1].get('epoch')}/"
+                   f"{hist[-1].get('epochs', '?')})")
+        c1, c2 = st.columns([3, 2])
+        with c1:
+            widgets.show(figures.training_curves(hist), key=f"live_curves_{job['id']}")
+        layers = list((hist[-1].get("cka_forget") or {}).keys())
+        if layers:
+            with c2:
+                widgets.show(figures.epoch_cka_lines(hist, layers), key=f"live_cka_{job['id']}")
+    logs = [e for e in events if e.get("type") in ("stage", "log")][-4:]
+    if logs:
+        st.caption("  \n".join(str(e.get("message") or e.get("stage")) for e in logs))
+
+
+@st.fragment(run_every=1.0)
+def live(job_id: str) -> None:
+    job = data.get_job(job_id)
+    if job is None:
+        st.warning(f"Job `{job_id}` is gone from the store.")
+        return
+    events = _events(job_id)
+    _render_progress(job, events)
+    if job["state"] in logic.ACTIVE_STATES:
+        label = "Cancel requested…" if job.get("cancel_requested") else "Cancel job"
+        if st.button(label, key=f"cancel_{job_id}", icon=":material/stop_circle:",
+                     disabled=bool(job.get("cancel_requested"))):
+            data.cancel(job_id)
+            st.toast(f"Cancel requested for {job_id}")
+    else:  # finished while we watched: render the final state once, without polling
+        data.invalidate_jobs()
+        st.rerun(scope="app")
+
+
+def _open_results(job_id: str) -> None:
+    ss[widgets.RESULTS_KEY] = job_id
+
+
+def final(job: dict) -> None:
+    widgets.job_error(job)
+    if job["state"] != "done":
+        events = _events(job["id"])
+        _render_progress(job, events)
+        return
+    if job.get("kind") not in ("run", "compare"):
+        st.success(f"Job `{job['id']}` is done.")
+        return
+    try:
+        res = data.results(job)
+    except Exception as err:
+        st.error(f"Could not read the results of job `{job['id']}`: {err}")
+        return
+    if not res:
+        st.warning("This job is done but wrote no results.")
+        return
+    note = f" (reused from job `{job['cached_from']}`)" if job.get("cached_from") else ""
+    st.success(f"Job `{job['id']}` is done{note}: {logic.scenario_line(res)}.")
+    rows = [r for r in logic.headline_rows(res)]
+    st.dataframe(pd.DataFrame([{"Run": widgets.fmt_run(r["name"]), "Forget acc": r["forget_acc"],
+                                "Retain acc": r["retain_acc"], "Test acc": r["test_acc"], "MIA efficacy": r["mia"],
+                                "Forget CKA (inner)": r["cka_mid"], "Probe recovery (inner)": r["probe_mid"]}
+                               for r in rows]),
+                 hide_index=True, width="stretch",
+                 column_config={k: st.column_config.NumberColumn(format="percent") for k in
+                                ("Forget acc", "Retain acc", "Test acc", "MIA efficacy", "Probe recovery (inner)")}
+                 | {"Forget CKA (inner)": st.column_config.NumberColumn(format="%.2f")})
+    label = next((n for n in logic.method_runs(res)), None)
+    hist = ((res.get("runs") or {}).get(label) or {}).get("history") if label else None
+    if hist:
+        c1, c2 = st.columns([3, 2])
+        with c1:
+            widgets.show(figures.training_curves(hist, f"{figures.display_name(label)} by epoch"),
+                         key=f"final_curves_{job['id']}")
+        layers = list(res.get("layers") or [])
+        if any(h.get("cka_forget") for h in hist):
+            with c2:
+                widgets.show(figures.epoch_cka_lines(hist, layers), key=f"final_cka_{job['id']}")
+    if st.button("Show on the analysis pages", key=f"open_{job['id']}", on_click=_open_results, args=(job["id"],),
+                 icon=":material/insights:"):
+        st.switch_page("pages/overview.py")
+
+
+def watched() -> None:
+    job_id = st.query_params.get("job")
+    if not job_id:
+        return
+    job = data.get_job(job_id)
+    st.divider()
+    if job is None:
+        st.warning(f"No job `{job_id}` in this store (from the address bar).")
+        return
+    st.subheader(f"Job `{job_id}` · {logic.job_label(job)}")
+    st.caption(f"state **{job['state']}** · created {logic.fmt_time(data.jt(job, 'created'))}"
+               + (f" · running for {logic.elapsed(job)}" if job["state"] == "running" else "")
+               + (f" · took {logic.elapsed(job)}" if job["state"] in ("done", "failed") and data.jt(job, 'started') else ""))
+    if job["state"] in logic.ACTIVE_STATES:
+        if job["state"] == "queued" and not data.worker_alive():
+            st.warning("No worker is running: this job waits until one starts"
+                       + (" (`python -m engine worker`)." if not data.autostart_enabled() else "."))
+        live(job_id)
+    else:
+        final(job)
+
+
+def _watch(job_id: str | None) -> None:
+    if job_id:
+        st.query_params["job"] = job_id
+
+
+def recent_jobs() -> None:
+    st.divider()
+    st.subheader("Recent jobs")
+    jobs = data.jobs()[:30]
+    if not jobs:
+        st.caption("No jobs yet.")
+        return
+    df = pd.DataFrame([{
+        "Job": j["id"], "What": logic.job_label(j), "State": j["state"],
+        "Progress": float(j.get("progress") or 0.0), "Stage": j.get("stage") or "",
+        "Created": logic.fmt_time(data.jt(j, "created")), "Error": j.get("error") or "",
+    } for j in jobs])
+    st.dataframe(df, hide_index=True, width="stretch",
+                 column_config={"Progress": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
+                                "Error": st.column_config.TextColumn(width="large")})
+    ids = [j["id"] for j in jobs]
+    labels = {j["id"]: f"{j['id']} · {logic.job_label(j)} · {j['state']}" for j in jobs}
+    cur = st.query_params.get("job")
+    c1, c2 = st.columns([3, 1])
+    pick = c1.selectbox("Show a job", ids, index=ids.index(cur) if cur in ids else None, key="l_pick",
+                        format_func=lambda i: labels[i], placeholder="choose a job…")
+    c2.button("Show", key="l_show", on_click=_watch, args=(pick,), disabled=pick is None or pick == cur)
+    for j in jobs:
+        if j["state"] == "failed" and j["id"] != cur:
+            st.caption(f":red[failed] `{j['id']}` ({logic.job_label(j)}): {j.get('error') or 'no message'}")
+
+
+st.title("Launch and tune")
+st.caption("Runs go to the background worker; this page only queues them and follows their progress. "
+           "Every option is checked before anything is queued.")
+apply_prefill()
+form()
+watched()
+recent_jobs()

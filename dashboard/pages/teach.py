@@ -1,0 +1,131 @@
+"""Teach: a guided walk through superficial forgetting on the default results (the newest finished
+comparison). Every number comes from the results shown; nothing is hard-coded."""
+import streamlit as st
+
+from dashboard import data, figures, logic, widgets
+
+st.title("Teach: forgotten at the logits, kept in the layers")
+all_jobs = data.jobs()
+done = data.done_result_jobs(all_jobs)
+job = next((j for j in done if j.get("kind") == "compare"), None)
+if job is None:
+    if done:
+        st.info("The guided walk needs a comparison of several methods; only single runs are finished so far.")
+        if st.button("Queue the default comparison", key="teach_queue", type="primary"):
+            widgets.queue_default_compare()
+    else:
+        widgets.empty_state(all_jobs)
+    st.stop()
+try:
+    res = data.results(job)
+except Exception as err:
+    st.error(f"Could not read the results of job `{job['id']}`: {err}")
+    st.stop()
+if not res:
+    st.error(f"Job `{job['id']}` has no results.")
+    st.stop()
+
+layers = list(res.get("layers") or [])
+inner = logic.inner_layers(layers)
+rows = {r["name"]: r for r in logic.headline_rows(res)}
+orig, retr = rows.get("original"), rows.get("retrain")
+base = logic.teaching_baseline(res)
+st.caption(f"On the newest comparison (job `{job['id']}`: {logic.scenario_line(res)}).")
+if base is None or retr is None or orig is None:
+    st.warning("This comparison lacks a baseline or a reference row, so the walk cannot be shown.")
+    st.stop()
+B, b = figures.display_name(base), rows[base]
+cka_o = logic.per_layer(res, "cka_vs_original", "forget")
+probe = logic.per_layer(res, "probe_forget_acc")
+s = res.get("scenario") or {}
+what = logic.forget_phrase(s)
+
+
+def step(n: int, title: str) -> None:
+    st.html(f'<div class="eclab-step"><b>Step {n}.</b> {title}</div>')
+
+
+# Step 1
+step(1, f"{B} looks forgotten at the logits")
+c = st.columns(4)
+c[0].metric(f"{B}: forget accuracy", logic.pct(b["forget_acc"]),
+            delta=f"{100 * (b['forget_acc'] - orig['forget_acc']):+.1f} pts vs original" if b["forget_acc"] is not None
+            and orig["forget_acc"] is not None else None, delta_color="off")
+c[1].metric("Retrain: forget accuracy", logic.pct(retr["forget_acc"]))
+c[2].metric(f"{B}: retain accuracy", logic.pct(b["retain_acc"]))
+c[3].metric(f"{B}: MIA efficacy", logic.pct(b["mia"]))
+st.markdown(f"After unlearning {what}, {B} gets **{logic.pct(b['forget_acc'])}** of the forget samples right "
+            f"(original: {logic.pct(orig['forget_acc'])}, retrained model: {logic.pct(retr['forget_acc'])}) "
+            f"and keeps **{logic.pct(b['retain_acc'])}** on the retain set. "
+            + ("By the usual numbers it has forgotten." if b["forget_acc"] is not None and retr["forget_acc"] is not None
+               and abs(b["forget_acc"] - retr["forget_acc"]) <= 0.05
+               else "No baseline here matches retrain's forget accuracy closely; this one comes nearest."))
+st.caption(f"Chosen as the baseline whose forget accuracy is closest to retrain's and whose inner layers changed "
+           f"least (highest mean CKA to the original over {', '.join(inner)}).")
+
+# Step 2
+step(2, "…but its layers still hold the class")
+# the inner layer where the baseline keeps most beyond the retrained model
+lay, _ = logic.strongest_layer(logic.excess(cka_o.get(base), cka_o.get("retrain"), inner), inner)
+play, _ = logic.strongest_layer(logic.excess(probe.get(base), probe.get("retrain"), inner), inner)
+val = logic.num((cka_o.get(base) or {}).get(lay)) if lay else None
+pval = logic.num((probe.get(base) or {}).get(play)) if play else None
+rv = logic.num((cka_o.get("retrain") or {}).get(lay)) if lay else None
+rp = logic.num((probe.get("retrain") or {}).get(play)) if play else None
+if lay is not None:
+    st.markdown(f"On the forget samples, {B}'s features at **{lay}** have CKA **{logic.dec(val)}** to the original's "
+                f"(retrained model: {logic.dec(rv)})."
+                + (f" A linear probe on **{play}** still recovers **{logic.pct(pval)}** of forget-class test samples "
+                   f"(retrained model: {logic.pct(rp)})." if play else ""))
+show = {n: cka_o.get(n) for n in ("original", base, "retrain") if cka_o.get(n)}
+c1, c2 = st.columns(2)
+with c1:
+    widgets.show(figures.layer_lines(show, layers, "Forget-set CKA to the original", "CKA", percent=False),
+                 key="teach_cka")
+with c2:
+    widgets.show(figures.probe_lines({n: probe.get(n) for n in ("original", base, "retrain") if probe.get(n)},
+                                     layers, chance=1.0 / s["num_classes"] if s.get("num_classes") else None),
+                 key="teach_probe")
+last = layers[-1] if layers else None
+b_last = logic.num((cka_o.get(base) or {}).get(last)) if last else None
+if b["cka_mid"] is not None and retr["cka_mid"] is not None and b["cka_mid"] > retr["cka_mid"]:
+    st.markdown(f"Mean inner CKA: {B} **{logic.dec(b['cka_mid'])}**, retrained model **{logic.dec(retr['cka_mid'])}**."
+                + (f" At the last supervision point ({last}) {B} is down to {logic.dec(b_last)}: the change that flipped "
+                   "the predictions sits near the output, while the earlier layers still compute much of what they "
+                   "computed before. That is **superficial forgetting**."
+                   if b_last is not None and b_last < b["cka_mid"] - 0.05 else
+                   " The inner layers stay closer to the original than real forgetting would leave them: "
+                   "**superficial forgetting**."))
+else:
+    st.markdown(f"Here {B}'s inner layers ({logic.dec(b['cka_mid'])}) are not closer to the original than the retrained "
+                f"model's ({logic.dec(retr['cka_mid'])}): this comparison shows little superficial forgetting.")
+
+# Step 3
+step(3, "What Erase at the Core changes")
+ec = rows.get("ec")
+if ec is None:
+    st.info("This comparison has no EC run; queue a comparison with EC to see this step.")
+else:
+    weights = ((res.get("config") or {}).get("ec") or {}).get("weights") or [1.0] * len(layers)
+    on = [f"{l} (×{w:g})" for l, w in zip(layers, weights) if w > 0]
+    st.markdown(f"EC adds a contrastive unlearning loss on the forget set and a cross-entropy on the retain set at "
+                f"its supervision points ({', '.join(on)}), through auxiliary modules on the intermediate layers. Its forget accuracy is "
+                f"**{logic.pct(ec['forget_acc'])}** (retain {logic.pct(ec['retain_acc'])}), and the inner layers move "
+                f"too: mean inner CKA **{logic.dec(ec['cka_mid'])}** (vs {B}'s {logic.dec(b['cka_mid'])}), probe "
+                f"recovery **{logic.pct(ec['probe_mid'])}** (vs {logic.pct(b['probe_mid'])}).")
+    widgets.show(figures.cka_heatmap(cka_o, layers, [n for n in ("original", base, "ec", "retrain") if n in cka_o],
+                                     "Forget-set CKA to the original"), key="teach_heat")
+
+# Step 4
+step(4, "What the retrained model shows")
+st.markdown(f"The retrained model never saw {what}. Its inner-layer CKA to the original on the forget set is "
+            f"**{logic.dec(retr['cka_mid'])}** and a probe recovers **{logic.pct(retr['probe_mid'])}** on average over "
+            f"{', '.join(inner)}: early layers stay similar because features that serve the other classes are "
+            "learned anyway. That is the floor: unlearning should get close to it, not below it, and not "
+            "only at the output.")
+gap_b = (b["cka_mid"] - retr["cka_mid"]) if b["cka_mid"] is not None and retr["cka_mid"] is not None else None
+gap_e = (ec["cka_mid"] - retr["cka_mid"]) if ec and ec["cka_mid"] is not None and retr["cka_mid"] is not None else None
+if gap_b is not None:
+    st.success(f"Distance to the floor (mean inner CKA above retrain's): {B} {gap_b:+.2f}"
+               + (f", EC {gap_e:+.2f}." if gap_e is not None else "."), icon=":material/flag:")
+st.page_link("pages/layers.py", label="See every method layer by layer", icon=":material/layers:")

@@ -1,0 +1,238 @@
+"""Widgets shared by the pages: the sidebar, the results picker, empty / computing / failed states,
+job progress, figure display with HTML export."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from . import data, figures, logic
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+RESULTS_KEY = "results_job"
+DEFAULT_COMPARE_SPEC = {"preset": "digits"}
+
+
+def inject_css() -> None:
+    css = ASSETS / "style.css"
+    if css.is_file():
+        st.html(f"<style>{css.read_text()}</style>")
+
+
+def autostart_worker() -> None:
+    """Make sure a worker is alive (at most every 20 s per session). Off with ECLAB_NO_AUTOSTART=1."""
+    if not data.autostart_enabled():
+        return
+    now = time.time()
+    if now - st.session_state.get("_worker_check", 0.0) < 20:
+        return
+    st.session_state["_worker_check"] = now
+    try:
+        if data.ensure_worker():
+            st.toast("Started a background worker.", icon=":material/memory:")
+    except Exception as err:  # never block the page on this
+        st.session_state["_worker_error"] = str(err)
+
+
+# -- results selection ---------------------------------------------------------------------------
+
+def _result_label(job: dict) -> str:
+    when = logic.fmt_time(data.jt(job, "finished"))
+    return f"{logic.job_label(job)} · {when} · {job['id']}"
+
+
+def default_results_job(done: list[dict]) -> dict | None:
+    """The newest done compare job, else the newest done run job."""
+    return next((j for j in done if j.get("kind") == "compare"), done[0] if done else None)
+
+
+def results_picker(all_jobs: list[dict]) -> dict | None:
+    """Sidebar selectbox of done results; returns the selected job."""
+    done = data.done_result_jobs(all_jobs)
+    if not done:
+        st.session_state.pop(RESULTS_KEY, None)
+        return None
+    ids = [j["id"] for j in done]
+    by_id = {j["id"]: j for j in done}
+    cur = st.session_state.get(RESULTS_KEY)
+    if cur not in by_id:
+        st.session_state[RESULTS_KEY] = default_results_job(done)["id"]
+    sel = st.selectbox("Results shown", ids, key=RESULTS_KEY,
+                       format_func=lambda i: _result_label(by_id[i]),
+                       help="The comparison (or single run) the analysis pages show. "
+                            "Default: the newest finished comparison.")
+    return by_id.get(sel)
+
+
+def selected_results_job(all_jobs: list[dict]) -> dict | None:
+    done = data.done_result_jobs(all_jobs)
+    by_id = {j["id"]: j for j in done}
+    return by_id.get(st.session_state.get(RESULTS_KEY)) or default_results_job(done)
+
+
+def sidebar() -> None:
+    all_jobs = data.jobs()
+    with st.sidebar:
+        alive = data.worker_alive()
+        if alive:
+            st.markdown(":green[●] **Worker running**")
+        else:
+            st.markdown(":red[●] **No worker running**")
+            if data.autostart_enabled():
+                if st.button("Start worker", key="sb_start_worker", icon=":material/play_arrow:"):
+                    st.session_state.pop("_worker_check", None)
+                    data.ensure_worker()
+                    st.rerun()
+            else:
+                st.caption("Start one with `python -m engine worker`.")
+            if st.session_state.get("_worker_error"):
+                st.caption(f"Could not start a worker: {st.session_state['_worker_error']}")
+        active = [j for j in all_jobs if j.get("state") in logic.ACTIVE_STATES]
+        if active:
+            st.caption(f"{len(active)} job(s) queued or running")
+        job = results_picker(all_jobs)
+        if job is not None:
+            try:
+                res = data.results(job)
+            except Exception:
+                res = None
+            if res:
+                s = res.get("scenario") or {}
+                st.caption("**Scenario**  \n" + logic.scenario_line(res) +
+                           f"  \n{s.get('n_forget', '?')} forget / {s.get('n_retain', '?')} retain samples")
+        watched = st.query_params.get("job")
+        if watched:
+            wj = data.get_job(watched)
+            if wj is not None:
+                st.caption(f"**Watching job** `{wj['id']}`  \n{logic.job_label(wj)} · {wj['state']}"
+                           + (f" · {100 * (wj.get('progress') or 0):.0f}%" if wj["state"] == "running" else ""))
+
+
+# -- page guards ---------------------------------------------------------------------------------
+
+def _newest(all_jobs: list[dict], kind: str) -> dict | None:
+    return next((j for j in all_jobs if j.get("kind") == kind), None)
+
+
+def require_results() -> tuple[dict, dict] | None:
+    """The selected (job, results), after reporting newer computing or failed comparisons.
+    With no results it renders the empty / computing state and returns None."""
+    all_jobs = data.jobs()
+    job = selected_results_job(all_jobs)
+    newest = _newest(all_jobs, "compare")
+    if job is None:
+        empty_state(all_jobs)
+        return None
+    if newest is not None and newest["id"] != job["id"] and (data.jt(newest, "created") or 0) > (data.jt(job, "created") or 0):
+        if newest["state"] in logic.ACTIVE_STATES:
+            st.info(f"A newer comparison (job `{newest['id']}`) is {newest['state']}: "
+                    f"{100 * (newest.get('progress') or 0):.0f}% ({newest.get('stage') or 'waiting'}). "
+                    "These pages show the newest finished one until then.", icon=":material/hourglass_top:")
+        elif newest["state"] == "failed":
+            st.warning(f"The newest comparison (job `{newest['id']}`) failed: {newest.get('error') or 'no message'}",
+                       icon=":material/error:")
+    try:
+        res = data.results(job)
+    except Exception as err:
+        st.error(f"Could not read the results of job `{job['id']}`: {err}")
+        return None
+    if not res:
+        st.error(f"Job `{job['id']}` is done but has no results.json; rerun it from the Launch page.")
+        return None
+    return job, res
+
+
+def empty_state(all_jobs: list[dict]) -> None:
+    """No finished results: show the computing comparison, the failure, or a button to queue one."""
+    active = next((j for j in all_jobs if j.get("kind") in ("compare", "run")
+                   and j.get("state") in logic.ACTIVE_STATES), None)
+    if active is not None:
+        what = "the default comparison" if active["kind"] == "compare" else logic.job_label(active)
+        st.subheader(f"Computing {what}…")
+        st.caption("The pages fill in as soon as the first results are written. You can close this tab: "
+                   "the work runs in the background worker.")
+        _computing_fragment(active["id"])
+        if not data.worker_alive() and not data.autostart_enabled():
+            st.warning("No worker is running, so nothing will progress: start one with `python -m engine worker`.")
+        return
+    failed = next((j for j in all_jobs if j.get("kind") in ("compare", "run")), None)
+    if failed is not None and failed.get("state") in ("failed", "cancelled"):
+        if failed["state"] == "failed":
+            st.error(f"The last {failed['kind']} job (`{failed['id']}`) failed: {failed.get('error') or 'no message'}",
+                     icon=":material/error:")
+        else:
+            st.warning(f"The last {failed['kind']} job (`{failed['id']}`) was cancelled.")
+    st.subheader("No results yet")
+    st.markdown("EC Lab compares **Erase at the Core** with ten baselines on one scenario. The default "
+                "comparison (scikit-learn's 8×8 digits, a small CNN, forget class 3) runs on a laptop CPU "
+                "in about a minute.")
+    if st.button("Queue the default comparison", type="primary", key="queue_default",
+                 icon=":material/play_arrow:"):
+        queue_default_compare()
+
+
+def queue_default_compare() -> None:
+    try:
+        with st.spinner("Queueing…"):
+            job = data.submit("compare", dict(DEFAULT_COMPARE_SPEC))
+            data.ensure_worker()
+    except Exception as err:
+        st.error(logic.error_text(err))
+        return
+    st.toast(f"Queued job {job['id']}", icon=":material/schedule:")
+    st.rerun()
+
+
+@st.fragment(run_every=2.0)
+def _computing_fragment(job_id: str) -> None:
+    job = data.get_job(job_id)
+    if job is None:
+        return
+    progress_block(job)
+    if job["state"] not in logic.ACTIVE_STATES:
+        data.invalidate_jobs()
+        st.rerun(scope="app")
+
+
+def progress_block(job: dict, events: list[dict] | None = None) -> None:
+    p = float(job.get("progress") or 0.0)
+    stage = job.get("stage") or ("waiting for the worker" if job["state"] == "queued" else "")
+    msg = ""
+    if events:
+        ev = logic.last_stage(events)
+        if ev and ev.get("message"):
+            msg = f" — {ev['message']}"
+    st.progress(min(1.0, max(0.0, p)), text=f"{job['state']} · {100 * p:.0f}% · {stage}{msg}")
+
+
+def job_error(job: dict) -> None:
+    if job.get("state") == "failed":
+        st.error(f"Job `{job['id']}` failed: {job.get('error') or 'no message recorded'}", icon=":material/error:")
+    elif job.get("state") == "cancelled":
+        st.warning(f"Job `{job['id']}` was cancelled.")
+
+
+# -- figures ------------------------------------------------------------------------------------
+
+PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+
+
+def show(fig, key: str, export: str | None = None) -> None:
+    """Render a figure; with `export` (a file stem), add a self-contained HTML download made on
+    click (plotly.js embedded, so the file opens offline)."""
+    st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
+    if export:
+        st.download_button("Figure as HTML", data=lambda f=fig: figures.figure_html(f),
+                           file_name=f"{export}.html", mime="text/html", key=f"dl_{key}",
+                           on_click="ignore", icon=":material/download:")
+
+
+def run_options(results: dict, include_reference: bool = True) -> list[str]:
+    names = logic.run_names(results)
+    return names if include_reference else [n for n in names if n not in logic.REFERENCE]
+
+
+def fmt_run(name: str) -> str:
+    label = figures.display_name(name)
+    return label + " (reference)" if name in logic.REFERENCE else label

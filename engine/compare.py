@@ -1,0 +1,113 @@
+"""`python -m engine compare`: a full comparison in this process, with live progress and a table."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .config import apply_sets, option_table
+from .events import JobContext
+
+
+def scenario_overrides(args) -> dict:
+    """Overrides from the scenario flags shared by compare / submit / sweep."""
+    over: dict = {}
+    if getattr(args, "forget_classes", None):
+        over["forget"] = {"classes": [int(c) for c in str(args.forget_classes).split(",") if c.strip()]}
+    if getattr(args, "forget_random", None) is not None:
+        over["forget"] = {"random": args.forget_random}
+    if getattr(args, "seed", None) is not None:
+        over["seed"] = args.seed
+    if getattr(args, "device", None):
+        over["device"] = args.device
+    if getattr(args, "data_dir", None):
+        over.setdefault("data", {})["data_dir"] = args.data_dir
+    if getattr(args, "download", False):
+        over.setdefault("data", {})["download"] = True
+    return apply_sets(over, getattr(args, "set", None) or [])
+
+
+def add_scenario_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="digits", help="digits (default, offline), mnist, fashion-mnist, cifar10, cifar100, cifar10-vit")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--forget-classes", metavar="C[,C...]", help="class-wise forgetting, e.g. 3 or 3,5 (default 3)")
+    g.add_argument("--forget-random", type=float, metavar="P", help="forget a random share P of training samples")
+    p.add_argument("--seed", type=int, help="split / initialisation seed (default 0)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default auto: CUDA, then MPS, then CPU")
+    p.add_argument("--data-dir", help="where downloadable data sets live ($ECLAB_DATA, ~/.cache/eclab/data)")
+    p.add_argument("--download", action="store_true", help="download the data set if it is missing")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any option, e.g. --set ec.tau=0.5 --set ec.weights=1,1,0.5,1 (see `options`)")
+
+
+class PrintingContext(JobContext):
+    """Prints stage changes and epoch summaries as one line each."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream, self.t0, self._last = stream, time.perf_counter(), None
+
+    def emit(self, event: dict) -> None:
+        kind = event.get("type")
+        t = time.perf_counter() - self.t0
+        if kind == "stage":
+            msg = event.get("message", "")
+            if msg != self._last:
+                self._last = msg
+                print(f"[{t:6.1f}s] {msg}", file=self.stream, flush=True)
+        elif kind == "epoch" and event.get("run") not in ("original", "retrain", "relearn"):
+            fa, ra = event.get("forget_acc"), event.get("retain_acc")
+            accs = f" forget {fa:.3f} retain {ra:.3f}" if fa is not None and ra is not None else ""
+            print(f"[{t:6.1f}s]   {event['run']}: epoch {event['epoch']}/{event['epochs']} "
+                  f"loss {event['losses']['loss']:.3f}{accs}", file=self.stream, flush=True)
+
+
+def format_table(results: dict) -> str:
+    from .runner import mean_mid_cka
+    layers = results["layers"]
+    head = f"{'run':<16}{'forget':>8}{'retain':>8}{'test':>8}{'MIA':>7}{'gap':>7}{'CKA mid':>9}{'probe':>7}{'sec':>7}"
+    lines = [head, "-" * len(head)]
+    fmt = lambda v, w, p=3: f"{v:>{w}.{p}f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"  # noqa: E731
+    for name, run in results["runs"].items():
+        m = run["metrics"]
+        probes = [run["probe_forget_acc"].get(l) for l in layers[:-1]]
+        probes = [p for p in probes if p is not None]
+        probe = sum(probes) / len(probes) if probes else None
+        lines.append(f"{name:<16}{fmt(m['forget_acc'], 8)}{fmt(m['retain_acc'], 8)}{fmt(m['test_acc'], 8)}"
+                     f"{fmt(m['mia_efficacy'], 7)}{fmt(m.get('avg_gap'), 7)}{fmt(mean_mid_cka(run, layers), 9)}"
+                     f"{fmt(probe, 7)}{fmt(run.get('seconds'), 7, 1)}")
+    lines.append(f"CKA mid: mean forget-split CKA to the original over {', '.join(layers[:-1])}; "
+                 f"probe: linear-probe accuracy on forget-class test samples at those layers")
+    return "\n".join(lines)
+
+
+def cmd_compare(args) -> int:
+    from .runner import execute, parse_methods, prepare
+    spec = {"preset": args.preset, "overrides": scenario_overrides(args)}
+    if args.methods:
+        spec["methods"] = parse_methods(args.methods)
+    norm, _ = prepare("compare", spec)  # validates before any work starts
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    execute("compare", norm, out, PrintingContext())
+    results = json.loads((out / "results.json").read_text())
+    print(format_table(results))
+    print(f"wrote {out / 'results.json'} in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def cmd_options(args) -> int:
+    for name, default, cons in option_table():
+        print(f"{name:<34} {json.dumps(default):<14} {cons}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("compare", help="run EC and the baselines on one scenario, write DIR/results.json")
+    add_scenario_flags(p)
+    p.add_argument("--methods", help="comma list (default: all): ec,cu,ft,ga,neggrad_plus,rl,l1_sparse,salun,scrub,boundary_shrink")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("options", help="list every option with its default and allowed range")
+    p.set_defaults(func=cmd_options)

@@ -1,0 +1,392 @@
+"""Typed, validated, hashable configuration for every piece of work the engine does.
+
+One `RunConfig` describes a scenario (data set, model, forget request, seed), the recipe for the
+original and retrained models, every method's hyperparameters, EC's knobs and the evaluation.
+Every default is documented once, here. Invalid values raise `ConfigError`, whose message names
+the option (dotted path, as used by `--set`) and the allowed range.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DATASET_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10, "cifar10": 10, "cifar100": 100}
+
+# Supervision points per architecture (module names, in forward order). The last one is the
+# penultimate feature where the model's real head sits; EC supervises all of them.
+SUPERVISION_POINTS: dict[str, list[str]] = {
+    "small_cnn": ["block1", "block2", "block3", "block4"],
+    "resnet18": ["layer1", "layer2", "layer3", "layer4"],
+    "resnet50": ["layer1", "layer2", "layer3", "layer4"],
+    "vit_tiny": ["blocks.1", "blocks.3", "blocks.5", "norm"],
+}
+
+METHOD_NAMES = ["retrain", "ft", "ga", "neggrad_plus", "rl", "l1_sparse", "salun", "scrub",
+                "boundary_shrink", "cu", "ec"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid. `option` is the dotted path of the offending option."""
+
+    def __init__(self, option: str, message: str):
+        self.option = option
+        super().__init__(f"{option}: {message}" if option else message)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    dataset: Literal["digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"] = "digits"
+    data_dir: str | None = None  # default: $ECLAB_DATA or ~/.cache/eclab/data
+    download: bool = False  # only fetch data when the user asks
+    image_size: int | None = Field(None, ge=8, le=512)  # imagefolder resize (default 32)
+    test_fraction: float = Field(0.25, gt=0, lt=1)  # for data sets without an official test split
+
+
+class ForgetConfig(_Strict):
+    classes: list[int] | None = None  # class-wise forgetting (default [3] when random is unset)
+    random: float | None = Field(None, gt=0, lt=1)  # share of training samples to forget
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if self.classes is not None and self.random is not None:
+            raise ValueError("give either forget.classes or forget.random, not both")
+        if self.classes is None and self.random is None:
+            object.__setattr__(self, "classes", [3])
+        if self.classes is not None:
+            if not self.classes:
+                raise ValueError("forget.classes is empty: name at least one class (e.g. 3 or 3,5)")
+            if len(set(self.classes)) != len(self.classes):
+                raise ValueError("forget.classes lists a class twice")
+            if min(self.classes) < 0:
+                raise ValueError("forget.classes must be class ids >= 0")
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.classes is not None:
+            return "classes " + ",".join(map(str, self.classes))
+        return f"random {self.random:.0%}"
+
+
+class ModelConfig(_Strict):
+    arch: Literal["small_cnn", "resnet18", "resnet50", "vit_tiny"] = "small_cnn"
+    width: int = Field(32, ge=4, le=256)  # small_cnn base width; ignored by the others
+
+
+class TrainConfig(_Strict):
+    """Recipe for the original model and the retrained oracle (SGD, cosine schedule)."""
+    epochs: int = Field(30, ge=1, le=1000)
+    lr: float = Field(0.05, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0, le=1)
+    batch_size: int = Field(64, ge=2, le=8192)
+    augment: bool = False  # random crop + flip (CIFAR presets)
+
+
+class MethodConfig(_Strict):
+    """Options every unlearning method shares. Unlearning runs at constant LR (OPTML protocol)."""
+    epochs: int = Field(5, ge=1, le=1000)
+    lr: float = Field(0.01, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0, le=1)
+    batch_size: int = Field(64, ge=2, le=8192)
+
+
+class FTConfig(MethodConfig):
+    pass
+
+
+class GAConfig(MethodConfig):
+    pass
+
+
+class NegGradPlusConfig(MethodConfig):
+    alpha: float = Field(0.95, gt=0, lt=1)  # weight of the retain CE; (1 - alpha) on -CE(forget)
+
+
+class RLConfig(MethodConfig):
+    pass
+
+
+class L1SparseConfig(MethodConfig):
+    alpha: float = Field(1e-4, ge=0, le=1)  # initial L1 weight, decays linearly to 0
+
+
+class SalUnConfig(MethodConfig):
+    mask_ratio: float = Field(0.5, gt=0, le=1)  # share of weights (highest saliency) updated
+
+
+class ScrubConfig(MethodConfig):
+    temperature: float = Field(4.0, gt=0, le=100)
+    max_epochs: int = Field(2, ge=0, le=1000)  # epochs (from the start) that also do max-steps
+    gamma: float = Field(1.0, ge=0)  # weight of retain CE in min-steps
+    alpha: float = Field(1.0, ge=0)  # weight of retain KL in min-steps
+
+
+class BoundaryShrinkConfig(MethodConfig):
+    bound: float = Field(0.1, gt=0, le=10)  # FGSM step size in input space
+
+
+class CUConfig(MethodConfig):
+    tau: float = Field(0.7, gt=0, le=100)
+    lambda_cu: float = Field(3.0, ge=0)
+    lambda_ce: float = Field(1.0, ge=0)
+
+
+class ECMethodConfig(MethodConfig):
+    pass
+
+
+class MethodsConfig(_Strict):
+    retrain: MethodConfig = MethodConfig()  # placeholder: retrain uses the `train` recipe
+    ft: FTConfig = FTConfig()
+    ga: GAConfig = GAConfig()
+    neggrad_plus: NegGradPlusConfig = NegGradPlusConfig()
+    rl: RLConfig = RLConfig()
+    l1_sparse: L1SparseConfig = L1SparseConfig()
+    salun: SalUnConfig = SalUnConfig()
+    scrub: ScrubConfig = ScrubConfig()
+    boundary_shrink: BoundaryShrinkConfig = BoundaryShrinkConfig()
+    cu: CUConfig = CUConfig()
+    ec: ECMethodConfig = ECMethodConfig()
+
+
+class ECConfig(_Strict):
+    """Erase at the Core: per-supervision-point weights, contrastive temperature, loss weights."""
+    weights: list[float] | None = None  # one per supervision point; None = all 1.0
+    tau: float = Field(0.7, gt=0, le=100)  # contrastive temperature (Lee et al. 0.7)
+    lambda_cu: float = Field(3.0, ge=0, le=1000)  # contrastive unlearning weight (Lee et al. 3)
+    lambda_ce: float = Field(1.0, ge=0, le=1000)  # retain cross-entropy weight (Lee et al. 1)
+    projector_dim: int = Field(128, ge=2, le=4096)
+    aux_epochs: int = Field(10, ge=1, le=1000)  # pretraining of the auxiliary modules (frozen backbone)
+    aux_lr: float = Field(0.01, gt=0, le=10)
+    freeze_aux: bool = False  # keep auxiliary modules fixed during unlearning
+    retain_per_forget: int = Field(2, ge=1, le=64)  # retain batches per forget batch (Lee: 4)
+
+    @model_validator(mode="after")
+    def _weights(self):
+        if self.weights is not None:
+            if any(w < 0 for w in self.weights):
+                raise ValueError("ec.weights must all be >= 0")
+            if not any(w > 0 for w in self.weights):
+                raise ValueError("ec.weights are all zero: give at least one supervision point a weight > 0")
+        if self.lambda_cu == 0 and self.lambda_ce == 0:
+            raise ValueError("ec.lambda_cu and ec.lambda_ce are both zero: EC would do nothing")
+        return self
+
+
+class EvalConfig(_Strict):
+    cka_batch: int = Field(256, ge=8, le=8192)  # minibatch size of the unbiased CKA estimator
+    max_samples: int = Field(2000, ge=16)  # per split, for CKA / features (stratified subsample)
+    probe_epochs: int = Field(100, ge=1, le=10000)
+    knn_k: int = Field(5, ge=1, le=100)
+    embed_per_class: int = Field(40, ge=2, le=2000)  # samples per class in the embedding views
+    umap: bool = True  # False: PCA only
+    relearn: bool = False
+    relearn_samples: int = Field(10, ge=1, le=10000)
+    relearn_steps: int = Field(10, ge=1, le=10000)
+    relearn_lr: float = Field(0.01, gt=0, le=10)
+    epoch_cka: bool = True  # per-epoch CKA events where cheap
+
+
+class RunConfig(_Strict):
+    preset: Literal["digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "cifar10-vit", "custom"] = "digits"
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    data: DataConfig = DataConfig()
+    forget: ForgetConfig = ForgetConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    methods: MethodsConfig = MethodsConfig()
+    ec: ECConfig = ECConfig()
+    method: str = "ec"  # the method of a single run
+    plugin: Literal["none", "ec"] = "none"  # add EC's loss on top of `method`
+    beta: float = Field(1.0, gt=0, le=1000)  # weight of the EC plug-in loss
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        if self.method not in METHOD_NAMES:
+            raise ValueError(f"method: unknown method {self.method!r}; choose one of {', '.join(METHOD_NAMES)}")
+        points = SUPERVISION_POINTS[self.model.arch]
+        if self.ec.weights is not None and len(self.ec.weights) != len(points):
+            raise ValueError(f"ec.weights has {len(self.ec.weights)} values but {self.model.arch} has "
+                             f"{len(points)} supervision points ({', '.join(points)})")
+        n = DATASET_CLASSES.get(self.data.dataset)
+        if n is not None and self.forget.classes is not None:
+            bad = [c for c in self.forget.classes if c >= n]
+            if bad:
+                raise ValueError(f"forget.classes {bad} do not exist: {self.data.dataset} has classes 0..{n - 1}")
+            if len(self.forget.classes) >= n:
+                raise ValueError(f"forget.classes would forget all {n} classes: keep at least one")
+        if self.data.dataset == "imagefolder" and not self.data.data_dir:
+            raise ValueError("data.data_dir is required for imagefolder: point it at a folder of class subfolders")
+        if self.plugin == "ec" and self.method in ("ec", "retrain"):
+            raise ValueError(f"plugin: the EC plug-in adds to another method; not to {self.method!r}")
+        return self
+
+    # -- derived values ---------------------------------------------------------------------
+    @property
+    def supervision_points(self) -> list[str]:
+        return SUPERVISION_POINTS[self.model.arch]
+
+    @property
+    def layer_weights(self) -> list[float]:
+        return list(self.ec.weights) if self.ec.weights is not None else [1.0] * len(self.supervision_points)
+
+    @property
+    def run_label(self) -> str:
+        return f"{self.method}+ec" if self.plugin == "ec" else self.method
+
+    def method_config(self, name: str | None = None) -> MethodConfig:
+        return getattr(self.methods, name or self.method)
+
+
+# -- presets ---------------------------------------------------------------------------------
+# Each preset is a set of overrides on the defaults above; recipes follow METHODS.md section 3,
+# with epochs scaled to the data set.
+PRESETS: dict[str, dict[str, Any]] = {
+    "digits": {},
+    "mnist": {"data": {"dataset": "mnist"}, "train": {"epochs": 8, "batch_size": 128}},
+    "fashion-mnist": {"data": {"dataset": "fashion-mnist"}, "train": {"epochs": 15, "batch_size": 128}},
+    "cifar10": {"data": {"dataset": "cifar10"}, "model": {"arch": "resnet18"},
+                "train": {"epochs": 182, "lr": 0.1, "batch_size": 256, "augment": True},
+                "methods": {"ft": {"epochs": 10}, "ga": {"lr": 1e-4}, "rl": {"epochs": 10}},
+                "eval": {"max_samples": 2000}},
+    "cifar100": {"data": {"dataset": "cifar100"}, "model": {"arch": "resnet50"},
+                 "train": {"epochs": 182, "lr": 0.1, "batch_size": 256, "augment": True}},
+    "cifar10-vit": {"data": {"dataset": "cifar10"}, "model": {"arch": "vit_tiny"},
+                    "train": {"epochs": 100, "lr": 0.05, "batch_size": 256, "augment": True}},
+    "custom": {},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _format_error(err: ValidationError) -> ConfigError:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown option (check the spelling; `python -m engine options` lists them all)"
+    elif first["type"] != "value_error" and not isinstance(first.get("input"), dict):
+        msg = f"{msg} (got {first.get('input')!r})"
+    if first["type"] == "value_error":
+        # model-level checks name their option first, e.g. "forget.classes [12] do not exist"
+        m = re.match(r"([a-z_]+(?:\.[a-z_]+)*)[ :]", msg)
+        if m and m.group(1).startswith(loc):
+            loc = m.group(1)
+            msg = msg[len(loc):].lstrip(": ")
+    return ConfigError(loc, msg)
+
+
+def make_config(preset: str = "digits", overrides: dict | None = None, **top) -> RunConfig:
+    """Build and validate a config from a preset plus nested overrides."""
+    if preset not in PRESETS:
+        raise ConfigError("preset", f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    raw = _merge(PRESETS[preset], {"preset": preset})
+    raw = _merge(raw, overrides or {})
+    raw = _merge(raw, top)
+    return validate(raw)
+
+
+def validate(raw: dict) -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise _format_error(err) from None
+
+
+def parse_value(text: str) -> Any:
+    """`--set` value: JSON when it parses (numbers, true/false, lists, null), else a string.
+    Comma lists without brackets become lists: `ec.weights=1,0.5,0,2`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    if "," in text:
+        return [parse_value(t) for t in text.split(",")]
+    return text
+
+
+def apply_sets(raw: dict, sets: list[str]) -> dict:
+    """Apply `key.sub=value` strings to a nested dict (returns a new dict)."""
+    out = json.loads(json.dumps(raw))
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(item, "--set needs key=value, e.g. --set ec.tau=0.5")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(key, "is not a group of options")
+        node[parts[-1]] = parse_value(value.strip())
+    return out
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def scenario_dict(cfg: RunConfig) -> dict:
+    """What defines the scenario: data, model, recipe, seed and forget request."""
+    return {"preset": cfg.preset, "seed": cfg.seed, "data": cfg.data.model_dump(exclude={"download"}),
+            "model": cfg.model.model_dump(), "train": cfg.train.model_dump(),
+            "forget": cfg.forget.model_dump()}
+
+
+def original_key(cfg: RunConfig) -> str:
+    """Cache key of the original model: independent of the forget request."""
+    d = scenario_dict(cfg)
+    d.pop("forget")
+    return "orig-" + stable_hash(d)
+
+
+def retrain_key(cfg: RunConfig) -> str:
+    return "retrain-" + stable_hash(scenario_dict(cfg))
+
+
+def aux_key(cfg: RunConfig) -> str:
+    ec = cfg.ec.model_dump(include={"projector_dim", "aux_epochs", "aux_lr"})
+    return "aux-" + stable_hash({"orig": original_key(cfg), "ec": ec})
+
+
+def run_key(cfg: RunConfig) -> str:
+    """Hash of everything that changes a single method run's numbers."""
+    d = cfg.model_dump(exclude={"device"})
+    d["data"].pop("download", None)
+    d.pop("methods")
+    d["method_config"] = cfg.method_config().model_dump()
+    return stable_hash(d)
+
+
+def option_table() -> list[tuple[str, Any, str]]:
+    """(dotted option, default, constraint) for every option, for `python -m engine options`."""
+    rows: list[tuple[str, Any, str]] = []
+
+    def walk(model: type[BaseModel], prefix: str):
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, f"{prefix}{name}.")
+                continue
+            cons = ", ".join(str(m) for m in field.metadata) or str(ann).replace("typing.", "")
+            rows.append((prefix + name, field.default, cons))
+
+    walk(RunConfig, "")
+    return rows

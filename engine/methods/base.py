@@ -1,0 +1,95 @@
+"""A method is a small class: which batches it needs, the loss on them, and optional hooks.
+
+The registry maps names to classes (`@register("ft")`); `create_method(name, cfg)` builds one.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+_REGISTRY: dict[str, type["Method"]] = {}
+
+
+def register(name: str):
+    def deco(cls):
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+    return deco
+
+
+def method_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def create_method(name: str, cfg, **kwargs) -> "Method":
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(_REGISTRY)}")
+    return _REGISTRY[name](cfg, **kwargs)
+
+
+class Method:
+    """Base: cross-entropy on retain batches, one epoch = one pass over the retain set."""
+    name = "base"
+    uses_forget = True
+    uses_retain = True
+
+    def __init__(self, cfg, hp=None):
+        self.cfg = cfg  # the full RunConfig
+        self.hp = hp if hp is not None else cfg.method_config(self.name)
+
+    # batch sizes: None means the stream is not used
+    @property
+    def forget_batch(self):
+        return self.hp.batch_size if self.uses_forget else None
+
+    @property
+    def retain_batch(self):
+        return self.hp.batch_size if self.uses_retain else None
+
+    def steps_per_epoch(self, state) -> int:
+        n = len(state.retain_idx) if self.uses_retain else len(state.forget_idx)
+        b = self.retain_batch if self.uses_retain else self.forget_batch
+        return max(1, math.ceil(n / b))
+
+    def proportional_forget_batch(self, state) -> int:
+        """A forget batch size that covers the forget set once per pass over the retain set."""
+        steps = self.steps_per_epoch(state)
+        return max(2, math.ceil(len(state.forget_idx) / steps))
+
+    # hooks
+    def setup(self, state) -> None:
+        pass
+
+    def parameters(self, state):
+        return state.model.parameters()
+
+    def before_step(self, state) -> None:
+        pass
+
+    def loss(self, state, xf, yf, xr, yr):
+        raise NotImplementedError
+
+    def after_backward(self, state) -> None:
+        pass
+
+    def after_step(self, state) -> None:
+        pass
+
+    def after_epoch(self, state) -> None:
+        pass
+
+    def teardown(self, state) -> None:
+        pass
+
+
+def random_other_labels(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """A uniformly random label different from the true one, per sample."""
+    shift = torch.randint(1, num_classes, y.shape, device=y.device)
+    return (y + shift) % num_classes
+
+
+def ce(model, x, y):
+    return F.cross_entropy(model(x), y)

@@ -1,0 +1,461 @@
+"""Runs the engine's units of work: a single method run, a full comparison, a base-model build and
+an embedding request. The CLI, the worker and the sweeps all come through `execute`.
+
+Base models (original, retrained oracle, EC auxiliary modules) and the reference rows' evaluation
+are cached by configuration hash under $ECLAB_HOME/cache, so a second run on the same scenario
+reuses them.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import store
+from .config import (METHOD_NAMES, ConfigError, RunConfig, aux_key, make_config, original_key, retrain_key,
+                     stable_hash, validate)
+from .data import DataError
+from .data.datasets import load_dataset
+from .data.splits import Splits, make_pool, make_splits, save_splits, stratified_subsample
+from .embed import embed
+from .evaluate import EvalSet, avg_gap, epoch_probe, evaluate, forward_all, prepare_references, predict
+from .events import JobContext
+from .methods import create_method
+from .methods.ec.method import AuxModules, build_method, pretrain_aux
+from .models import create_model, point_channels
+from .training import LoopState, pick_device, run_loop
+
+JOB_KINDS = ("run", "compare", "base", "embed")
+COMPARE_DEFAULT = [m for m in METHOD_NAMES if m != "retrain"]
+
+
+# -- specs -------------------------------------------------------------------------------------
+
+def config_from_spec(spec: dict) -> RunConfig:
+    if not isinstance(spec, dict):
+        raise ConfigError("spec", "must be a JSON object")
+    if "config" in spec:
+        return validate(spec["config"])
+    unknown = set(spec) - {"preset", "overrides", "methods"}
+    if unknown:
+        raise ConfigError(sorted(unknown)[0], "unknown field in the job spec (use preset, overrides, methods)")
+    return make_config(spec.get("preset", "digits"), spec.get("overrides") or {})
+
+
+def parse_methods(methods) -> list[str]:
+    if methods is None:
+        return list(COMPARE_DEFAULT)
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHOD_NAMES]
+    if bad:
+        raise ConfigError("methods", f"unknown method(s) {', '.join(bad)}; choose from {', '.join(METHOD_NAMES)}")
+    if not methods:
+        raise ConfigError("methods", "is empty: name at least one method")
+    return [m for m in dict.fromkeys(methods) if m != "retrain"]  # retrain is always the reference row
+
+
+def prepare(kind: str, spec: dict) -> tuple[dict, str]:
+    """Validate a job spec before it is queued; return (normalised spec, configuration hash)."""
+    if kind not in JOB_KINDS:
+        raise ConfigError("kind", f"unknown job kind {kind!r}; choose one of {', '.join(JOB_KINDS)}")
+    if kind == "embed":
+        job = store.check_id(str(spec.get("job", "")))
+        layer = spec.get("layer")
+        if not isinstance(layer, str) or not layer:
+            raise ConfigError("layer", "name a supervision point, e.g. block2")
+        norm = {"job": job, "layer": layer}
+        return norm, stable_hash({"kind": kind, **norm})
+    cfg = config_from_spec(spec)
+    norm: dict = {"config": cfg.model_dump()}
+    if kind == "compare":
+        norm["methods"] = parse_methods(spec.get("methods"))
+    return norm, stable_hash({"kind": kind, **norm, "config": _hashable(cfg)})
+
+
+def _hashable(cfg: RunConfig) -> dict:
+    d = cfg.model_dump()
+    d["data"].pop("download", None)
+    return d
+
+
+# -- scenario and base models --------------------------------------------------------------------
+
+@dataclass
+class Scenario:
+    cfg: RunConfig
+    device: torch.device
+    x: torch.Tensor
+    y: torch.Tensor
+    splits: Splits
+    num_classes: int
+    class_names: list[str]
+    in_channels: int
+    image_size: int
+
+    def idx(self, name: str) -> torch.Tensor:
+        return torch.as_tensor(getattr(self.splits, f"{name}_idx"), dtype=torch.long, device=self.device)
+
+    def info(self) -> dict:
+        c = self.cfg
+        forget = {"classes": c.forget.classes} if c.forget.classes is not None else {"random": c.forget.random}
+        s = self.splits
+        return {"preset": c.preset, "dataset": c.data.dataset, "arch": c.model.arch, "forget": forget,
+                "forget_label": c.forget.label, "seed": c.seed, "device": str(self.device),
+                "num_classes": self.num_classes, "class_names": self.class_names,
+                "n_train": len(s.train_idx), "n_test": len(s.test_idx), "n_forget": len(s.forget_idx),
+                "n_retain": len(s.retain_idx)}
+
+
+def load_scenario(cfg: RunConfig) -> Scenario:
+    device = pick_device(cfg.device)
+    train, test = load_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.download, cfg.data.image_size)
+    pool = make_pool(train, test)
+    splits = make_splits(pool.y.numpy(), len(train) if test is not None else None, pool.num_classes,
+                         cfg.forget.classes, cfg.forget.random, cfg.seed, cfg.data.test_fraction)
+    return Scenario(cfg, device, pool.x.to(device), pool.y.to(device), splits, pool.num_classes,
+                    list(pool.classes), pool.in_channels, pool.image_size)
+
+
+def new_model(sc: Scenario) -> nn.Module:
+    torch.manual_seed(sc.cfg.seed)
+    m = create_model(sc.cfg.model.arch, sc.num_classes, sc.in_channels, sc.image_size, sc.cfg.model.width)
+    m = m.to(sc.device)
+    if sc.device.type == "cuda":
+        m = m.to(memory_format=torch.channels_last)
+    return m
+
+
+def _train_from_scratch(sc: Scenario, train_idx: torch.Tensor, name: str, ctx: JobContext) -> nn.Module:
+    t = sc.cfg.train
+    model = new_model(sc)
+    state = LoopState(model=model, x=sc.x, y=sc.y, forget_idx=train_idx[:0], retain_idx=train_idx,
+                      num_classes=sc.num_classes, device=sc.device, job=ctx, augment=t.augment)
+    method = create_method("retrain", sc.cfg, hp=t)
+
+    def on_epoch(epoch, row):
+        ctx.emit({"type": "stage", "stage": name, "name": name, "fraction": (epoch + 1) / t.epochs,
+                  "message": f"training {name}: epoch {epoch + 1}/{t.epochs}, loss {row['losses']['loss']:.3f}"})
+
+    run_loop(method, state, epochs=t.epochs, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+             schedule="cosine", seed=sc.cfg.seed, run_name=name, on_epoch=on_epoch)
+    return model.eval()
+
+
+def cached_model(sc: Scenario, key: str, name: str, train_idx: torch.Tensor, ctx: JobContext) -> tuple[nn.Module, bool]:
+    """The trained model for `key`, from the cache or trained now (then cached). Returns (model, hit)."""
+    folder = store.cache_dir(key)
+    path = folder / "model.safetensors"
+    if path.exists():
+        model = new_model(sc)
+        store.load_state_strict(model, path)
+        ctx.emit({"type": "stage", "stage": name, "name": name, "fraction": 1.0, "message": f"{name}: cached ({key})"})
+        return model.eval(), True
+    t0 = time.perf_counter()
+    model = _train_from_scratch(sc, train_idx, name, ctx)
+    store.atomic_save_safetensors(path, model.state_dict(), {"key": key, "name": name})
+    store.atomic_write_json(folder / "meta.json", {"name": name, "key": key, "seconds": time.perf_counter() - t0,
+                                                   "config": sc.cfg.model_dump()})
+    return model, False
+
+
+def cached_aux(sc: Scenario, original: nn.Module, ctx: JobContext) -> AuxModules:
+    ec = sc.cfg.ec
+    folder = store.cache_dir(aux_key(sc.cfg))
+    path = folder / "aux.safetensors"
+    train_idx = sc.idx("train")
+    channels = point_channels(original, sc.x[train_idx[:2]])
+    aux = AuxModules(original.supervision_points, channels, sc.num_classes, ec.projector_dim).to(sc.device)
+    if path.exists():
+        store.load_state_strict(aux, path)
+        return aux
+    aux, info = pretrain_aux(original, sc.x[train_idx], sc.y[train_idx], sc.num_classes, ec.projector_dim,
+                             ec.aux_epochs, ec.aux_lr, seed=sc.cfg.seed, job=ctx)
+    store.atomic_save_safetensors(path, aux.state_dict(), {"key": aux_key(sc.cfg)})
+    store.atomic_write_json(folder / "meta.json", info)
+    return aux
+
+
+@dataclass
+class Bases:
+    original: nn.Module
+    retrain: nn.Module
+    aux: AuxModules | None
+    seconds: dict
+
+
+def base_models(sc: Scenario, ctx: JobContext, need_aux: bool = True) -> Bases:
+    t = time.perf_counter()
+    original, _ = cached_model(sc, original_key(sc.cfg), "original", sc.idx("train"), ctx)
+    t_orig = time.perf_counter() - t
+    retrain, _ = cached_model(sc, retrain_key(sc.cfg), "retrain", sc.idx("retain"), ctx)
+    t_re = time.perf_counter() - t - t_orig
+    aux = cached_aux(sc, original, ctx) if need_aux else None
+    return Bases(original, retrain, aux, {"original": t_orig, "retrain": t_re,
+                                          "aux": time.perf_counter() - t - t_orig - t_re})
+
+
+# -- evaluation set-up ---------------------------------------------------------------------------
+
+def eval_set(sc: Scenario) -> EvalSet:
+    e, s, seed = sc.cfg.eval, sc.splits, sc.cfg.seed
+    labels = sc.y.cpu().numpy()
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.long, device=sc.device)  # noqa: E731
+    sub = lambda idx: t(stratified_subsample(idx, labels, e.max_samples, seed) if len(idx) > e.max_samples else idx)  # noqa: E731
+    idx = {k: t(getattr(s, f"{k}_idx")) for k in ("forget", "retain", "test", "forget_test", "retain_test", "train")}
+    cka_idx = {k: sub(getattr(s, f"{k}_idx")) for k in ("forget", "retain", "forget_test", "retain_test")}
+    n_embed = e.embed_per_class * sc.num_classes
+    embed_idx = t(stratified_subsample(s.train_idx, labels, n_embed, seed))
+    return EvalSet(x=sc.x, y=sc.y, num_classes=sc.num_classes, points=list(sc.cfg.supervision_points), idx=idx,
+                   cka_idx=cka_idx, embed_idx=embed_idx, cka_batch=e.cka_batch, probe_epochs=e.probe_epochs,
+                   knn_k=e.knn_k, seed=seed, class_wise=sc.cfg.forget.classes is not None)
+
+
+def _reference_rows(sc: Scenario, ev: EvalSet, bases: Bases, ctx: JobContext) -> tuple[dict, dict]:
+    """Evaluate original and retrain (cached per scenario + evaluation settings)."""
+    key = "refs-" + stable_hash({"retrain": retrain_key(sc.cfg), "eval": sc.cfg.eval.model_dump(exclude={"relearn", "relearn_samples", "relearn_steps", "relearn_lr", "umap"})})
+    folder = store.cache_dir(key)
+    if (folder / "refs.json").exists() and (folder / "refs.npz").exists():
+        try:
+            rows = store.load_json(folder / "refs.json")
+            arrays = store.load_npz(folder / "refs.npz")
+            return rows, _unflatten_arrays(arrays, ev.points)
+        except store.CheckpointError:
+            pass  # rebuild below
+    rows, arrays = {}, {}
+    for name, model in (("original", bases.original), ("retrain", bases.retrain)):
+        ctx.emit({"type": "stage", "stage": "eval", "name": name, "fraction": 0.5, "message": f"evaluating {name}"})
+        entry, arr = evaluate(model, ev)
+        rows[name] = {"method": name, "label": name, "seconds": None, "params": {}, **entry}
+        arrays[name] = arr
+    rows["original"]["metrics"]["avg_gap"] = avg_gap(rows["original"]["metrics"], rows["retrain"]["metrics"])
+    rows["retrain"]["metrics"]["avg_gap"] = 0.0
+    store.atomic_write_json(folder / "refs.json", rows)
+    store.atomic_save_npz(folder / "refs.npz", _flatten_arrays(arrays, ev.points))
+    return rows, arrays
+
+
+def _flatten_arrays(arrays: dict, points: list[str]) -> dict[str, np.ndarray]:
+    out = {}
+    for name, arr in arrays.items():
+        for p, f in zip(points, arr["feats"]):
+            out[f"feat__{name}__{p}"] = f
+        for split, c in arr["conf"].items():
+            out[f"conf__{name}__{split}"] = c
+    return out
+
+
+def _unflatten_arrays(flat: dict, points: list[str]) -> dict:
+    names = {k.split("__")[1] for k in flat if k.startswith("feat__")}
+    return {n: {"feats": [flat[f"feat__{n}__{p}"] for p in points],
+                "conf": {s: flat[f"conf__{n}__{s}"] for s in ("forget", "retain", "test")}} for n in names}
+
+
+# -- one unlearning run ----------------------------------------------------------------------------
+
+def unlearn(sc: Scenario, ev: EvalSet, bases: Bases, method_name: str, ctx: JobContext,
+            plugin: bool = False, epoch_embed: bool = False) -> tuple[nn.Module, dict]:
+    """Copy the original, run the method through the shared loop; returns (model, partial run entry)."""
+    cfg = sc.cfg if plugin or sc.cfg.plugin == "none" else sc.cfg.model_copy(update={"plugin": "none"})
+    method = build_method(cfg, method_name)
+    hp = method.hp
+    label = method.name if plugin else method_name
+    model = copy.deepcopy(bases.original).train()
+    state = LoopState(model=model, x=sc.x, y=sc.y, forget_idx=ev.idx["forget"], retain_idx=ev.idx["retain"],
+                      num_classes=sc.num_classes, device=sc.device, job=ctx, original=bases.original.eval(),
+                      extra={"aux": bases.aux} if bases.aux is not None else {})
+    epoch_feats: list[np.ndarray] = []
+
+    def on_epoch(epoch, row):
+        extra = epoch_probe(model, ev) if sc.cfg.eval.epoch_cka else {}
+        if epoch_embed:
+            _, feats = forward_all(model, ev.x[ev.embed_idx])
+            epoch_feats.append(feats[-1].cpu().numpy())
+        model.train()
+        return extra
+
+    t0 = time.perf_counter()
+    history = run_loop(method, state, epochs=hp.epochs, lr=hp.lr, momentum=hp.momentum,
+                       weight_decay=hp.weight_decay, seed=sc.cfg.seed, run_name=label, on_epoch=on_epoch)
+    seconds = time.perf_counter() - t0 - sum(h.get("_eval_s", 0) for h in history)
+    params = hp.model_dump()
+    if method_name in ("ec",) or plugin:
+        params.update({"ec": sc.cfg.ec.model_dump(), "layer_weights": sc.cfg.layer_weights})
+        if plugin:
+            params["beta"] = sc.cfg.beta
+    entry = {"method": method_name, "label": label, "seconds": seconds, "params": params, "history": history}
+    if epoch_feats:
+        entry["_epoch_feats"] = epoch_feats
+    return model.eval(), entry
+
+
+def relearn_curve(sc: Scenario, ev: EvalSet, model: nn.Module, ctx: JobContext) -> dict:
+    """Fine-tune a copy on a handful of forget samples; forget accuracy after each step."""
+    e = sc.cfg.eval
+    gen = torch.Generator().manual_seed(sc.cfg.seed)
+    few = ev.idx["forget"][torch.randperm(len(ev.idx["forget"]), generator=gen)[:e.relearn_samples].to(sc.device)]
+    m = copy.deepcopy(model).train()
+    hp = sc.cfg.methods.ft.model_copy(update={"batch_size": max(2, len(few)), "lr": e.relearn_lr, "epochs": e.relearn_steps})
+    state = LoopState(model=m, x=sc.x, y=sc.y, forget_idx=few[:0], retain_idx=few, num_classes=sc.num_classes,
+                      device=sc.device, job=JobContext())
+    accs = [float((predict(m, ev.x[ev.idx["forget"]]).argmax(1) == ev.y[ev.idx["forget"]]).float().mean())]
+
+    def on_epoch(epoch, row):
+        accs.append(float((predict(m, ev.x[ev.idx["forget"]]).argmax(1) == ev.y[ev.idx["forget"]]).float().mean()))
+        m.train()
+
+    run_loop(create_method("ft", sc.cfg, hp=hp), state, epochs=e.relearn_steps, lr=e.relearn_lr,
+             momentum=hp.momentum, weight_decay=0.0, seed=sc.cfg.seed, run_name="relearn", on_epoch=on_epoch)
+    return {"steps": list(range(len(accs))), "forget_acc": accs}
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+
+def _finish_runs(sc: Scenario, ev: EvalSet, bases: Bases, refs: dict, ref_arrays: dict,
+                 results: list[tuple[str, nn.Module, dict]], run_dir: Path, ctx: JobContext, kind: str) -> dict:
+    """Evaluate unlearned models, embed, write results.json + arrays.npz + weights."""
+    cfg = sc.cfg
+    runs = {k: copy.deepcopy(v) for k, v in refs.items()}
+    arrays = dict(ref_arrays)
+    epoch_feats = {}
+    for i, (label, model, entry) in enumerate(results):
+        ctx.check()
+        ctx.emit({"type": "stage", "stage": "eval", "name": label, "fraction": (i + 1) / len(results),
+                  "message": f"evaluating {label}"})
+        ev_entry, arr = evaluate(model, ev)
+        if "_epoch_feats" in entry:
+            epoch_feats[label] = entry.pop("_epoch_feats")
+        entry.update(ev_entry)
+        entry["metrics"]["avg_gap"] = avg_gap(entry["metrics"], runs["retrain"]["metrics"])
+        runs[label] = entry
+        arrays[label] = arr
+        store.atomic_save_safetensors(run_dir / f"weights__{label.replace('+', '_')}.safetensors", model.state_dict())
+    if cfg.eval.relearn:
+        ctx.emit({"type": "stage", "stage": "eval", "name": "relearn", "fraction": 0.0, "message": "relearning test"})
+        for label, model in [("retrain", bases.retrain), ("original", bases.original)] + [(l, m) for l, m, _ in results]:
+            runs[label]["relearn"] = relearn_curve(sc, ev, model, ctx)
+    flat = _flatten_arrays(arrays, ev.points)
+    labels = ev.y[ev.embed_idx].cpu().numpy()
+    flat["embed_labels"] = labels.astype(np.int64)
+    flat["embed_is_forget"] = np.isin(ev.embed_idx.cpu().numpy(), sc.splits.forget_idx)
+    ctx.emit({"type": "stage", "stage": "embed", "name": "umap", "fraction": 0.0, "message": "embedding (UMAP)"})
+    method = "umap" if cfg.eval.umap else "pca"
+    pen = {name: arr["feats"][-1] for name, arr in arrays.items()}
+    for label, feats in epoch_feats.items():
+        for e, f in enumerate(feats):
+            pen[f"epoch__{label}__{e + 1}"] = f
+    coords = embed(pen, method=method, seed=cfg.seed)
+    for name, c in coords.items():
+        if name.startswith("epoch__"):
+            _, label, e = name.split("__")
+            flat[f"epoch_umap__{label}__{e}"] = c
+        else:
+            flat[f"umap__{name}"] = c
+    results_json = {"kind": kind, "scenario": sc.info(), "layers": list(ev.points), "config": cfg.model_dump(),
+                    "embedding": method, "base_seconds": bases.seconds, "runs": runs}
+    store.atomic_save_npz(run_dir / "arrays.npz", flat)
+    save_splits(sc.splits, run_dir / "splits.npz")
+    store.atomic_write_json(run_dir / "results.json", results_json)
+    return results_json
+
+
+def run_single(cfg: RunConfig, run_dir: Path, ctx: JobContext) -> dict:
+    sc = load_scenario(cfg)
+    plugin = cfg.plugin == "ec"
+    bases = base_models(sc, ctx, need_aux=cfg.method in ("ec", "cu") or plugin)
+    ev = eval_set(sc)
+    prepare_references(ev, {"original": bases.original, "retrain": bases.retrain})
+    refs, ref_arrays = _reference_rows(sc, ev, bases, ctx)
+    ctx.emit({"type": "stage", "stage": "method", "name": cfg.run_label, "fraction": 0.0, "message": f"unlearning: {cfg.run_label}"})
+    model, entry = unlearn(sc, ev, bases, cfg.method, ctx, plugin=plugin, epoch_embed=True)
+    return _finish_runs(sc, ev, bases, refs, ref_arrays, [(entry["label"], model, entry)], run_dir, ctx, "run")
+
+
+def run_compare(cfg: RunConfig, methods: list[str], run_dir: Path, ctx: JobContext) -> dict:
+    sc = load_scenario(cfg)
+    bases = base_models(sc, ctx, need_aux=any(m in ("ec", "cu") for m in methods) or cfg.plugin == "ec")
+    ev = eval_set(sc)
+    prepare_references(ev, {"original": bases.original, "retrain": bases.retrain})
+    refs, ref_arrays = _reference_rows(sc, ev, bases, ctx)
+    results = []
+    for i, name in enumerate(methods):
+        ctx.emit({"type": "stage", "stage": "method", "name": name, "fraction": i / len(methods),
+                  "message": f"unlearning {i + 1}/{len(methods)}: {name}"})
+        model, entry = unlearn(sc, ev, bases, name, ctx)
+        results.append((name, model, entry))
+    return _finish_runs(sc, ev, bases, refs, ref_arrays, results, run_dir, ctx, "compare")
+
+
+def run_embed(spec: dict, run_dir: Path, ctx: JobContext) -> dict:
+    """UMAP of another layer for a finished job's runs, on shared axes; writes embed__LAYER.npz."""
+    source = store.run_dir(spec["job"])
+    results = store.load_json(source / "results.json")
+    layer = spec["layer"]
+    if layer not in results["layers"]:
+        raise ConfigError("layer", f"{layer!r} is not a supervision point of that run ({', '.join(results['layers'])})")
+    arrays = store.load_npz(source / "arrays.npz")
+    feats = {k.split("__")[1]: v for k, v in arrays.items() if k.startswith("feat__") and k.endswith(f"__{layer}")}
+    cfg = validate(results["config"])
+    coords = embed(feats, method="umap" if cfg.eval.umap else "pca", seed=cfg.seed)
+    out = {f"umap__{k}": v for k, v in coords.items()}
+    store.atomic_save_npz(source / f"embed__{layer}.npz", out)
+    store.atomic_save_npz(run_dir / f"embed__{layer}.npz", out)
+    summary = {"kind": "embed", "job": spec["job"], "layer": layer, "runs": sorted(coords)}
+    store.atomic_write_json(run_dir / "embed.json", summary)
+    return summary
+
+
+def run_base(cfg: RunConfig, run_dir: Path, ctx: JobContext) -> dict:
+    sc = load_scenario(cfg)
+    bases = base_models(sc, ctx, need_aux=True)
+    summary = {"kind": "base", "scenario": sc.info(), "seconds": bases.seconds,
+               "keys": {"original": original_key(cfg), "retrain": retrain_key(cfg), "aux": aux_key(cfg)}}
+    store.atomic_write_json(run_dir / "base.json", summary)
+    return summary
+
+
+def execute(kind: str, spec: dict, run_dir: Path, ctx: JobContext | None = None) -> dict:
+    """Run one job in this process. Writes its artifacts into run_dir; returns a summary."""
+    ctx = ctx or JobContext()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if kind == "embed":
+        return run_embed(spec, run_dir, ctx)
+    cfg = config_from_spec(spec)
+    store.atomic_write_json(run_dir / "config.json", {"kind": kind, **spec, "config": cfg.model_dump()})
+    if kind == "base":
+        return run_base(cfg, run_dir, ctx)
+    if kind == "run":
+        res = run_single(cfg, run_dir, ctx)
+    elif kind == "compare":
+        res = run_compare(cfg, parse_methods(spec.get("methods")), run_dir, ctx)
+    else:
+        raise ConfigError("kind", f"unknown job kind {kind!r}")
+    return summarize(res)
+
+
+def summarize(results: dict) -> dict:
+    """Headline numbers per run: forget/retain accuracy and mean intermediate forget CKA."""
+    out = {}
+    for name, run in results["runs"].items():
+        m = run["metrics"]
+        out[name] = {"forget_acc": m.get("forget_acc"), "retain_acc": m.get("retain_acc"),
+                     "test_acc": m.get("test_acc"), "forget_cka_mid": mean_mid_cka(run, results["layers"]),
+                     "seconds": run.get("seconds")}
+    return {"kind": results["kind"], "runs": out}
+
+
+def mean_mid_cka(run: dict, layers: list[str], split: str = "forget", ref: str = "cka_vs_original") -> float | None:
+    """Mean CKA to the reference over the intermediate supervision points (all but the last)."""
+    vals = [run.get(ref, {}).get(split, {}).get(l) for l in layers[:-1]]
+    vals = [v for v in vals if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+__all__ = ["JOB_KINDS", "prepare", "execute", "config_from_spec", "parse_methods", "mean_mid_cka", "summarize",
+           "DataError"]

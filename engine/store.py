@@ -1,0 +1,140 @@
+"""The run store: one home folder (ECLAB_HOME), plain files written atomically.
+
+Layout:
+    $ECLAB_HOME/jobs.sqlite          job table (engine.jobs)
+    $ECLAB_HOME/runs/<job id>/       config.json, results.json, arrays.npz, model.safetensors, log.txt
+    $ECLAB_HOME/cache/<key>/         base models (original, retrain, EC auxiliary modules), splits
+
+Every artifact is written to a temporary name in the same folder and renamed into place, so a
+crash never leaves a half-written file under its real name. Nothing is ever unpickled: JSON for
+scalars, .npz (allow_pickle=False) for arrays, safetensors for weights.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+class CheckpointError(RuntimeError):
+    """A stored file is missing, truncated or corrupt."""
+
+
+def home() -> Path:
+    path = Path(os.environ.get("ECLAB_HOME") or PROJECT_ROOT / "runs").expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cache_dir(key: str) -> Path:
+    check_id(key)
+    path = home() / "cache" / key
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def check_id(run_id: str) -> str:
+    """Run ids and cache keys come from URLs and forms: letters, digits, '_' and '-' only."""
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+        raise ValueError(f"invalid run id {run_id!r}: use letters, digits, '_' or '-' (at most 64)")
+    return run_id
+
+
+def run_dir(run_id: str, create: bool = False) -> Path:
+    path = home() / "runs" / check_id(run_id)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _atomic(path: Path, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    return _atomic(path, lambda fh: fh.write(data))
+
+
+def atomic_write_json(path: Path, obj: Any) -> Path:
+    return atomic_write_bytes(path, json.dumps(obj, indent=1, allow_nan=True, default=_jsonable).encode())
+
+
+def _jsonable(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    return _atomic(path, lambda fh: np.savez_compressed(fh, **arrays))
+
+
+def atomic_save_safetensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
+    from safetensors.torch import save
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    return atomic_write_bytes(path, data)
+
+
+def load_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is corrupt ({err}); delete it and rerun the job") from None
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing") from None
+    except Exception as err:  # zipfile.BadZipFile, ValueError, OSError ...
+        raise CheckpointError(f"{path} is corrupt ({err}); delete it and rerun the job") from None
+
+
+def load_safetensors(path: Path, device: str = "cpu") -> dict:
+    from safetensors.torch import load_file
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"weights file {path} is missing")
+    try:
+        return load_file(str(path), device=device)
+    except Exception as err:
+        raise CheckpointError(f"weights file {path} is corrupt or not a safetensors file ({err}); "
+                              f"delete it (or its cache folder) and run again to rebuild it") from None
+
+
+def load_state_strict(module, path: Path) -> None:
+    """Load weights strictly: a missing or unexpected key is an error, never silently skipped."""
+    state = load_safetensors(path)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"weights file {path} does not match the model ({str(err)[:300]}); "
+                              f"delete it and run again to rebuild it") from None
