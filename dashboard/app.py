@@ -18,13 +18,16 @@ import streamlit as st  # noqa: E402
 
 from dashboard import widgets  # noqa: E402
 
-PAGES_DIR = Path(__file__).resolve().parent / "pages"
+# Not "pages/": a folder of that name beside the entrypoint switches Streamlit to the old
+# pages-directory mode on the first run of a process (and in AppTest on every run).
+PAGES_DIR = Path(__file__).resolve().parent / "views"
 PAGES = [
     ("overview.py", "Overview", ":material/dashboard:"),
     ("launch.py", "Launch and tune", ":material/rocket_launch:"),
     ("layers.py", "Layers (CKA)", ":material/layers:"),
     ("embeddings.py", "Embeddings (UMAP)", ":material/scatter_plot:"),
     ("compare.py", "Compare", ":material/compare_arrows:"),
+    ("sweep.py", "Sweeps", ":material/tune:"),
     ("teach.py", "Teach", ":material/school:"),
 ]
 
@@ -33,7 +36,7 @@ def main() -> None:
     st.set_page_config(page_title="EC Lab", page_icon=":material/layers_clear:", layout="wide")
     widgets.inject_css()
     pages = [st.Page(str(PAGES_DIR / f), title=t, icon=i, default=(n == 0))
-             for n, (f, t, i) in enumerate(PAGES)]
+             for n, (f, t, i) in enumerate(PAGES) if (PAGES_DIR / f).is_file()]
     nav = st.navigation(pages)
     logo = ROOT / "assets" / "logo.svg"
     if logo.is_file():

@@ -8,7 +8,6 @@ inside submit().
 """
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Mapping
 
@@ -20,13 +19,9 @@ ARRAY_PREFIXES_SKIPPED = ("feat__",)  # pooled features: the engine's, not the d
 
 
 def api():
-    """engine.api (the job API). Before it existed, engine.jobs offered the same functions."""
-    try:
-        return importlib.import_module("engine.api")
-    except ModuleNotFoundError as err:  # pragma: no cover - only while engine/api.py is missing
-        if err.name != "engine.api":
-            raise
-        return importlib.import_module("engine.jobs")
+    """engine.api, the job API (imported on first use; it never imports torch until submit())."""
+    from engine import api as mod
+    return mod
 
 
 def home() -> str:

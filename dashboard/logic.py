@@ -263,8 +263,8 @@ def elapsed(job: Mapping) -> str:
             return _dt.datetime.fromisoformat(str(v)).timestamp()
         except ValueError:
             return None
-    start = ts(job.get("started_at"))
-    end = ts(job.get("finished_at")) or _dt.datetime.now().timestamp()
+    start = ts(job.get("started_at", job.get("started")))
+    end = ts(job.get("finished_at", job.get("finished"))) or _dt.datetime.now().timestamp()
     if start is None:
         return ""
     s = max(0, int(end - start))
@@ -341,8 +341,8 @@ def parse_classes(values: Sequence[Any]) -> list[int]:
     return out
 
 
-def build_run_spec(v: Mapping[str, Any]) -> dict:
-    """The job spec for kind "run" from the form values.
+def build_run_spec(v: Mapping[str, Any], extra: Mapping | None = None) -> dict:
+    """The job spec for kind "run" from the form values (over `extra`, options kept from a hand-off).
 
     v keys: preset, method, plugin (bool), beta, arch, weights (list), tau, lambda_cu, lambda_ce,
     epochs, lr, forget_mode ("classes"|"random"), classes (list), random (float), seed, device."""
@@ -366,6 +366,8 @@ def build_run_spec(v: Mapping[str, Any]) -> dict:
     if uses_ec:
         ov["ec"] = {"weights": [float(w) for w in v["weights"]], "tau": float(v["tau"]),
                     "lambda_cu": float(v["lambda_cu"]), "lambda_ce": float(v["lambda_ce"])}
+    if extra:
+        ov = merge(extra, ov)
     return {"preset": v["preset"], "overrides": ov}
 
 
@@ -397,6 +399,55 @@ def prefill_config(prefill: Mapping):
     if prefill.get("config"):
         return validate(dict(prefill["config"]))
     return make_config(prefill.get("preset", "digits"), prefill.get("overrides") or {})
+
+
+# Options the Launch form sets itself; everything else a hand-off carries is kept as "extra" overrides.
+FORM_OPTIONS = {"preset", "method", "plugin", "beta", "seed", "device", "model.arch", "forget.classes",
+                "forget.random", "ec.weights", "ec.tau", "ec.lambda_cu", "ec.lambda_ce"}
+
+
+def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _unflatten(flat: Mapping[str, Any]) -> dict:
+    out: dict = {}
+    for key, v in flat.items():
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = v
+    return out
+
+
+def extra_overrides(cfg, defaults: Mapping) -> dict:
+    """What a handed-over RunConfig changes from its preset's defaults beyond the form's own options
+    (e.g. train.epochs, model.width, eval.*, other methods' knobs): nested overrides to keep."""
+    own = set(FORM_OPTIONS)
+    if cfg.method != "retrain":
+        own |= {f"methods.{cfg.method}.epochs", f"methods.{cfg.method}.lr"}
+    if cfg.method == "cu":
+        own |= {"methods.cu.tau", "methods.cu.lambda_cu", "methods.cu.lambda_ce"}
+    full, base = _flatten(cfg.model_dump()), _flatten(dict(defaults))
+    return _unflatten({k: v for k, v in full.items() if k not in own and base.get(k, object()) != v})
+
+
+def merge(base: Mapping, over: Mapping) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def dotted(d: Mapping) -> list[str]:
+    return [f"{k}={v}" for k, v in _flatten(d).items()]
 
 
 def config_from_results_run(results: Mapping, name: str) -> dict | None:

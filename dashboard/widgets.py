@@ -11,6 +11,7 @@ from . import data, figures, logic
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 RESULTS_KEY = "results_job"
+AUTO_KEY = "_results_auto"
 DEFAULT_COMPARE_SPEC = {"preset": "digits"}
 
 
@@ -56,13 +57,25 @@ def results_picker(all_jobs: list[dict]) -> dict | None:
     ids = [j["id"] for j in done]
     by_id = {j["id"]: j for j in done}
     cur = st.session_state.get(RESULTS_KEY)
-    if cur not in by_id:
+    # Follow the newest comparison until the user picks something else.
+    if cur not in by_id or st.session_state.get(AUTO_KEY, True):
         st.session_state[RESULTS_KEY] = default_results_job(done)["id"]
-    sel = st.selectbox("Results shown", ids, key=RESULTS_KEY,
+        st.session_state[AUTO_KEY] = True
+    sel = st.selectbox("Results shown", ids, key=RESULTS_KEY, on_change=_picked,
                        format_func=lambda i: _result_label(by_id[i]),
                        help="The comparison (or single run) the analysis pages show. "
                             "Default: the newest finished comparison.")
     return by_id.get(sel)
+
+
+def _picked() -> None:
+    st.session_state[AUTO_KEY] = False
+
+
+def select_results(job_id: str) -> None:
+    """Show this job on the analysis pages (call from a callback, before the sidebar renders)."""
+    st.session_state[RESULTS_KEY] = job_id
+    st.session_state[AUTO_KEY] = False
 
 
 def selected_results_job(all_jobs: list[dict]) -> dict | None:
@@ -105,8 +118,7 @@ def sidebar() -> None:
         if watched:
             wj = data.get_job(watched)
             if wj is not None:
-                st.caption(f"**Watching job** `{wj['id']}`  \n{logic.job_label(wj)} · {wj['state']}"
-                           + (f" · {100 * (wj.get('progress') or 0):.0f}%" if wj["state"] == "running" else ""))
+                st.caption(f"**Watching job** `{wj['id']}`  \n{logic.job_label(wj)} · {wj['state']}")
 
 
 # -- page guards ---------------------------------------------------------------------------------
@@ -203,7 +215,9 @@ def progress_block(job: dict, events: list[dict] | None = None) -> None:
         ev = logic.last_stage(events)
         if ev and ev.get("message"):
             msg = f" — {ev['message']}"
-    st.progress(min(1.0, max(0.0, p)), text=f"{job['state']} · {100 * p:.0f}% · {stage}{msg}")
+    took = logic.elapsed(job) if job.get("state") == "running" else ""
+    st.progress(min(1.0, max(0.0, p)), text=f"{job['state']} · {100 * p:.0f}% · {stage}{msg}"
+                                            + (f" · {took}" if took else ""))
 
 
 def job_error(job: dict) -> None:
@@ -226,6 +240,16 @@ def show(fig, key: str, export: str | None = None) -> None:
         st.download_button("Figure as HTML", data=lambda f=fig: figures.figure_html(f),
                            file_name=f"{export}.html", mime="text/html", key=f"dl_{key}",
                            on_click="ignore", icon=":material/download:")
+
+
+def pct_col(help: str | None = None):
+    """A column of percentages (values already x100), one decimal everywhere."""
+    return st.column_config.NumberColumn(format="%.1f%%", help=help)
+
+
+def as_pct(v):
+    """Fraction -> percent for tables (None stays None)."""
+    return None if v is None else 100.0 * float(v)
 
 
 def run_options(results: dict, include_reference: bool = True) -> list[str]:

@@ -19,6 +19,7 @@ from .jobs import (
     list_results,
     load_arrays,
     load_results,
+    record_external,
     submit,
     worker_alive,
     workers,
@@ -26,4 +27,4 @@ from .jobs import (
 from .jobs import headline as headline_metrics
 
 __all__ = ["submit", "get_job", "list_jobs", "events_since", "cancel", "load_results", "load_arrays",
-           "list_results", "worker_alive", "ensure_worker", "workers", "headline_metrics"]
+           "list_results", "record_external", "worker_alive", "ensure_worker", "workers", "headline_metrics"]

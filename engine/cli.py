@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .config import ConfigError
 
 # modules that define add_commands(subparsers); each sets a `func` default on its parsers
-COMMAND_MODULES = ["engine.compare", "engine.jobs", "engine.sweep"]
+COMMAND_MODULES = ["engine.compare", "engine.jobs", "engine.sweep", "engine.serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: invalid option {err}", file=sys.stderr)
         return 2
+    except (ValueError, RuntimeError) as err:  # DataError, CheckpointError, DivergenceError, device errors
+        if os.environ.get("ECLAB_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -18,7 +18,6 @@ job without counting the attempt. Connections are opened per call; none is share
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as _dt
 import json
@@ -110,27 +109,29 @@ def db_path() -> Path:
 
 
 # -- database -------------------------------------------------------------------------------------
-_initialised: set[str] = set()
+_initialised: set[tuple[str, int]] = set()  # (path, inode) of job tables known to have the schema
 _init_lock = threading.Lock()
 
 
 def connect() -> sqlite3.Connection:
     """A new connection (autocommit; write with `transaction()`). Use it in one thread only."""
     path = db_path()
+    try:
+        key = (str(path), path.stat().st_ino)
+    except FileNotFoundError:
+        key = None
     con = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
     con.row_factory = sqlite3.Row
     con.execute("PRAGMA busy_timeout = 30000")
     con.execute("PRAGMA synchronous = NORMAL")
-    key = str(path)
-    if key not in _initialised:
+    if key is None or key not in _initialised:
         with _init_lock:
-            if key not in _initialised:
-                con.execute("PRAGMA journal_mode = WAL")
-                with transaction(con):
-                    for stmt in _SCHEMA.split(";"):
-                        if stmt.strip():
-                            con.execute(stmt)
-                _initialised.add(key)
+            con.execute("PRAGMA journal_mode = WAL")
+            with transaction(con):
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        con.execute(stmt)
+            _initialised.add((str(path), path.stat().st_ino))
     return con
 
 
@@ -261,6 +262,9 @@ def submit(kind: str, spec: dict) -> dict:
     norm, config_hash = runner.prepare(kind, spec)
     now = time.time()
     with _db() as con:
+        if kind == "embed" and _results_folder(con, norm["job"]) is None:
+            raise ConfigError("job", f"job {norm['job']} has no results to embed (is it a finished run or compare "
+                                     f"job?)")
         with transaction(con):
             active = con.execute(
                 "SELECT * FROM jobs WHERE kind = ? AND hash = ? AND state IN ('queued', 'running') "
@@ -277,10 +281,7 @@ def submit(kind: str, spec: dict) -> dict:
                 if _results_folder(con, row["id"], result_file) is not None:
                     source = _cache_source(con, row["id"])
                     break
-            for _ in range(20):
-                job_id = new_job_id(now)
-                if con.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
-                    break
+            job_id = _free_id(con, now)
             if source is None:
                 con.execute("INSERT INTO jobs (id, kind, state, spec, hash, created) VALUES (?, ?, 'queued', ?, ?, ?)",
                             (job_id, kind, _dumps(norm), config_hash, now))
@@ -302,25 +303,61 @@ def submit(kind: str, spec: dict) -> dict:
 def _link_run_folder(source: str, job_id: str) -> None:
     """Give a cache-hit job its own folder with the source's files (hard links; copies across devices).
     Best effort: load_results/load_arrays follow cached_from for anything missing."""
-    src = store.run_dir(source)
-    dst = store.run_dir(job_id, create=True)
     try:
-        for f in sorted(src.iterdir()):
-            if not f.is_file() or f.name.startswith(".") or f.name == "log.txt":
-                continue
-            target = dst / f.name
-            try:
-                os.link(f, target)
-            except FileExistsError:
-                pass
-            except OSError:
-                tmp = dst / f".{f.name}.copy.tmp"
-                shutil.copyfile(f, tmp)
-                os.replace(tmp, target)
-        with open(dst / "log.txt", "a") as log:
-            log.write(f"[{_stamp()}] cache hit: same configuration as job {source}; files linked from {src}\n")
+        _link_files(store.run_dir(source), store.run_dir(job_id, create=True),
+                    f"cache hit: same configuration as job {source}")
     except OSError as err:
-        print(f"warning: could not link the files of job {source} into {dst}: {err}", file=sys.stderr)
+        print(f"warning: could not link the files of job {source} into the folder of {job_id}: {err}",
+              file=sys.stderr)
+
+
+def _link_files(src: Path, dst: Path, note: str) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in sorted(Path(src).iterdir()):
+        if not f.is_file() or f.name.startswith(".") or f.name == "log.txt":
+            continue
+        target = dst / f.name
+        try:
+            os.link(f, target)
+        except FileExistsError:
+            pass
+        except OSError:  # another file system, or links not supported: copy, atomically
+            tmp = dst / f".{f.name}.copy.tmp"
+            shutil.copyfile(f, tmp)
+            os.replace(tmp, target)
+    with open(dst / "log.txt", "a") as log:
+        log.write(f"[{_stamp()}] {note}; files linked from {src}\n")
+
+
+def record_external(kind: str, spec: dict, run_dir, summary: dict | None = None) -> dict:
+    """Record work that ran outside the queue (e.g. a sweep trial run in-process) as a done job, so the
+    dashboard lists it and later identical submissions are cache hits. The folder's files are linked
+    into the job's run folder. Raises ValueError when the folder holds no results."""
+    runner = _runner()
+    norm, config_hash = runner.prepare(kind, spec)
+    src = Path(run_dir)
+    result_file = RESULT_FILES.get(kind)
+    if result_file is None or not (src / result_file).is_file():
+        raise ValueError(f"{src} holds no {result_file or 'results'}: nothing to record")
+    now = time.time()
+    with _db() as con:
+        with transaction(con):
+            job_id = _free_id(con, now)
+            con.execute(
+                "INSERT INTO jobs (id, kind, state, spec, hash, created, started, finished, progress, stage, summary) "
+                "VALUES (?, ?, 'done', ?, ?, ?, ?, ?, 1.0, 'external', ?)",
+                (job_id, kind, _dumps(norm), config_hash, now, now, now, _dumps(summary or {})))
+            _add_event(con, job_id, {"type": "job", "state": "done", "message": f"recorded from {src}"}, now)
+        _link_files(src, store.run_dir(job_id, create=True), f"recorded from {src}")
+        return _row_to_job(con.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+
+
+def _free_id(con: sqlite3.Connection, now: float) -> str:
+    for _ in range(50):
+        job_id = new_job_id(now)
+        if con.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
+            return job_id
+    raise RuntimeError("could not find a free job id")
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -514,11 +551,14 @@ def _pid_alive(pid: int) -> bool:
 # -- crash recovery -------------------------------------------------------------------------------
 def recover_stale(by: str | None = None, stale_s: float | None = None) -> list[tuple[str, str]]:
     """Requeue (once) or fail running jobs whose worker stopped heartbeating. Returns [(job id, new state)].
-    A worker process known to be dead on this host counts as stopped after 2 missed heartbeats."""
+    A worker whose process is known to be gone (same host, pid not running) counts as stopped at once."""
     stale_s = stale_seconds() if stale_s is None else stale_s
     now = time.time()
     host = socket.gethostname()
     changed = []
+    with _db() as con:  # read-only look first: the usual answer is "nothing to do"
+        if not _recovery_needed(con, now, stale_s, host, by):
+            return changed
     with _db() as con, transaction(con):
         wrows = {r["id"]: r for r in con.execute("SELECT * FROM workers")}
         for job in con.execute("SELECT id, worker, heartbeat, started, attempts FROM jobs WHERE state = 'running'"
@@ -526,8 +566,7 @@ def recover_stale(by: str | None = None, stale_s: float | None = None) -> list[t
             last = job["heartbeat"] or job["started"] or 0
             age = now - last
             w = wrows.get(job["worker"])
-            dead_here = (w is not None and w["host"] == host and age > 2 * HEARTBEAT_S
-                         and not _pid_alive(int(w["pid"])))
+            dead_here = w is not None and w["host"] == host and not _pid_alive(int(w["pid"]))
             if age < stale_s and not dead_here:
                 continue
             wid = job["worker"] or "?"
@@ -549,9 +588,24 @@ def recover_stale(by: str | None = None, stale_s: float | None = None) -> list[t
             if wid == by:
                 continue
             age = now - (w["heartbeat"] or 0)
-            if age > 3600 or (w["host"] == host and age > 2 * HEARTBEAT_S and not _pid_alive(int(w["pid"]))):
+            if age > 3600 or (w["host"] == host and not _pid_alive(int(w["pid"]))):
                 con.execute("DELETE FROM workers WHERE id = ?", (wid,))
     return changed
+
+
+def _recovery_needed(con: sqlite3.Connection, now: float, stale_s: float, host: str, by: str | None) -> bool:
+    wrows = {r["id"]: r for r in con.execute("SELECT * FROM workers")}
+    for job in con.execute("SELECT worker, heartbeat, started FROM jobs WHERE state = 'running'"):
+        w = wrows.get(job["worker"])
+        if now - (job["heartbeat"] or job["started"] or 0) >= stale_s:
+            return True
+        if w is not None and w["host"] == host and not _pid_alive(int(w["pid"])):
+            return True
+    for wid, w in wrows.items():
+        age = now - (w["heartbeat"] or 0)
+        if wid != by and (age > 3600 or (w["host"] == host and not _pid_alive(int(w["pid"])))):
+            return True
+    return False
 
 
 def _clear_run_folder(job_id: str) -> None:
@@ -726,7 +780,8 @@ def _fmt(v) -> str:
 
 
 class Worker:
-    def __init__(self, poll: float = 1.0, warm: bool | None = None, out=None):
+    def __init__(self, poll: float = 1.0, warm: bool | None = None, out=None, handle_signals: bool = True):
+        self.handle_signals = handle_signals
         self.id = f"w-{socket.gethostname()[:20]}-{os.getpid()}-{secrets.token_hex(2)}"
         self.poll = poll
         self.warm = (os.environ.get("ECLAB_NO_WARM", "") in ("", "0")) if warm is None else warm
@@ -739,7 +794,7 @@ class Worker:
 
     # logging to the worker's own stdout (worker.log when started by ensure_worker)
     def say(self, text: str) -> None:
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(Exception):  # also "reentrant call" when a signal handler prints
             print(f"[{_stamp()}] {self.id}: {text}", file=self.out, flush=True)
 
     # lifecycle
@@ -831,7 +886,8 @@ class Worker:
         """Claim and run jobs until stopped (or, with once, until the queue is empty)."""
         home = store.home()
         os.environ.setdefault("NUMBA_CACHE_DIR", str(home / "numba_cache"))
-        self._install_signals()
+        if self.handle_signals:
+            self._install_signals()
         self.register()
         self.say(f"started (pid {os.getpid()}, home {home})")
         try:
@@ -863,6 +919,9 @@ class Worker:
         return 0
 
     def claim(self) -> dict | None:
+        with _db() as con:  # look before taking the write lock: idle polls stay read-only
+            if con.execute("SELECT 1 FROM jobs WHERE state = 'queued' LIMIT 1").fetchone() is None:
+                return None
         now = time.time()
         with _db() as con, transaction(con):
             row = con.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY created, rowid LIMIT 1").fetchone()

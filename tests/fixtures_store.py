@@ -48,13 +48,8 @@ PROFILES = {
 
 
 def _api():
-    import importlib
-    try:
-        return importlib.import_module("engine.api")
-    except ModuleNotFoundError as err:
-        if err.name != "engine.api":
-            raise
-        return importlib.import_module("engine.jobs")
+    from engine import api
+    return api
 
 
 # -- synthetic run entries ------------------------------------------------------------------------

@@ -13,7 +13,8 @@ if not rows:
     st.stop()
 
 st.caption("Every run of every finished job. Click a column header to sort; filter below. "
-           "Representation columns average the intermediate supervision points (all but the last).")
+           "Representation columns average the intermediate supervision points (all but the last). "
+           "The CSV holds the same rows with fractions (0..1) and machine-readable column names.")
 c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
 methods = sorted({r["name"] for r in rows if r["role"] == "method"}, key=figures.display_name)
 f_methods = c1.multiselect("Method", methods, default=[], format_func=figures.display_name, key="cmp_methods",
@@ -37,20 +38,25 @@ def keep(r: dict) -> bool:
 
 
 shown = [r for r in rows if keep(r)]
+P = widgets.as_pct
 df = pd.DataFrame([{
     "Run": r["id"], "Method": widgets.fmt_run(r["name"]), "Data set": r["dataset"], "Model": r["arch"],
-    "Forget": r["forget"], "Seed": r["seed"], "Forget acc": r["forget_acc"], "Retain acc": r["retain_acc"],
-    "Test acc": r["test_acc"], "MIA efficacy": r["mia"], "Forget CKA (inner)": r["cka_mid"],
-    "Probe recovery (inner)": r["probe_mid"], "Avg gap": r["avg_gap"], "Seconds": r["seconds"],
+    "Forget": r["forget"], "Seed": r["seed"], "Forget acc": P(r["forget_acc"]), "Retain acc": P(r["retain_acc"]),
+    "Test acc": P(r["test_acc"]), "MIA efficacy": P(r["mia"]), "Forget CKA (inner)": r["cka_mid"],
+    "Probe recovery (inner)": P(r["probe_mid"]), "Avg gap": P(r["avg_gap"]), "Seconds": r["seconds"],
     "Finished": r["finished"],
 } for r in shown])
-pct = st.column_config.NumberColumn(format="percent")
+CSV_COLUMNS = ["id", "job", "kind", "name", "role", "dataset", "arch", "forget", "seed", "forget_acc", "retain_acc",
+               "test_acc", "forget_test_acc", "mia", "cka_mid", "cka_mid_retrain", "probe_mid", "probe_max", "avg_gap",
+               "seconds", "finished"]
+csv = pd.DataFrame([{k: r.get(k) for k in CSV_COLUMNS} for r in shown], columns=CSV_COLUMNS)
+pct = widgets.pct_col()
 st.dataframe(df, hide_index=True, width="stretch", height=min(600, 38 + 35 * max(1, len(df))),
              column_config={"Forget acc": pct, "Retain acc": pct, "Test acc": pct, "MIA efficacy": pct,
                             "Probe recovery (inner)": pct, "Avg gap": pct,
                             "Forget CKA (inner)": st.column_config.NumberColumn(format="%.3f"),
                             "Seconds": st.column_config.NumberColumn(format="%.1f")})
-st.download_button("Table as CSV", data=df.to_csv(index=False).encode(), file_name="eclab_runs.csv",
+st.download_button("Table as CSV", data=csv.to_csv(index=False).encode(), file_name="eclab_runs.csv",
                    mime="text/csv", key="cmp_csv", on_click="ignore", icon=":material/download:")
 if not shown:
     st.info("No run matches these filters.")
@@ -113,4 +119,4 @@ if handoff:
         st.session_state["prefill"] = h
     if st.button("Use these settings", key="cmp_use", on_click=_use, icon=":material/tune:",
                  help="Open Launch and tune with this run's configuration filled in."):
-        st.switch_page("pages/launch.py")
+        st.switch_page("views/launch.py")

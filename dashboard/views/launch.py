@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data, figures, logic, widgets
-from engine.config import DATASET_CLASSES, METHOD_NAMES, PRESETS, SUPERVISION_POINTS, ConfigError, make_config
+from engine.config import DATASET_CLASSES, METHOD_NAMES, SUPERVISION_POINTS, ConfigError, make_config
 
 ss = st.session_state
 P = "session"  # widget values survive page switches
@@ -53,6 +53,7 @@ def apply_prefill() -> None:
         ss[f"l_classes__{dataset}"] = list(cfg.forget.classes or [])
     ss["l_seed"] = int(cfg.seed)
     ss["l_device"] = cfg.device
+    ss["l_extra"] = {"preset": preset, "overrides": logic.extra_overrides(cfg, preset_defaults(preset))}
     ss["_prefill_note"] = str(pre.get("source") or "handed-over settings")
 
 
@@ -151,12 +152,19 @@ def form() -> None:
         device = st.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="l_device", persist_state=P,
                               help="auto: CUDA, then MPS, then CPU")
 
+    extra = ss.get("l_extra") or {}
+    extra_ov = extra.get("overrides") if extra.get("preset") == preset else None
+    if extra_ov:
+        c1, c2 = st.columns([5, 1])
+        c1.caption("Also kept from the hand-off (options this form does not show): "
+                   + ", ".join(f"`{t}`" for t in logic.dotted(extra_ov)))
+        c2.button("Drop them", key="l_drop_extra", on_click=lambda: ss.pop("l_extra", None))
     values = {"preset": preset, "method": method, "plugin": plugin, "beta": beta, "arch": arch,
               "weights": weights, "tau": tau, "lambda_cu": lcu, "lambda_ce": lce, "epochs": epochs, "lr": lr,
               "forget_mode": "random" if mode == "random share" else "classes", "classes": classes,
               "random": share, "seed": seed, "device": device}
     if st.button("Queue run", type="primary", key="l_submit", icon=":material/play_arrow:"):
-        queue(values)
+        queue(values, extra_ov)
 
 
 def _class_names(dataset: str, n: int) -> list[str]:
@@ -173,10 +181,10 @@ def _fmt_class(c, names) -> str:
     return str(c)
 
 
-def queue(values: dict) -> None:
+def queue(values: dict, extra: dict | None = None) -> None:
     """Validate (engine.config) and queue; on any invalid option show it and queue nothing."""
     try:
-        spec = logic.build_run_spec(values)
+        spec = logic.build_run_spec(values, extra)
         logic.check_spec(spec)
     except ConfigError as err:
         st.error(logic.error_text(err) + " Nothing was queued.", icon=":material/error:")
@@ -223,16 +231,23 @@ def _render_progress(job: dict, events: list[dict]) -> None:
     if hist:
         st.caption(f"Live curves of **{figures.display_name(run)}** (epoch {hist[-1].get('epoch')}/"
                    f"{hist[-1].get('epochs', '?')})")
-        c1, c2 = st.columns([3, 2])
-        with c1:
-            widgets.show(figures.training_curves(hist), key=f"live_curves_{job['id']}")
         layers = list((hist[-1].get("cka_forget") or {}).keys())
-        if layers:
-            with c2:
-                widgets.show(figures.epoch_cka_lines(hist, layers), key=f"live_cka_{job['id']}")
+        _curves(hist, layers, f"live_{job['id']}")
     logs = [e for e in events if e.get("type") in ("stage", "log")][-4:]
     if logs:
         st.caption("  \n".join(str(e.get("message") or e.get("stage")) for e in logs))
+
+
+def _curves(hist: list[dict], layers: list[str], key: str) -> None:
+    """Losses and accuracies by epoch, and per-layer CKA by epoch when reported."""
+    if layers:
+        c1, c2 = st.columns([3, 2])
+        with c1:
+            widgets.show(figures.training_curves(hist), key=f"{key}_curves")
+        with c2:
+            widgets.show(figures.epoch_cka_lines(hist, layers), key=f"{key}_cka")
+    else:
+        widgets.show(figures.training_curves(hist), key=f"{key}_curves")
 
 
 @st.fragment(run_every=1.0)
@@ -255,7 +270,7 @@ def live(job_id: str) -> None:
 
 
 def _open_results(job_id: str) -> None:
-    ss[widgets.RESULTS_KEY] = job_id
+    widgets.select_results(job_id)
 
 
 def final(job: dict) -> None:
@@ -278,28 +293,24 @@ def final(job: dict) -> None:
     note = f" (reused from job `{job['cached_from']}`)" if job.get("cached_from") else ""
     st.success(f"Job `{job['id']}` is done{note}: {logic.scenario_line(res)}.")
     rows = [r for r in logic.headline_rows(res)]
-    st.dataframe(pd.DataFrame([{"Run": widgets.fmt_run(r["name"]), "Forget acc": r["forget_acc"],
-                                "Retain acc": r["retain_acc"], "Test acc": r["test_acc"], "MIA efficacy": r["mia"],
-                                "Forget CKA (inner)": r["cka_mid"], "Probe recovery (inner)": r["probe_mid"]}
-                               for r in rows]),
+    P = widgets.as_pct
+    st.dataframe(pd.DataFrame([{"Run": widgets.fmt_run(r["name"]), "Forget acc": P(r["forget_acc"]),
+                                "Retain acc": P(r["retain_acc"]), "Test acc": P(r["test_acc"]),
+                                "MIA efficacy": P(r["mia"]), "Forget CKA (inner)": r["cka_mid"],
+                                "Probe recovery (inner)": P(r["probe_mid"])} for r in rows]),
                  hide_index=True, width="stretch",
-                 column_config={k: st.column_config.NumberColumn(format="percent") for k in
+                 column_config={k: widgets.pct_col() for k in
                                 ("Forget acc", "Retain acc", "Test acc", "MIA efficacy", "Probe recovery (inner)")}
                  | {"Forget CKA (inner)": st.column_config.NumberColumn(format="%.2f")})
     label = next((n for n in logic.method_runs(res)), None)
     hist = ((res.get("runs") or {}).get(label) or {}).get("history") if label else None
     if hist:
-        c1, c2 = st.columns([3, 2])
-        with c1:
-            widgets.show(figures.training_curves(hist, f"{figures.display_name(label)} by epoch"),
-                         key=f"final_curves_{job['id']}")
-        layers = list(res.get("layers") or [])
-        if any(h.get("cka_forget") for h in hist):
-            with c2:
-                widgets.show(figures.epoch_cka_lines(hist, layers), key=f"final_cka_{job['id']}")
+        st.caption(f"**{figures.display_name(label)}** by epoch")
+        layers = list(res.get("layers") or []) if any(h.get("cka_forget") for h in hist) else []
+        _curves(hist, layers, f"final_{job['id']}")
     if st.button("Show on the analysis pages", key=f"open_{job['id']}", on_click=_open_results, args=(job["id"],),
                  icon=":material/insights:"):
-        st.switch_page("pages/overview.py")
+        st.switch_page("views/overview.py")
 
 
 def watched() -> None:
@@ -313,7 +324,6 @@ def watched() -> None:
         return
     st.subheader(f"Job `{job_id}` · {logic.job_label(job)}")
     st.caption(f"state **{job['state']}** · created {logic.fmt_time(data.jt(job, 'created'))}"
-               + (f" · running for {logic.elapsed(job)}" if job["state"] == "running" else "")
                + (f" · took {logic.elapsed(job)}" if job["state"] in ("done", "failed") and data.jt(job, 'started') else ""))
     if job["state"] in logic.ACTIVE_STATES:
         if job["state"] == "queued" and not data.worker_alive():
@@ -338,14 +348,14 @@ def recent_jobs() -> None:
         return
     df = pd.DataFrame([{
         "Job": j["id"], "What": logic.job_label(j), "State": j["state"],
-        "Progress": float(j.get("progress") or 0.0), "Stage": j.get("stage") or "",
+        "Progress": 100.0 * float(j.get("progress") or 0.0), "Stage": j.get("stage") or "",
         "Created": logic.fmt_time(data.jt(j, "created")), "Error": j.get("error") or "",
     } for j in jobs])
     st.dataframe(df, hide_index=True, width="stretch",
-                 column_config={"Progress": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
+                 column_config={"Progress": st.column_config.ProgressColumn(format="%.0f%%", min_value=0, max_value=100),
                                 "Error": st.column_config.TextColumn(width="large")})
     ids = [j["id"] for j in jobs]
-    labels = {j["id"]: f"{j['id']} · {logic.job_label(j)} · {j['state']}" for j in jobs}
+    labels = {j["id"]: f"{j['id']} · {logic.job_label(j)}" for j in jobs}
     cur = st.query_params.get("job")
     c1, c2 = st.columns([3, 1])
     pick = c1.selectbox("Show a job", ids, index=ids.index(cur) if cur in ids else None, key="l_pick",

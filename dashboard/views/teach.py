@@ -88,7 +88,7 @@ with c2:
                  key="teach_probe")
 last = layers[-1] if layers else None
 b_last = logic.num((cka_o.get(base) or {}).get(last)) if last else None
-if b["cka_mid"] is not None and retr["cka_mid"] is not None and b["cka_mid"] > retr["cka_mid"]:
+if b["cka_mid"] is not None and retr["cka_mid"] is not None and b["cka_mid"] - retr["cka_mid"] > 0.05:
     st.markdown(f"Mean inner CKA: {B} **{logic.dec(b['cka_mid'])}**, retrained model **{logic.dec(retr['cka_mid'])}**."
                 + (f" At the last supervision point ({last}) {B} is down to {logic.dec(b_last)}: the change that flipped "
                    "the predictions sits near the output, while the earlier layers still compute much of what they "
@@ -97,8 +97,10 @@ if b["cka_mid"] is not None and retr["cka_mid"] is not None and b["cka_mid"] > r
                    " The inner layers stay closer to the original than real forgetting would leave them: "
                    "**superficial forgetting**."))
 else:
-    st.markdown(f"Here {B}'s inner layers ({logic.dec(b['cka_mid'])}) are not closer to the original than the retrained "
-                f"model's ({logic.dec(retr['cka_mid'])}): this comparison shows little superficial forgetting.")
+    st.markdown(f"Here {B}'s inner layers ({logic.dec(b['cka_mid'])}) are not clearly closer to the original than the "
+                f"retrained model's ({logic.dec(retr['cka_mid'])}, a margin of 0.05 or less): this comparison shows "
+                "little superficial forgetting. (Short training recipes leave the retrained model close to the original, "
+                "which hides the effect.)")
 
 # Step 3
 step(3, "What Erase at the Core changes")
@@ -128,4 +130,4 @@ gap_e = (ec["cka_mid"] - retr["cka_mid"]) if ec and ec["cka_mid"] is not None an
 if gap_b is not None:
     st.success(f"Distance to the floor (mean inner CKA above retrain's): {B} {gap_b:+.2f}"
                + (f", EC {gap_e:+.2f}." if gap_e is not None else "."), icon=":material/flag:")
-st.page_link("pages/layers.py", label="See every method layer by layer", icon=":material/layers:")
+st.page_link("views/layers.py", label="See every method layer by layer", icon=":material/layers:")

@@ -33,31 +33,30 @@ ref = {r["name"]: r for r in rows}
 table = pd.DataFrame([{
     "Run": widgets.fmt_run(r["name"]),
     "Row": "reference" if r["role"] == "reference" else "method",
-    "Forget acc": r["forget_acc"], "Retain acc": r["retain_acc"], "Test acc": r["test_acc"],
-    "MIA efficacy": r["mia"],
+    "Forget acc": widgets.as_pct(r["forget_acc"]), "Retain acc": widgets.as_pct(r["retain_acc"]),
+    "Test acc": widgets.as_pct(r["test_acc"]), "MIA efficacy": widgets.as_pct(r["mia"]),
     "Forget CKA (inner)": r["cka_mid"], "CKA above retrain": r["cka_excess"],
-    "Probe recovery (inner)": r["probe_mid"],
+    "Probe recovery (inner)": widgets.as_pct(r["probe_mid"]),
 } for r in rows])
-pct = st.column_config.NumberColumn(format="percent")
+pct = widgets.pct_col()
 st.subheader("Headline")
 st.dataframe(
-    table, hide_index=True, width="stretch",
+    table, hide_index=True, width="stretch", height=38 + 35 * len(table),
     column_config={
         "Run": st.column_config.TextColumn(pinned=True),
         "Row": st.column_config.TextColumn(help="Original and Retrain are reference rows, not unlearning methods: "
                                                 "the starting point and the target."),
-        "Forget acc": st.column_config.NumberColumn(format="percent", help="Logit level: accuracy on the forget set"),
+        "Forget acc": widgets.pct_col("Logit level: accuracy on the forget set"),
         "Retain acc": pct, "Test acc": pct,
-        "MIA efficacy": st.column_config.NumberColumn(format="percent", help="Share of forget samples a confidence "
-                                                      "attack calls non-members (higher = looks more forgotten)"),
+        "MIA efficacy": widgets.pct_col("Share of forget samples a confidence attack calls non-members "
+                                        "(higher = looks more forgotten)"),
         "Forget CKA (inner)": st.column_config.NumberColumn(
             format="%.2f", help=f"Representation level: mean CKA to the original on the forget set over the "
                                 f"intermediate supervision points ({', '.join(inner)}). 1 = unchanged."),
         "CKA above retrain": st.column_config.NumberColumn(
             format="%+.2f", help="Inner forget CKA minus the retrained model's: what is left beyond the target."),
-        "Probe recovery (inner)": st.column_config.NumberColumn(
-            format="percent", help=f"Linear-probe accuracy on forget-class test samples, mean over "
-                                   f"{', '.join(inner)}"),
+        "Probe recovery (inner)": widgets.pct_col(
+            f"Linear-probe accuracy on forget-class test samples, mean over {', '.join(inner)}"),
     })
 st.caption(f"Logit level: forget / retain / test accuracy and MIA. Representation level: the intermediate "
            f"supervision points {', '.join(inner)} (all but the last, {layers[-1] if layers else '?'}). "

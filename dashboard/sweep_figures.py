@@ -1,0 +1,222 @@
+"""Pure builders for the Sweeps page: plain trial rows in, Plotly figures / tables / hand-offs out.
+
+No Streamlit, no engine imports. A trial row is the dict engine.sweep.trial_rows() makes:
+    {"number", "state" ("COMPLETE"|"FAIL"|"RUNNING"|...), "forget_cka", "retain_acc", "forget_acc",
+     "retrain_forget_acc", "constraint", "feasible" (bool|None), "pareto" (bool, optional),
+     "params": {"w_<point>": .., "tau": .., ...}, "weights": [..]|None, "tau", "run_id", "error",
+     "seconds", ...}
+A reference is the study's "reference" user attr: {"forget_cka", "retain_acc", "forget_acc", "weights", "tau"}.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+
+FEASIBLE = "#1f77b4"
+INFEASIBLE = "#bdbdbd"
+FRONT = "#d62728"
+DEFAULT = "#2ca02c"
+# where a swept parameter goes in the run config (mirrors engine.sweep.TARGETS)
+TARGETS = {"tau": ("ec", "tau"), "lambda_cu": ("ec", "lambda_cu"), "lambda_ce": ("ec", "lambda_ce"),
+           "lr": ("methods", "ec", "lr"), "epochs": ("methods", "ec", "epochs")}
+
+
+def _num(v) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+    return f
+
+
+def complete(rows: Sequence[Mapping]) -> list[Mapping]:
+    return [r for r in rows if r.get("state") == "COMPLETE" and not math.isnan(_num(r.get("forget_cka")))
+            and not math.isnan(_num(r.get("retain_acc")))]
+
+
+def pareto_mask(rows: Sequence[Mapping], feasible_only: bool = True) -> list[bool]:
+    """Per row: on the front of COMPLETE trials (min forget CKA, max retain accuracy), among the feasible
+    ones when any is feasible. Uses row["pareto"] as given when every row has it."""
+    if rows and all("pareto" in r for r in rows):
+        return [bool(r["pareto"]) for r in rows]
+    done = [i for i, r in enumerate(rows) if r in complete(rows)]
+    if feasible_only and any(rows[i].get("feasible") for i in done):
+        done = [i for i in done if rows[i].get("feasible")]
+    pts = {i: (_num(rows[i]["forget_cka"]), _num(rows[i]["retain_acc"])) for i in done}
+    out = []
+    for i in range(len(rows)):
+        if i not in pts:
+            out.append(False)
+            continue
+        x, y = pts[i]
+        out.append(not any(xo <= x and yo >= y and (xo < x or yo > y) for j, (xo, yo) in pts.items() if j != i))
+    return out
+
+
+def _hover(r: Mapping) -> str:
+    parts = [f"trial {r.get('number')}"]
+    ws = r.get("weights")
+    if ws:
+        parts.append("weights [" + ", ".join(f"{_num(w):.2f}" for w in ws) + "]")
+    for k, v in (r.get("params") or {}).items():
+        if not k.startswith("w_"):
+            parts.append(f"{k} {_num(v):.4g}")
+    fa = _num(r.get("forget_acc"))
+    if not math.isnan(fa):
+        parts.append(f"forget acc {fa:.1%}")
+    return "<br>".join(parts)
+
+
+def pareto_scatter(rows: Sequence[Mapping], reference: Mapping | None = None,
+                   title: str = "Sweep: retain accuracy vs forget CKA") -> go.Figure:
+    """Completed trials, feasible (blue) and infeasible (grey, forget accuracy off the retrained
+    model's), the Pareto front joined by a line, and the default EC settings as a star."""
+    done = complete(rows)
+    front = pareto_mask(list(done), feasible_only=True) if not all("pareto" in r for r in done) else \
+        [bool(r["pareto"]) for r in done]
+    fig = go.Figure()
+    groups = (("feasible", FEASIBLE, [r for r in done if r.get("feasible")]),
+              ("infeasible", INFEASIBLE, [r for r in done if not r.get("feasible")]))
+    for name, color, rs in groups:
+        fig.add_trace(go.Scatter(
+            x=[_num(r["forget_cka"]) for r in rs], y=[_num(r["retain_acc"]) for r in rs], mode="markers",
+            name=f"{name} ({len(rs)})", marker=dict(color=color, size=9, line=dict(color="#555", width=0.5)),
+            text=[_hover(r) for r in rs], customdata=[r.get("number") for r in rs],
+            hovertemplate="%{text}<br>forget CKA %{x:.3f}<br>retain %{y:.1%}<extra></extra>"))
+    fr = sorted((r for r, f in zip(done, front) if f), key=lambda r: _num(r["forget_cka"]))
+    if fr:
+        fig.add_trace(go.Scatter(
+            x=[_num(r["forget_cka"]) for r in fr], y=[_num(r["retain_acc"]) for r in fr], mode="lines+markers",
+            name=f"Pareto front ({len(fr)})", line=dict(color=FRONT, width=1.5, dash="dot", shape="hv"),
+            marker=dict(color="rgba(0,0,0,0)", size=14, line=dict(color=FRONT, width=2)),
+            text=[_hover(r) for r in fr], customdata=[r.get("number") for r in fr],
+            hovertemplate="%{text}<br>forget CKA %{x:.3f}<br>retain %{y:.1%}<extra>Pareto front</extra>"))
+    if reference and not math.isnan(_num(reference.get("forget_cka"))):
+        fig.add_trace(go.Scatter(
+            x=[_num(reference["forget_cka"])], y=[_num(reference.get("retain_acc"))], mode="markers",
+            name="default EC", marker=dict(symbol="star", size=16, color=DEFAULT, line=dict(color="#000", width=1)),
+            hovertemplate="default EC settings<br>forget CKA %{x:.3f}<br>retain %{y:.1%}<extra></extra>"))
+    fig.update_xaxes(title="forget CKA to original, inner layers (lower = more erased)")
+    fig.update_yaxes(title="retain accuracy", tickformat=".0%")
+    fig.update_layout(title=dict(text=title, x=0.0, xanchor="left"), height=440, template="plotly_white",
+                      margin=dict(l=60, r=20, t=60, b=50), hovermode="closest",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1.0))
+    return fig
+
+
+def param_columns(rows: Sequence[Mapping]) -> list[str]:
+    """Swept parameter names in a stable order: layer weights first (as sampled), then the rest."""
+    names: list[str] = []
+    for r in rows:
+        for k in (r.get("params") or {}):
+            if k not in names:
+                names.append(k)
+    ws = [n for n in names if n.startswith("w_")]
+    order = ["tau", "lambda_cu", "lambda_ce", "lr", "epochs"]
+    rest = sorted((n for n in names if not n.startswith("w_")), key=lambda n: (order.index(n) if n in order else 99, n))
+    return ws + rest
+
+
+def parcoords(rows: Sequence[Mapping]) -> go.Figure:
+    """Parallel coordinates of the swept settings against both objectives (completed trials),
+    coloured by forget CKA (darker = lower = more erased)."""
+    done = complete(rows)
+    cols = param_columns(done)
+    dims = []
+    for c in cols:
+        vals = [_num((r.get("params") or {}).get(c)) for r in done]
+        label = c[2:] if c.startswith("w_") else c
+        label = f"weight {label}" if c.startswith("w_") else label
+        dims.append(dict(label=label, values=vals))
+    ckas = [_num(r["forget_cka"]) for r in done]
+    dims.append(dict(label="forget CKA", values=ckas))
+    dims.append(dict(label="retain acc", values=[_num(r["retain_acc"]) for r in done]))
+    dims.append(dict(label="feasible", values=[1 if r.get("feasible") else 0 for r in done],
+                     tickvals=[0, 1], ticktext=["no", "yes"], range=[-0.1, 1.1]))
+    fig = go.Figure(go.Parcoords(
+        dimensions=dims,
+        line=dict(color=ckas, colorscale="Viridis", reversescale=False, showscale=True,
+                  colorbar=dict(title="forget CKA")) if done else dict(color=[])))
+    fig.update_layout(title=dict(text="Settings against the objectives", x=0.0, xanchor="left"), height=420,
+                      template="plotly_white", margin=dict(l=60, r=40, t=80, b=40))
+    return fig
+
+
+def trials_table(rows: Sequence[Mapping]) -> pd.DataFrame:
+    """One row per trial (accuracies in percent), newest settings columns last."""
+    cols = param_columns(rows)
+    out = []
+    for r in sorted(rows, key=lambda r: r.get("number", 0)):
+        d = {"trial": r.get("number"), "state": r.get("state"),
+             "feasible": r.get("feasible"), "Pareto": bool(r.get("pareto")),
+             "forget CKA": r.get("forget_cka"),
+             "retain %": None if r.get("retain_acc") is None else 100 * _num(r["retain_acc"]),
+             "forget acc %": None if r.get("forget_acc") is None else 100 * _num(r["forget_acc"]),
+             "retrain forget %": None if r.get("retrain_forget_acc") is None else 100 * _num(r["retrain_forget_acc"])}
+        for c in cols:
+            d[c] = (r.get("params") or {}).get(c)
+        d.update({"seconds": r.get("seconds"), "run": r.get("run_id"), "error": r.get("error")})
+        out.append(d)
+    columns = ["trial", "state", "feasible", "Pareto", "forget CKA", "retain %", "forget acc %", "retrain forget %",
+               *cols, "seconds", "run", "error"]
+    return pd.DataFrame(out, columns=columns)
+
+
+def best_row(rows: Sequence[Mapping], reference: Mapping | None = None) -> Mapping | None:
+    """The trial to suggest: among feasible completed trials with retain accuracy at least the default's,
+    the lowest forget CKA; else the feasible trial with the lowest CKA; else the best completed one."""
+    done = complete(rows)
+    feas = [r for r in done if r.get("feasible")]
+    if reference is not None and feas:
+        y = _num(reference.get("retain_acc"))
+        ok = [r for r in feas if _num(r["retain_acc"]) >= y - 1e-9]
+        if ok:
+            return min(ok, key=lambda r: (_num(r["forget_cka"]), -_num(r["retain_acc"])))
+    pool = feas or done
+    return min(pool, key=lambda r: (_num(r["forget_cka"]), -_num(r["retain_acc"]))) if pool else None
+
+
+def _merge(base: dict, over: Mapping) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def prefill(row: Mapping, attrs: Mapping, study: str | None = None) -> dict:
+    """The Launch page hand-off for a trial's settings:
+    {"method": "ec", "ec": {"weights", "tau", ...}, "preset", "overrides" (the study's scenario plus these
+    settings), "source"}. The Launch page reads "preset" + "overrides"."""
+    params = dict(row.get("params") or {})
+    points = list(attrs.get("points") or [])
+    ec: dict = {}
+    over: dict = {"method": "ec", "plugin": "none"}
+    if any(f"w_{p}" in params for p in points):
+        ec["weights"] = [float(params.get(f"w_{p}", 1.0)) for p in points]
+    elif row.get("weights"):
+        ec["weights"] = [float(w) for w in row["weights"]]
+    for key, path in TARGETS.items():
+        if key in params:
+            node = over
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = params[key]
+            if path[0] == "ec":
+                ec[key] = params[key]
+    if "weights" in ec:
+        over.setdefault("ec", {})["weights"] = ec["weights"]
+    overrides = _merge(copy.deepcopy(dict(attrs.get("overrides") or {})), over)
+    src = f"sweep {study} trial {row.get('number')}" if study else f"sweep trial {row.get('number')}"
+    return {"method": "ec", "ec": ec, "preset": attrs.get("preset", "digits"), "overrides": overrides,
+            "source": src}
+
+
+def counts(rows: Sequence[Mapping]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rows:
+        out[r.get("state", "?")] = out.get(r.get("state", "?"), 0) + 1
+    return out

@@ -1,0 +1,69 @@
+"""`python -m engine serve`: what `make run` starts.
+
+A worker (unless one is alive on this home), the default digits comparison queued on the first
+start (so the pages fill in while you look), and `streamlit run dashboard/app.py` bound to
+localhost. Ctrl-C stops the server and the worker this command started.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from .store import PROJECT_ROOT, home
+
+
+def default_compare_spec() -> dict:
+    return {"preset": "digits", "overrides": {}}
+
+
+def queue_default_if_empty() -> str | None:
+    """Queue the default comparison when the store has no comparison yet; returns its job id."""
+    from . import api
+    jobs = api.list_jobs(kinds=["compare"], limit=50)
+    if any(j["state"] in ("queued", "running", "done") for j in jobs):
+        return None
+    return api.submit("compare", default_compare_spec())["id"]
+
+
+def cmd_serve(args) -> int:
+    from . import api
+    root = home()
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(root / "numba_cache"))
+    worker = None
+    if not api.worker_alive():
+        log = open(root / "worker.log", "ab")
+        worker = subprocess.Popen([sys.executable, "-m", "engine", "worker"], stdout=log, stderr=log,
+                                  cwd=PROJECT_ROOT)
+        print(f"started a worker (pid {worker.pid}, log {root / 'worker.log'})")
+    job = queue_default_if_empty()
+    if job:
+        print(f"queued the default digits comparison as job {job}; the pages fill in as it runs (about a minute)")
+    print(f"EC Lab: http://{args.address}:{args.port}  (run store: {root})")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "dashboard" / "app.py"),
+           "--server.address", args.address, "--server.port", str(args.port), "--server.headless", "true",
+           "--browser.gatherUsageStats", "false"]
+    env = {**os.environ, "ECLAB_HOME": str(root)}
+    server = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=10)
+        return 0
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.terminate()  # the worker requeues its current job on SIGTERM
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("serve", help="start the dashboard on localhost (and a worker); what `make run` does")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--address", default="localhost",
+                   help="bind address (default localhost; anything else exposes the dashboard to your network)")
+    p.set_defaults(func=cmd_serve)

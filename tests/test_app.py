@@ -1,0 +1,382 @@
+"""The dashboard pages under streamlit.testing.v1.AppTest, against fixture run stores.
+
+Every test gets its own ECLAB_HOME (a copy of a store built once per module) and sets
+ECLAB_NO_AUTOSTART=1, so no worker process is ever started; jobs the pages queue stay queued.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard import logic
+from tests import fixtures_store as FS
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "dashboard" / "app.py"
+PAGES = ["overview", "launch", "layers", "embeddings", "compare", "teach"]
+ANALYSIS = ["overview", "layers", "embeddings", "compare", "teach"]
+TIMEOUT = 60  # the first submit imports the runner (and torch) in this process
+
+
+def _build(tmp_path_factory, variant):
+    home = tmp_path_factory.mktemp(f"store-{variant}")
+    old = os.environ.get("ECLAB_HOME")
+    os.environ["ECLAB_HOME"] = str(home)
+    try:
+        ids = FS.build_store(home, variant)
+    finally:
+        if old is None:
+            os.environ.pop("ECLAB_HOME", None)
+        else:
+            os.environ["ECLAB_HOME"] = old
+    return home, ids
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return {v: _build(tmp_path_factory, v) for v in ("full", "empty", "computing", "failed")}
+
+
+@pytest.fixture
+def store(built, tmp_path, monkeypatch):
+    """store(variant) -> (home, ids): a private copy of a built store, made the current ECLAB_HOME."""
+    def use(variant="full"):
+        src, ids = built[variant]
+        home = tmp_path / variant
+        shutil.copytree(src, home)
+        monkeypatch.setenv("ECLAB_HOME", str(home))
+        return home, ids
+    monkeypatch.setenv("ECLAB_NO_AUTOSTART", "1")
+    return use
+
+
+def app(page="overview", query=None, state=None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    if query:
+        at.query_params.update(query)
+    for k, v in (state or {}).items():
+        at.session_state[k] = v
+    if page != "overview" or query or state:
+        at.switch_page(f"views/{page}.py")
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at) -> str:
+    parts = []
+    for kind in ("markdown", "caption", "info", "warning", "error", "success", "subheader", "title"):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    return "\n".join(parts)
+
+
+def api():
+    from engine import api as mod
+    return mod
+
+
+# -- valid store --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_on_the_full_store(store, page):
+    store("full")
+    at = app(page)
+    assert not at.exception
+    assert not at.error, [e.value for e in at.error]
+    if page != "launch":
+        assert len(at.get("plotly_chart")) >= 1
+
+
+def test_overview_headline_rows_and_numbers(store):
+    store("full")
+    at = app("overview")
+    df = at.dataframe[0].value
+    assert list(df["Run"])[:2] == ["Original (reference)", "Retrain (reference)"]
+    assert set(df["Row"][:2]) == {"reference"} and set(df["Row"][2:]) == {"method"}
+    assert len(df) == 2 + len(FS.METHODS)
+    ec = df[df["Run"] == "EC"].iloc[0]
+    cka = FS.PROFILES["ec"][4]
+    assert ec["Forget CKA (inner)"] == pytest.approx(sum(cka[:3]) / 3, abs=1e-6)
+    assert ec["Forget acc"] == pytest.approx(100 * FS.PROFILES["ec"][0])  # shown in %
+    assert ec["Retain acc"] == pytest.approx(100 * FS.PROFILES["ec"][1])
+    assert ec["Probe recovery (inner)"] == pytest.approx(100 * sum(FS.PROFILES["ec"][5][:3]) / 3)
+    assert "Superficial forgetting" in texts(at)
+    assert [m.value for m in at.metric][:2] == ["digits", "small_cnn"]
+
+
+def test_failed_job_error_is_shown(store):
+    _, ids = store("full")
+    at = app("overview")
+    assert FS.FAILED_ERROR in texts(at)
+    at = app("launch", query={"job": ids["failed"]})
+    assert any(FS.FAILED_ERROR in e.value for e in at.error)
+
+
+def test_newer_comparison_in_progress_is_announced(store):
+    store("full")
+    job = api().submit("compare", {"preset": "digits", "methods": ["ec", "ft"]})
+    at = app("layers")
+    assert f"A newer comparison (job `{job['id']}`) is queued" in texts(at)
+    assert len(at.get("plotly_chart")) == 3  # the older finished comparison is still shown
+
+
+def test_missing_optional_arrays(store):
+    home, ids = store("full")
+    (home / "runs" / ids["compare"] / "arrays.npz").unlink()
+    at = app("embeddings")
+    assert "no embedding sample" in texts(at)
+    at = app("compare")
+    assert not at.exception and "membership-inference view unavailable" in texts(at)
+    at = app("overview")
+    assert not at.exception
+
+
+def test_corrupt_results_is_reported_not_raised(store):
+    home, ids = store("full")
+    (home / "runs" / ids["compare"] / "results.json").write_text("{not json")
+    at = app("layers")
+    assert not at.exception
+    assert any("corrupt" in e.value for e in at.error)
+
+
+# -- empty, computing and failed stores -------------------------------------------------------------
+
+@pytest.mark.parametrize("page", ANALYSIS)
+def test_empty_store_offers_the_default_comparison(store, page):
+    store("empty")
+    at = app(page)
+    assert "No results yet" in texts(at)
+    assert at.button(key="queue_default").label == "Queue the default comparison"
+
+
+def test_queue_default_comparison_from_empty_store(store):
+    store("empty")
+    at = app("overview")
+    at.button(key="queue_default").click().run()
+    assert not at.exception
+    jobs = api().list_jobs()
+    assert [(j["kind"], j["state"]) for j in jobs] == [("compare", "queued")]
+    assert "Computing the default comparison" in texts(at)
+
+
+def test_computing_state_shows_progress(store):
+    store("computing")
+    at = app("overview")
+    assert "Computing the default comparison" in texts(at)
+    bar = at.get("progress")[0]
+    assert bar.value == 42 or bar.value == pytest.approx(0.42)
+    assert "method: ft" in bar.proto.text
+    assert not at.get("button") or all(b.key != "queue_default" for b in at.button)
+
+
+def test_failed_comparison_shows_error_and_requeue(store):
+    store("failed")
+    at = app("teach")
+    assert any(FS.FAILED_ERROR in e.value for e in at.error)
+    assert at.button(key="queue_default")
+
+
+def test_launch_page_renders_on_empty_store(store):
+    store("empty")
+    at = app("launch")
+    assert [s.label for s in at.slider] == ["block1", "block2", "block3", "block4"]
+
+
+# -- launch form ----------------------------------------------------------------------------------
+
+def _n_jobs():
+    return len(api().list_jobs())
+
+
+def test_launch_all_weights_zero_is_refused(store):
+    store("full")
+    at = app("launch")
+    n = _n_jobs()
+    for s in at.slider:
+        s.set_value(0.0)
+    at.button(key="l_submit").click().run()
+    errors = [e.value for e in at.error]
+    assert any("ec.weights" in e and "Nothing was queued" in e for e in errors), errors
+    assert _n_jobs() == n and "job" not in at.query_params
+
+
+def test_launch_unknown_forget_class_is_refused(store):
+    store("full")
+    at = app("launch")
+    n = _n_jobs()
+    at.multiselect(key="l_classes__digits").set_value([12]).run()
+    at.button(key="l_submit").click().run()
+    errors = [e.value for e in at.error]
+    assert any("forget.classes" in e and "[12]" in e for e in errors), errors
+    assert _n_jobs() == n and "job" not in at.query_params
+
+
+def test_launch_valid_submit_queues_one_job_and_sets_query_param(store):
+    store("full")
+    at = app("launch")
+    before = {j["id"] for j in api().list_jobs()}
+    at.selectbox(key="l_method").set_value("ft").run()
+    at.toggle(key="l_plugin").set_value(True).run()
+    at.slider(key="l_w__small_cnn__block1").set_value(2.5).run()
+    at.select_slider(key="l_tau").set_value(0.3).run()
+    at.multiselect(key="l_classes__digits").set_value([3, 5]).run()
+    at.button(key="l_submit").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    new = [j for j in api().list_jobs() if j["id"] not in before]
+    assert len(new) == 1
+    job = new[0]
+    assert at.query_params.get("job") == job["id"]
+    cfg = job["spec"]["config"]
+    assert (job["kind"], job["state"], cfg["method"], cfg["plugin"]) == ("run", "queued", "ft", "ec")
+    assert cfg["ec"]["weights"] == [2.5, 1.0, 1.0, 1.0] and cfg["ec"]["tau"] == 0.3
+    assert cfg["forget"]["classes"] == [3, 5]
+    assert f"Job `{job['id']}`" in texts(at)
+
+
+def test_launch_shows_job_from_url(store):
+    _, ids = store("full")
+    at = app("launch", query={"job": ids["run"]})
+    assert f"Job `{ids['run']}` is done" in texts(at)
+    assert len(at.get("plotly_chart")) == 2  # training curves and per-epoch CKA of ft+ec
+    at = app("launch", query={"job": ids["queued"]})
+    assert "No worker is running" in texts(at)
+    assert at.button(key=f"cancel_{ids['queued']}")
+    at.button(key=f"cancel_{ids['queued']}").click().run()
+    assert api().get_job(ids["queued"])["state"] == "cancelled"
+
+
+def test_launch_prefill_handoff(store):
+    store("full")
+    pre = {"preset": "digits", "overrides": {"method": "ft", "plugin": "ec", "beta": 2.0,
+                                             "ec": {"weights": [0.0, 1.5, 2.0, 3.0], "tau": 0.2},
+                                             "forget": {"classes": [1, 7]}, "seed": 4}, "source": "sweep best trial"}
+    at = app("launch", state={"prefill": pre})
+    assert "sweep best trial" in texts(at)
+    assert at.selectbox(key="l_method").value == "ft" and at.toggle(key="l_plugin").value is True
+    assert [s.value for s in at.slider] == [0.0, 1.5, 2.0, 3.0]
+    assert at.select_slider(key="l_tau").value == 0.2
+    assert at.multiselect(key="l_classes__digits").value == [1, 7]
+    assert at.number_input(key="l_seed").value == 4
+    assert not at.warning
+
+
+def test_launch_prefill_keeps_options_the_form_does_not_show(store):
+    store("full")
+    pre = {"preset": "digits", "overrides": {"method": "ec", "train": {"epochs": 3}, "model": {"width": 8},
+                                             "ec": {"tau": 0.2}}, "source": "sweep s trial 2"}
+    at = app("launch", state={"prefill": pre})
+    assert "`train.epochs=3`" in texts(at) and "`model.width=8`" in texts(at)
+    before = {j["id"] for j in api().list_jobs()}
+    at.button(key="l_submit").click().run()
+    assert not at.error, [e.value for e in at.error]
+    job = [j for j in api().list_jobs() if j["id"] not in before][0]
+    cfg = job["spec"]["config"]
+    assert cfg["train"]["epochs"] == 3 and cfg["model"]["width"] == 8 and cfg["ec"]["tau"] == 0.2
+    at.button(key="l_drop_extra").click().run()
+    assert "train.epochs" not in texts(at)
+
+
+def test_compare_use_these_settings_goes_to_launch(store):
+    store("full")
+    at = app("compare")
+    at.button(key="cmp_use").click().run()
+    assert not at.exception
+    assert at.selectbox(key="l_method").value == "ec"
+    assert "Settings loaded from" in texts(at)
+
+
+# -- analysis pages ---------------------------------------------------------------------------------
+
+def test_layers_heatmap_follows_split_and_reference(store):
+    store("full")
+    at = app("layers")
+    heat = at.get("plotly_chart")[0]
+    fig = json.loads(heat.proto.spec)
+    z = fig["data"][0]["z"]
+    assert fig["data"][0]["zmin"] == 0 and fig["data"][0]["zmax"] == 1
+    assert fig["data"][0]["y"][0] == "Retrain (ref)"  # reference "original" leaves its own row out
+    assert z[0] == [pytest.approx(v) for v in FS.PROFILES["retrain"][4]]
+    at.radio(key="ly_ref").set_value("retrain").run()
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert fig["data"][0]["y"][0] == "Original (ref)"
+    at.selectbox(key="ly_split").set_value("retain").run()
+    assert not at.exception
+
+
+def test_embeddings_precomputed_worker_layer_and_button(store):
+    _, ids = store("full")
+    at = app("embeddings")
+    assert len(at.get("plotly_chart")) == 1
+    at.selectbox(key="em_layer").set_value("block3").run()  # embedded by the fixture's embed job
+    assert len(at.get("plotly_chart")) == 1 and not at.exception
+    at.selectbox(key="em_layer").set_value("block1").run()
+    assert len(at.get("plotly_chart")) == 0
+    at.button(key="em_compute_block1").click().run()
+    assert not at.exception
+    embeds = [j for j in api().list_jobs(kinds=["embed"]) if j["spec"]["layer"] == "block1"]
+    assert len(embeds) == 1 and embeds[0]["spec"]["job"] == ids["compare"] and embeds[0]["state"] == "queued"
+    assert "computing the UMAP of block1" in texts(at)
+
+
+def test_embeddings_epoch_scrubber_on_a_single_run(store):
+    _, ids = store("full")
+    at = app("embeddings", state={"results_job": ids["run"], "_results_auto": False})
+    assert at.select_slider(key="em_epoch_ft+ec").value == 5
+    at.select_slider(key="em_epoch_ft+ec").set_value(2).run()
+    assert not at.exception and len(at.get("plotly_chart")) == 2
+
+
+def test_compare_table_filters_and_exports(store):
+    store("full")
+    at = app("compare")
+    df = at.dataframe[0].value
+    assert len(df) == len(FS.METHODS) + 1  # the comparison's methods + the single ft+ec run
+    assert {b.label for b in at.get("download_button")} >= {"Table as CSV", "Figure as HTML"}
+    at.multiselect(key="cmp_methods").set_value(["ec"]).run()
+    assert list(at.dataframe[0].value["Method"]) == ["EC"]
+    at.toggle(key="cmp_refs").set_value(True).run()
+    assert len(at.dataframe[0].value) == 1 + 4  # EC + original/retrain of both jobs
+    assert "On the front" in texts(at)
+    assert len(at.get("plotly_chart")) == 4  # scatter, per-class, confusion, MIA
+
+
+def test_teach_numbers_come_from_results(store):
+    store("full")
+    at = app("teach")
+    t = texts(at)
+    res = FS.make_results("compare", FS.METHODS)
+    base = logic.teaching_baseline(res)
+    b = logic.run_summary(res, base)
+    assert base == "scrub" and "SCRUB" in t
+    assert logic.pct(b["forget_acc"]) in t and logic.pct(b["retain_acc"]) in t
+    assert f"**{logic.dec(b['cka_mid'])}**" in t
+    r = logic.run_summary(res, "retrain")
+    assert f"**{logic.dec(r['cka_mid'])}**" in t and logic.pct(r["probe_mid"]) in t
+
+
+def test_no_worker_started_and_no_torch_in_pages(store):
+    home, _ = store("full")
+    code = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import dashboard.app
+assert "torch" not in sys.modules, "import dashboard.app pulled in torch"
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({str(APP)!r}, default_timeout=60).run()
+for p in {PAGES!r}:
+    at.switch_page(f"views/{{p}}.py").run()
+    assert not at.exception, (p, [e.value for e in at.exception])
+print("TORCH", "torch" in sys.modules, "UMAP", "umap" in sys.modules)
+"""
+    env = dict(os.environ)
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(ROOT), capture_output=True, text=True,
+                         timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "TORCH False UMAP False" in out.stdout
+    assert not (home / "worker.spawned").exists()

@@ -1,0 +1,187 @@
+"""Pure helpers behind the dashboard pages (dashboard/logic.py)."""
+import pytest
+
+from dashboard import logic as L
+from engine.config import ConfigError
+from tests import fixtures_store as FS
+
+LAYERS = FS.LAYERS
+
+
+def _res(runs: dict) -> dict:
+    return {"layers": LAYERS, "runs": runs, "scenario": {"forget": {"classes": [3]}, "class_names": list("0123456789")}}
+
+
+def _run(fa, cka, probe=None, ra=0.99):
+    return {"metrics": {"forget_acc": fa, "retain_acc": ra, "test_acc": 0.9, "mia_efficacy": 0.5},
+            "cka_vs_original": {"forget": dict(zip(LAYERS, cka))},
+            "probe_forget_acc": dict(zip(LAYERS, probe or cka))}
+
+
+def test_inner_layers():
+    assert L.inner_layers(LAYERS) == ["block1", "block2", "block3"]
+    assert L.inner_layers(["only"]) == ["only"]
+    assert L.inner_layers([]) == []
+
+
+def test_run_summary_uses_inner_layers_only():
+    res = _res({"ec": _run(0.0, [0.9, 0.6, 0.3, 0.0], [0.8, 0.5, 0.2, 1.0])})
+    s = L.run_summary(res, "ec")
+    assert s["cka_mid"] == pytest.approx(0.6)  # last layer (0.0) left out
+    assert s["probe_mid"] == pytest.approx(0.5)
+    assert s["probe_max"] == pytest.approx(0.8)
+    assert s["role"] == "method"
+
+
+def test_headline_rows_order_and_excess():
+    res = _res({"ft": _run(0.0, [1, 1, 1, 1]), "original": _run(1.0, [1, 1, 1, 1]),
+                "retrain": _run(0.0, [0.7, 0.7, 0.7, 0.1])})
+    rows = L.headline_rows(res)
+    assert [r["name"] for r in rows] == ["original", "retrain", "ft"]
+    assert [r["role"] for r in rows] == ["reference", "reference", "method"]
+    assert rows[2]["cka_excess"] == pytest.approx(0.3)
+    assert rows[1]["cka_excess"] == pytest.approx(0.0)
+
+
+def test_teaching_baseline_prefers_close_forget_acc_then_high_cka():
+    res = _res({
+        "original": _run(1.0, [1, 1, 1, 1]), "retrain": _run(0.0, [0.8, 0.6, 0.4, 0.2]),
+        "ga": _run(0.30, [0.99, 0.99, 0.99, 0.9]),  # highest CKA but far from retrain's forget acc
+        "ft": _run(0.02, [0.9, 0.8, 0.7, 0.5]),
+        "rl": _run(0.04, [0.95, 0.9, 0.85, 0.5]),  # within tolerance of the closest (ft), higher CKA
+        "ec": _run(0.0, [0.99, 0.99, 0.99, 0.99]),  # EC is never the baseline
+        "ft+ec": _run(0.0, [0.99, 0.99, 0.99, 0.99]),
+    })
+    assert L.teaching_baseline(res) == "rl"
+    assert L.teaching_baseline(res, tolerance=0.0) == "ft"
+    assert L.teaching_baseline(_res({"original": _run(1, [1] * 4), "ec": _run(0, [1] * 4)})) is None
+
+
+def test_teaching_baseline_on_fixture_is_scrub():
+    res = FS.make_results("compare", FS.METHODS)
+    assert L.teaching_baseline(res) == "scrub"
+
+
+def test_excess_and_strongest_layer():
+    ex = L.excess({"a": 0.9, "b": 0.8, "c": None}, {"a": 0.85, "b": 0.3, "c": 0.1}, ["a", "b", "c"])
+    assert ex == pytest.approx({"a": 0.05, "b": 0.5})
+    assert L.strongest_layer(ex, ["a", "b", "c"]) == ("b", pytest.approx(0.5))
+    assert L.strongest_layer({}, ["a"]) == (None, None)
+
+
+def test_forget_phrase():
+    assert L.forget_phrase({"forget": {"classes": [3]}}) == "class 3"
+    assert L.forget_phrase({"forget": {"classes": [3, 5]}, "class_names": ["a"] * 3 + ["cat"] + ["b", "dog"]}) == \
+        "classes 3 (cat) and 5 (dog)"
+    assert L.forget_phrase({"forget": {"random": 0.1}}) == "a random 10% of the training set"
+
+
+def test_parse_classes():
+    assert L.parse_classes([3, "12", "5 · dog", " 7"]) == [3, 12, 5, 7]
+    with pytest.raises(ConfigError) as e:
+        L.parse_classes(["cat"])
+    assert e.value.option == "forget.classes"
+
+
+BASE = {"preset": "digits", "method": "ec", "plugin": False, "beta": 1.0, "arch": "small_cnn",
+        "weights": [1.0, 0.5, 0.0, 2.0], "tau": 0.5, "lambda_cu": 3.0, "lambda_ce": 1.0, "epochs": 4, "lr": 0.03,
+        "forget_mode": "classes", "classes": [3, 5], "random": 0.1, "seed": 7, "device": "auto"}
+
+
+def test_build_run_spec_ec_validates():
+    spec = L.build_run_spec(BASE)
+    assert spec == {"preset": "digits", "overrides": {
+        "method": "ec", "seed": 7, "model": {"arch": "small_cnn"}, "forget": {"classes": [3, 5]},
+        "methods": {"ec": {"epochs": 4, "lr": 0.03}},
+        "ec": {"weights": [1.0, 0.5, 0.0, 2.0], "tau": 0.5, "lambda_cu": 3.0, "lambda_ce": 1.0}}}
+    cfg = L.check_spec(spec)
+    assert cfg.layer_weights == [1.0, 0.5, 0.0, 2.0] and cfg.ec.tau == 0.5 and cfg.methods.ec.epochs == 4
+
+
+def test_build_run_spec_plugin_cu_random_retrain():
+    spec = L.build_run_spec({**BASE, "method": "ft", "plugin": True, "beta": 2.0, "forget_mode": "random",
+                             "random": 0.2, "device": "cpu"})
+    ov = spec["overrides"]
+    assert ov["plugin"] == "ec" and ov["beta"] == 2.0 and ov["forget"] == {"random": 0.2} and ov["device"] == "cpu"
+    assert L.check_spec(spec).run_label == "ft+ec"
+    cu = L.build_run_spec({**BASE, "method": "cu"})["overrides"]
+    assert cu["methods"]["cu"] == {"epochs": 4, "lr": 0.03, "tau": 0.5, "lambda_cu": 3.0, "lambda_ce": 1.0}
+    assert "ec" not in cu
+    rt = L.build_run_spec({**BASE, "method": "retrain"})["overrides"]
+    assert "methods" not in rt and "ec" not in rt
+
+
+@pytest.mark.parametrize("change, option", [
+    ({"weights": [0.0, 0.0, 0.0, 0.0]}, "ec.weights"),
+    ({"classes": [12]}, "forget.classes"),
+    ({"classes": []}, "forget.classes"),
+    ({"weights": [1.0, 1.0]}, "ec.weights"),
+])
+def test_invalid_forms_name_the_option(change, option):
+    with pytest.raises(ConfigError) as e:
+        L.check_spec(L.build_run_spec({**BASE, **change}))
+    assert e.value.option == option
+    text = L.error_text(e.value)
+    assert f"`{option}`" in text
+
+
+def test_error_text_mentions_control():
+    err = ConfigError("ec.weights", "are all zero: give at least one supervision point a weight > 0")
+    assert L.error_text(err) == ("Invalid option: `ec.weights` are all zero: give at least one supervision point a "
+                                 "weight > 0. (Set by the layer-weight sliders.)")
+    assert L.error_text(ValueError("plain")) == "plain"
+
+
+def test_with_value_and_nearest():
+    assert L.with_value([0.1, 1.0], 0.5) == [0.1, 0.5, 1.0]
+    assert L.with_value([0.1, 1.0], 1.0) == [0.1, 1.0]
+    assert L.nearest(L.TEMPERATURES, 0.65) == 0.7
+
+
+def test_job_label_and_epoch_history():
+    assert L.job_label({"kind": "run", "spec": {"config": {"preset": "digits", "method": "ft", "plugin": "ec"}}}) == \
+        "run ft+ec · digits"
+    assert L.job_label({"kind": "compare", "spec": {"config": {"preset": "mnist"}, "methods": ["ec", "ft"]}}) == \
+        "compare 2 methods · mnist"
+    assert L.job_label({"kind": "embed", "spec": {"job": "j1", "layer": "block2"}}) == "embed block2 of job j1"
+    evs = [{"type": "epoch", "run": "original", "epoch": 1}, {"type": "stage"},
+           {"type": "epoch", "run": "ec", "epoch": 1, "losses": {"loss": 2}},
+           {"type": "epoch", "run": "ec", "epoch": 2}, {"type": "epoch", "run": "ec", "epoch": 1, "losses": {"loss": 1}}]
+    run, hist = L.epoch_history(evs)
+    assert run == "ec" and [h["epoch"] for h in hist] == [1, 2] and hist[0]["losses"] == {"loss": 1}
+    assert L.epoch_history([]) == (None, [])
+
+
+def test_config_from_results_run_handoff_roundtrip():
+    res = FS.make_results("run", ["ft+ec"], plugin_run="ft+ec")
+    h = L.config_from_results_run(res, "ft+ec")
+    cfg = L.prefill_config(h)
+    assert cfg.method == "ft" and cfg.plugin == "ec"
+    assert L.config_from_results_run(res, "original") is None
+
+
+def test_all_run_rows():
+    res = FS.make_results("compare", ["ec", "ft"])
+    rows = L.all_run_rows([({"id": "j1", "kind": "compare", "finished": 0}, res)])
+    assert [r["id"] for r in rows] == ["j1/original", "j1/retrain", "j1/ec", "j1/ft"]
+    assert rows[2]["dataset"] == "digits" and rows[2]["forget"] == "classes 3"
+
+
+def test_fmt_time():
+    assert L.fmt_time(None) == ""
+    assert len(L.fmt_time(0.0)) == 19
+
+
+def test_extra_overrides_keep_what_the_form_does_not_show():
+    from engine.config import make_config
+    cfg = make_config("digits", {"method": "ft", "train": {"epochs": 3}, "model": {"width": 8},
+                                 "methods": {"ft": {"epochs": 9, "momentum": 0.5}, "ga": {"lr": 0.001}},
+                                 "ec": {"tau": 0.2, "aux_epochs": 2}, "seed": 5, "forget": {"classes": [1]}})
+    extra = L.extra_overrides(cfg, make_config("digits").model_dump())
+    assert extra == {"train": {"epochs": 3}, "model": {"width": 8},
+                     "methods": {"ft": {"momentum": 0.5}, "ga": {"lr": 0.001}}, "ec": {"aux_epochs": 2}}
+    spec = L.build_run_spec({**BASE, "method": "ft"}, extra)
+    c = L.check_spec(spec)
+    assert (c.train.epochs, c.model.width, c.methods.ft.momentum, c.methods.ft.epochs) == (3, 8, 0.5, 4)
+    assert c.ec.aux_epochs == 2 and c.methods.ga.lr == 0.001
+    assert sorted(L.dotted({"a": {"b": 1}, "c": 2})) == ["a.b=1", "c=2"]

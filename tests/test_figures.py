@@ -1,0 +1,177 @@
+"""Figure builders (dashboard/figures.py): pure functions from plain data to Plotly figures."""
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from dashboard import figures as F
+from engine.config import METHOD_NAMES
+
+LAYERS = ["block1", "block2", "block3", "block4"]
+
+
+def test_method_colors_stable_distinct_and_plugin_darker():
+    names = METHOD_NAMES + ["original"]
+    colors = [F.method_color(n) for n in names]
+    assert len(set(colors)) == len(colors)
+    assert F.method_color("ec") == F.method_color("ec")
+    assert F.method_color("ft+ec") != F.method_color("ft")
+
+    def lum(c):
+        return sum(int(c[i:i + 2], 16) for i in (1, 3, 5))
+    assert lum(F.method_color("ft+ec")) < lum(F.method_color("ft"))
+    assert F.method_color("something_new") == F.method_color("something_new")
+    assert F.method_color("something_new").startswith("#")
+
+
+def test_display_names():
+    assert F.display_name("neggrad_plus") == "NegGrad+"
+    assert F.display_name("ft+ec") == "FT + EC"
+    assert F.display_name("mystery") == "mystery"
+
+
+def test_cka_heatmap_matches_dict_order_and_fixed_scale():
+    cka = {"original": {l: 1.0 for l in LAYERS},
+           "ft": {"block1": 0.9, "block2": 0.8, "block3": 0.7, "block4": 0.2},
+           "ec": {"block1": 0.5, "block3": 0.3}}
+    fig = F.cka_heatmap(cka, LAYERS, ["ft", "ec", "original"])
+    hm = fig.data[0]
+    assert isinstance(hm, go.Heatmap)
+    assert hm.zmin == 0 and hm.zmax == 1
+    assert list(hm.x) == LAYERS
+    assert list(hm.y) == ["FT", "EC", "Original (ref)"]
+    assert list(hm.z[0]) == [0.9, 0.8, 0.7, 0.2]
+    assert hm.z[1][0] == 0.5 and math.isnan(hm.z[1][1]) and hm.z[1][2] == 0.3
+    assert list(hm.z[2]) == [1.0] * 4
+    assert fig.layout.yaxis.autorange == "reversed"  # first name on top
+    # default order = dict order
+    assert list(F.cka_heatmap(cka, LAYERS).data[0].y) == ["Original (ref)", "FT", "EC"]
+
+
+def test_cka_matrix_heatmap():
+    m = [[1.0, 0.5], [0.4, 0.9]]
+    hm = F.cka_matrix_heatmap(m, ["a", "b"], "ec").data[0]
+    assert [list(r) for r in hm.z] == m
+    assert (hm.zmin, hm.zmax) == (0, 1)
+
+
+def test_pareto_front_hand_case():
+    # minimise x (forget CKA), maximise y (retain accuracy)
+    x = [0.2, 0.3, 0.1, 0.5, 0.2, None, 0.9]
+    y = [0.9, 0.95, 0.8, 0.99, 0.85, 1.0, 0.99]
+    # 0: on front; 1: on front; 2: on front (lowest x); 3: on front (highest y, lowest x among y=.99)
+    # 4: dominated by 0; 5: missing -> never; 6: dominated by 3
+    assert F.pareto_front(x, y) == [True, True, True, True, False, False, False]
+    assert F.pareto_front([0.5, 0.5], [0.9, 0.9]) == [True, True]  # exact ties both kept
+    assert F.pareto_front([], []) == []
+
+
+def test_tradeoff_scatter_highlights_front():
+    rows = [{"name": "ft", "id": "a/ft", "cka_mid": 0.9, "retain_acc": 0.99},
+            {"name": "ec", "id": "a/ec", "cka_mid": 0.5, "retain_acc": 0.98},
+            {"name": "ga", "id": "a/ga", "cka_mid": 0.8, "retain_acc": 0.90}]
+    fig = F.tradeoff_scatter(rows)
+    pts = [t for t in fig.data if isinstance(t, go.Scattergl)]
+    assert [t.name for t in pts] == ["FT", "EC", "GA"]
+    assert pts[0].marker.color == F.method_color("ft")
+    line = [t for t in fig.data if t.name == "Pareto front"][0]
+    assert list(line.x) == [0.5, 0.9] and list(line.y) == [0.98, 0.99]
+    assert list(pts[2].marker.size) == [9]  # ga is dominated by ec
+    assert list(pts[1].marker.size) == [14]
+    assert fig.layout.yaxis.tickformat == ".0%"
+
+
+def test_forgetting_bars():
+    rows = [{"name": "original", "forget_acc": 0.99, "cka_mid": 1.0, "probe_mid": 0.98},
+            {"name": "scrub", "forget_acc": 0.0, "cka_mid": 0.97, "probe_mid": None}]
+    fig = F.forgetting_bars(rows)
+    assert [t.type for t in fig.data] == ["bar"] * 3
+    assert list(fig.data[0].x) == ["Original (ref)", "SCRUB"]
+    assert list(fig.data[0].y) == [0.99, 0.0]
+    assert math.isnan(fig.data[2].y[1])
+    assert fig.layout.yaxis.tickformat == ".0%" and fig.layout.barmode == "group"
+
+
+def test_layer_lines_floor_and_chance():
+    vals = {"original": {l: 0.99 for l in LAYERS}, "retrain": {l: 0.3 for l in LAYERS},
+            "ec": {"block1": 0.5}}
+    fig = F.probe_lines(vals, LAYERS, chance=0.1)
+    names = [t.name for t in fig.data]
+    assert names == ["Original", "Retrain (floor)", "EC"]
+    assert fig.data[1].line.dash == "dash"
+    assert fig.data[0].line.dash == "dot"
+    assert fig.data[2].y[0] == 0.5 and math.isnan(fig.data[2].y[1])
+    assert any(s.y0 == 0.1 for s in fig.layout.shapes)
+
+
+def test_umap_panels_shared_axes_scattergl_forget_marked():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 10)
+    forget = labels == 1
+    a, b = rng.normal(size=(30, 2)), rng.normal(size=(30, 2)) * 3
+    fig = F.umap_panels([("Original", a), ("EC", b)], labels, forget, ["0", "1", "2"])
+    pts = [t for t in fig.data if t.x is not None and len(t.x) and t.x[0] is not None]
+    assert all(isinstance(t, go.Scattergl) for t in fig.data)
+    assert len(pts) == 6  # 3 classes x 2 panels
+    assert fig.layout.xaxis.range == fig.layout.xaxis2.range
+    assert fig.layout.yaxis.range == fig.layout.yaxis2.range
+    lo, hi = fig.layout.xaxis.range
+    assert lo <= min(a[:, 0].min(), b[:, 0].min()) and hi >= max(a[:, 0].max(), b[:, 0].max())
+    cls1 = [t for t in pts if t.legendgroup == "class1"][0]
+    assert set(cls1.marker.symbol) == {"x"}
+    cls0 = [t for t in pts if t.legendgroup == "class0"][0]
+    assert set(cls0.marker.symbol) == {"circle"}
+
+
+def test_umap_panels_many_classes_uses_colour_scale():
+    labels = np.arange(60) % 30
+    fig = F.umap_panels([("O", np.zeros((60, 2)))], labels, labels == 0)
+    assert len(fig.data) == 2 and fig.data[0].marker.colorscale is not None
+
+
+def test_member_intervals_and_mia_view():
+    grid = {"conf": [0.0, 0.25, 0.5, 0.75, 1.0], "member": [0, 0, 1, 1, 1]}
+    assert F.member_intervals(grid) == [(0.5, 1.0)]
+    assert F.member_intervals({"conf": [0, 0.5, 1], "member": [1, 0, 1]}) == [(0.0, 0.0), (1.0, 1.0)]
+    assert F.member_intervals(None) == []
+    conf = {"forget": np.array([0.1, 0.2]), "retain": np.array([0.9, 0.95, 1.0]), "test": None}
+    fig = F.mia_view(conf, grid, "ec", 0.93)
+    hists = [t for t in fig.data if isinstance(t, go.Histogram)]
+    assert [t.name for t in hists] == ["forget (n=2)", "retain (n=3)"]
+    rects = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert [(r.x0, r.x1) for r in rects] == [(0.5, 1.0)]
+    assert "93.0%" in fig.layout.title.text
+
+
+def test_per_class_and_confusion():
+    fig = F.per_class_bars([0.9, 0.0, 0.8], [0.95, 0.97, 0.9], "ec", ["a", "b", "c"], forget_classes=[1])
+    assert [t.name for t in fig.data] == ["Original", "EC"]
+    rects = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert len(rects) == 1 and rects[0].x0 == 0.5 and rects[0].x1 == 1.5
+    fig = F.confusion_pair([[3, 1], [0, 0]], [[4, 0], [1, 3]], "ec")
+    z_orig, z_run = fig.data[0].z, fig.data[1].z
+    assert np.allclose(z_orig[0], [1.0, 0.0]) and np.allclose(z_orig[1], [0.25, 0.75])
+    assert np.allclose(z_run[0], [0.75, 0.25]) and np.isnan(z_run[1]).all()  # empty row stays empty
+    assert fig.data[0].zmin == 0 and fig.data[0].zmax == 1
+
+
+def test_training_and_epoch_cka_curves():
+    hist = [{"epoch": 1, "losses": {"loss": 1.0, "cu": 2.0}, "forget_acc": 0.5, "retain_acc": 0.9,
+             "cka_forget": {"block1": 0.9, "block2": 0.8}},
+            {"epoch": 2, "losses": {"loss": 0.5, "cu": 1.0}, "forget_acc": 0.1, "retain_acc": 0.95,
+             "cka_forget": {"block1": 0.85, "block2": 0.6}}]
+    fig = F.training_curves(hist)
+    assert [t.name for t in fig.data] == ["loss", "cu", "forget acc", "retain acc"]
+    assert list(fig.data[1].y) == [2.0, 1.0]
+    fig = F.epoch_cka_lines(hist, ["block1", "block2"])
+    assert [t.name for t in fig.data] == ["block1", "block2"]
+    assert list(fig.data[1].y) == [0.8, 0.6]
+    assert list(fig.layout.yaxis.range) == [0, 1.05]
+
+
+@pytest.mark.parametrize("builder", ["cka", "bars"])
+def test_figure_html_is_self_contained(builder):
+    fig = F.cka_heatmap({"ec": {"a": 0.5}}, ["a"]) if builder == "cka" else F.forgetting_bars([])
+    html = F.figure_html(fig)
+    assert "<html>" in html[:200] and "src=\"https://cdn.plot.ly" not in html and len(html) > 1_000_000

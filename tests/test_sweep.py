@@ -1,0 +1,398 @@
+"""Sweeps (engine/sweep.py, dashboard/sweep_figures.py, dashboard/views/sweep.py).
+
+Trials are real EC runs on digits with a tiny recipe (SMALL). The base models are built once per
+session in a private store and copied into each test's own ECLAB_HOME, so every test starts with
+warm caches but writes nothing shared. Worker processes run with one torch thread each (2 cores).
+
+PostgreSQL: ECLAB_TEST_PG_URL (set by .ci/run through .ci/postgres.sh) or, when unset, a private
+server this module starts with .ci/postgres.sh (no install attempted); skipped only when neither works.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from dashboard import sweep_figures as SF
+from engine import sweep as S
+from engine.config import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = {"train": {"epochs": 3}, "ec": {"aux_epochs": 2}, "methods": {"ec": {"epochs": 1}},
+         "eval": {"umap": False, "probe_epochs": 10, "epoch_cka": False, "max_samples": 300}}
+SMALL_SETS = ["train.epochs=3", "ec.aux_epochs=2", "methods.ec.epochs=1", "eval.umap=false", "eval.probe_epochs=10",
+              "eval.epoch_cka=false", "eval.max_samples=300"]
+WORKER_TIMEOUT = 300
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.update(extra)
+    return env
+
+
+# -- fixtures --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def warm_cache(tmp_path_factory):
+    """A store whose cache holds the SMALL scenario's base models and reference evaluation."""
+    home = tmp_path_factory.mktemp("sweep-warm")
+    code = ("import json, sys; from engine import runner, store; "
+            "spec = {'preset': 'digits', 'overrides': json.loads(sys.argv[1])}; "
+            "runner.execute('run', spec, store.run_dir('warm', create=True))")
+    spec = json.dumps({**SMALL, "method": "ec"})
+    res = subprocess.run([sys.executable, "-c", code, spec], env=_env(ECLAB_HOME=str(home), OMP_NUM_THREADS="2"),
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return home / "cache"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, warm_cache):
+    h = tmp_path / "home"
+    shutil.copytree(warm_cache, h / "cache")
+    monkeypatch.setenv("ECLAB_HOME", str(h))
+    monkeypatch.delenv("ECLAB_SWEEP_STORAGE", raising=False)
+    return h
+
+
+def _pg_ok(url: str) -> str | None:
+    try:
+        import psycopg2
+        psycopg2.connect(url, connect_timeout=5).close()
+        return None
+    except Exception as err:  # noqa: BLE001
+        return f"{type(err).__name__}: {str(err).strip()[:200]}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    url = os.environ.get("ECLAB_TEST_PG_URL")
+    if url:
+        err = _pg_ok(url)
+        if err:
+            pytest.skip(f"ECLAB_TEST_PG_URL is set but the server does not answer: {err}")
+        yield url
+        return
+    port = _free_port()
+    pgdir = f"/tmp/eclab-pg-test-{port}"  # under /tmp itself: the postgres user must reach it
+    env = _env(ECLAB_PG_NO_INSTALL="1", ECLAB_PG_PORT=str(port), ECLAB_PG_DIR=pgdir)
+    script = ROOT / ".ci" / "postgres.sh"
+    try:
+        res = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        pytest.skip(f"no PostgreSQL server: .ci/postgres.sh could not run ({err})")
+    lines = res.stdout.strip().splitlines()
+    if res.returncode != 0 or not lines or _pg_ok(lines[-1]):
+        subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, timeout=60)
+        shutil.rmtree(pgdir, ignore_errors=True)
+        pytest.skip("no PostgreSQL server: ECLAB_TEST_PG_URL is unset and .ci/postgres.sh could not start one "
+                    f"(exit {res.returncode}: {res.stderr.strip()[-300:]})")
+    try:
+        yield lines[-1]
+    finally:
+        subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, timeout=60)
+        shutil.rmtree(pgdir, ignore_errors=True)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+def _run_workers(study: str, storage: str | None, n: int = 2) -> list[str]:
+    cmd = [sys.executable, "-m", "engine", "sweep-worker", "--study", study, "--threads", "1"]
+    if storage:
+        cmd += ["--storage", storage]
+    procs = [subprocess.Popen(cmd + ["--sampler-seed", str(i)], env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(n)]
+    outs = []
+    try:
+        for p in procs:
+            out, _ = p.communicate(timeout=WORKER_TIMEOUT)
+            outs.append(out)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    return outs
+
+
+def _check_study(study: str, storage: str | None, n: int, home: Path, workers: int | None = None) -> list[dict]:
+    st, _, _ = S.load_study(study, storage)
+    rows = S.trial_rows(st)
+    assert sorted(r["number"] for r in rows) == list(range(n)), "trial numbers must be 0..N-1 exactly once"
+    for r in rows:
+        assert r["state"] in ("COMPLETE", "FAIL"), r
+        if r["state"] == "FAIL":
+            assert r["error"], f"failed trial {r['number']} has no reason"
+        else:
+            assert (home / "runs" / r["run_id"] / "results.json").is_file()
+            assert 0 <= r["forget_cka"] <= 1.0001 and 0 <= r["retain_acc"] <= 1
+            assert isinstance(r["feasible"], bool)
+            assert r["constraint"] == pytest.approx(abs(r["forget_acc"] - r["retrain_forget_acc"]) - S.TOLERANCE)
+    run_ids = [r["run_id"] for r in rows]
+    assert None not in run_ids and len(set(run_ids)) == n
+    assert sum(r["state"] == "COMPLETE" for r in rows) >= 1
+    if workers:
+        assert len({r["worker"] for r in rows}) == workers, "every worker process should have run trials"
+    return rows
+
+
+# -- two workers, one journal file -------------------------------------------------------------------
+
+def test_two_worker_processes_share_a_journal_study(home):
+    S.create_study("jw", preset="digits", overrides=SMALL, n_trials=6, seed=0)
+    outs = _run_workers("jw", None)
+    rows = _check_study("jw", None, 6, home, workers=2)
+    assert (home / "sweeps" / "jw.journal").is_file()
+    assert any("budget is used" in o for o in outs)
+    # a finished study hands out no more trials
+    again = _run_workers("jw", None, n=1)
+    assert "ran 0 trial" in again[0]
+    assert len(S.trial_rows(S.load_study("jw")[0])) == len(rows)
+
+
+# -- two workers, one PostgreSQL database ------------------------------------------------------------
+
+def test_two_worker_processes_share_a_postgres_study(home, pg_url):
+    study = f"pg-{uuid.uuid4().hex[:8]}"
+    S.create_study(study, pg_url, preset="digits", overrides=SMALL, n_trials=6, seed=0)
+    _run_workers(study, pg_url)
+    _check_study(study, pg_url, 6, home, workers=2)
+    listed = S.discover_studies(pg_url)
+    assert any(s.get("study") == study for s in listed)
+
+
+# -- failures --------------------------------------------------------------------------------------
+
+def test_failing_trials_are_recorded_and_the_study_goes_on(home, tmp_path):
+    """methods.ec.lr=10 blows the weights up (inf features); those trials fail with the reason and the
+    remaining trials still run."""
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"weights": False, "tau": {"grid": [0.5, 0.7]}, "lr": {"grid": [0.01, 10]}}))
+    cmd = [sys.executable, "-m", "engine", "sweep", "--study", "fails", "--sampler", "grid", "--space", str(space),
+           "--trials", "4", "--no-reference", "--threads", "2"] + [a for s in SMALL_SETS for a in ("--set", s)]
+    res = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=WORKER_TIMEOUT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = _check_study("fails", None, 4, home)
+    by_lr = {}
+    for r in rows:
+        by_lr.setdefault(r["params"]["lr"], []).append(r)
+    assert {r["state"] for r in by_lr[10]} == {"FAIL"}
+    assert {r["state"] for r in by_lr[0.01]} == {"COMPLETE"}
+    for r in by_lr[10]:
+        assert "Error" in r["error"] and len(r["error"]) > 20  # exception type and message
+    first_fail = min(r["number"] for r in by_lr[10])
+    assert max(r["number"] for r in by_lr[0.01]) > first_fail or len(rows) == 4  # all trials ran
+    assert "failed trial" in res.stdout and "Pareto front" in res.stdout
+
+
+def test_stale_running_trials_are_failed_with_a_reason(tmp_path, monkeypatch):
+    """A worker killed outright leaves RUNNING trials; the next worker fails them (dead pid on this host,
+    or no heartbeat within the grace period) and leaves live ones alone."""
+    import optuna
+    monkeypatch.setenv("ECLAB_HOME", str(tmp_path))
+    st = S.create_study("stale", preset="digits", overrides=SMALL, n_trials=5)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        host = socket.gethostname()
+        specs = [(host, dead.pid, time.time()), ("elsewhere", 1, time.time() - 3600), (host, live.pid, time.time())]
+        trials = []
+        for h, pid, beat in specs:
+            t = st.ask()
+            for k, v in (("host", h), ("pid", pid), ("heartbeat", beat), ("worker", f"w{pid}")):
+                t.set_user_attr(k, v)
+            trials.append(t)
+        failed = S.recover_stale(st, grace=30)
+        assert sorted(failed) == [trials[0].number, trials[1].number]
+        got = {t.number: t for t in st.get_trials()}
+        assert got[trials[0].number].state == optuna.trial.TrialState.FAIL
+        assert "is gone" in got[trials[0].number].user_attrs["error"]
+        assert "no heartbeat" in got[trials[1].number].user_attrs["error"]
+        assert got[trials[2].number].state == optuna.trial.TrialState.RUNNING
+    finally:
+        live.kill()
+        live.wait()
+
+
+# -- the space file ----------------------------------------------------------------------------------
+
+def test_space_validation_names_the_offending_key(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        S.validate_space({"tau": {"low": 0.1, "high": 1}, "temperature": {"low": 0.1, "high": 1}})
+    assert e.value.option == "space.temperature" and "unknown parameter 'temperature'" in str(e.value)
+    for bad, option in [({"tau": {"low": 0.1, "hi": 1}}, "space.tau.hi"),
+                        ({"tau": {"low": 2, "high": 1}}, "space.tau"),
+                        ({"tau": {"low": 0, "high": 1, "log": True}}, "space.tau.low"),
+                        ({"lambda_cu": {"low": 0, "high": 1, "log": True}}, "space.lambda_cu.log"),
+                        ({"epochs": {"low": 1.5, "high": 3}}, "space.epochs.low"),
+                        ({"lr": {"low": 0.01, "high": 20}}, "space.lr.high"),
+                        ({"tau": {"grid": [0.5, 200]}}, "space.tau.high"),
+                        ({"tau": {"low": 0.1, "high": 1, "grid": [5]}}, "space.tau.grid"),
+                        ({"weights": False}, "space"),
+                        ([1, 2], "space")]:
+        with pytest.raises(ConfigError) as e:
+            S.validate_space(bad)
+        assert e.value.option == option, (bad, str(e.value))
+    norm = S.validate_space({"weights": {"low": 0, "high": 2}, "epochs": {"low": 1, "high": 4}, "comment": "x",
+                             "lambda_ce": None})
+    assert norm == {"weights": {"low": 0.0, "high": 2.0, "log": False}, "epochs": {"low": 1, "high": 4, "log": False}}
+    assert S.validate_space(None) == S.validate_space(S.DEFAULT_SPACE)
+    points = ["block1", "block2", "block3", "block4"]
+    assert S.grid_space(norm, points)["epochs"] == [1, 2, 3, 4]
+    assert S.grid_space(S.validate_space(None), points)["tau"] == [0.05, 0.5, 5.0]
+    assert S.params_to_overrides({"w_block1": 0.5, "w_block3": 2.0, "tau": 0.3, "lr": 0.02, "epochs": 3}, points) == {
+        "method": "ec", "plugin": "none", "ec": {"weights": [0.5, 1.0, 2.0, 1.0], "tau": 0.3},
+        "methods": {"ec": {"lr": 0.02, "epochs": 3}}}
+    f = tmp_path / "space.json"
+    f.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        S.load_space(f)
+
+
+def test_sweep_cli_rejects_an_unknown_space_parameter(tmp_path):
+    f = tmp_path / "space.json"
+    f.write_text(json.dumps({"tau": {"low": 0.1, "high": 1}, "gamma": {"low": 0, "high": 1}}))
+    res = subprocess.run([sys.executable, "-m", "engine", "sweep", "--space", str(f), "--trials", "1"],
+                         env=_env(ECLAB_HOME=str(tmp_path / "h")), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert "space.gamma" in res.stderr and "unknown parameter 'gamma'" in res.stderr
+    assert not (tmp_path / "h" / "sweeps").exists() or not list((tmp_path / "h" / "sweeps").glob("*.journal"))
+
+
+def test_existing_study_with_other_settings_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("ECLAB_HOME", str(tmp_path))
+    S.create_study("same", overrides=SMALL, n_trials=3)
+    st = S.create_study("same", overrides=SMALL, n_trials=7)  # continuing: the budget changes
+    assert st.user_attrs["n_trials"] == 7
+    with pytest.raises(S.SweepError, match="different space"):
+        S.create_study("same", overrides=SMALL, space={"tau": {"low": 0.1, "high": 1}})
+    with pytest.raises(ConfigError, match="study"):
+        S.create_study("bad name!", overrides=SMALL)
+    with pytest.raises(S.SweepError, match="no sweep study"):
+        S.load_study("missing")
+
+
+# -- the dashboard page ------------------------------------------------------------------------------
+
+def _rows() -> list[dict]:
+    """Hand-made trial rows (TEST FIXTURE: invented numbers)."""
+    def row(n, state, cka, retain, forget, feasible, w, tau, **kw):
+        params = {f"w_block{i + 1}": v for i, v in enumerate(w)} | {"tau": tau}
+        return {"number": n, "state": state, "forget_cka": cka, "retain_acc": retain, "forget_acc": forget,
+                "retrain_forget_acc": 0.0, "constraint": None if forget is None else forget - 0.05,
+                "feasible": feasible, "params": params, "weights": w, "tau": tau, "run_id": f"sw-x-{n}",
+                "error": kw.get("error"), "seconds": 3.0}
+    return [row(0, "COMPLETE", 0.90, 0.97, 0.01, True, [1, 1, 1, 1], 0.7),
+            row(1, "COMPLETE", 0.80, 0.95, 0.02, True, [2, 2, 0.5, 1], 0.2),
+            row(2, "COMPLETE", 0.85, 0.94, 0.00, True, [1, 0, 2, 1], 1.5),   # dominated by 1
+            row(3, "COMPLETE", 0.50, 0.99, 0.40, False, [3, 3, 3, 3], 0.05),  # infeasible, off the front
+            row(4, "FAIL", None, None, None, None, [0.1, 0, 0, 0], 4.0, error="DivergenceError: loss became nan"),
+            row(5, "RUNNING", None, None, None, None, [1, 2, 3, 0], 0.9)]
+
+
+def test_sweep_figures_on_hand_made_trials():
+    rows = _rows()
+    assert SF.pareto_mask(rows) == [True, True, False, False, False, False]
+    ref = {"forget_cka": 0.92, "retain_acc": 0.955, "forget_acc": 0.0}
+    fig = SF.pareto_scatter(rows, ref)
+    names = [t.name for t in fig.data]
+    assert names == ["feasible (3)", "infeasible (1)", "Pareto front (2)", "default EC"]
+    assert list(fig.data[2].x) == [0.80, 0.90]  # front sorted by CKA
+    assert list(fig.data[1].customdata) == [3]
+    pc = SF.parcoords(rows)
+    labels = [d.label for d in pc.data[0].dimensions]
+    assert labels == ["weight block1", "weight block2", "weight block3", "weight block4", "tau", "forget CKA",
+                      "retain acc", "feasible"]
+    assert len(pc.data[0].dimensions[0].values) == 4  # completed trials only
+    df = SF.trials_table(rows)
+    assert list(df["trial"]) == [0, 1, 2, 3, 4, 5]
+    assert df.loc[4, "error"].startswith("DivergenceError") and df.loc[1, "retain %"] == pytest.approx(95.0)
+    assert {"w_block1", "tau", "run", "Pareto"} <= set(df.columns)
+    best = SF.best_row(rows, ref)
+    assert best["number"] == 0  # the only feasible trial with retain >= 0.955
+    assert SF.best_row(rows, {"retain_acc": 0.999})["number"] == 1  # none reaches it: lowest feasible CKA
+    attrs = {"preset": "digits", "points": ["block1", "block2", "block3", "block4"],
+             "overrides": {"train": {"epochs": 3}, "ec": {"aux_epochs": 2}}}
+    pre = SF.prefill(rows[1], attrs, "st")
+    assert pre["method"] == "ec" and pre["ec"] == {"weights": [2.0, 2.0, 0.5, 1.0], "tau": 0.2}
+    assert pre["overrides"]["ec"] == {"aux_epochs": 2, "weights": [2.0, 2.0, 0.5, 1.0], "tau": 0.2}
+    assert pre["overrides"]["train"] == {"epochs": 3} and pre["preset"] == "digits"
+    assert SF.counts(rows) == {"COMPLETE": 4, "FAIL": 1, "RUNNING": 1}
+    # empty inputs still give figures
+    assert len(SF.pareto_scatter([]).data) == 2 and SF.trials_table([]).empty
+    # engine's own front agrees with the page's on the same rows
+    assert sorted(S.pareto_front([dict(r) for r in rows])) == [0, 1]
+
+
+def test_sweep_page_renders_a_study_and_hands_over_settings(tmp_path, monkeypatch):
+    import optuna
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("ECLAB_HOME", str(tmp_path))
+    monkeypatch.delenv("ECLAB_SWEEP_STORAGE", raising=False)
+    st = S.create_study("page", overrides=SMALL, n_trials=6)
+    st.set_user_attr("reference", {"forget_cka": 0.92, "retain_acc": 0.955, "forget_acc": 0.0, "feasible": True})
+    dists = {f"w_block{i}": optuna.distributions.FloatDistribution(0, 3) for i in range(1, 5)}
+    dists["tau"] = optuna.distributions.FloatDistribution(0.05, 5, log=True)
+    for r in _rows():
+        state = getattr(optuna.trial.TrialState, r["state"])
+        ua = {k: r[k] for k in ("forget_acc", "retrain_forget_acc", "run_id", "error", "seconds") if r[k] is not None}
+        if r["state"] == "COMPLETE":
+            ua["constraint"] = r["constraint"]
+        st.add_trial(optuna.trial.create_trial(
+            state=state, params=r["params"], distributions=dists, user_attrs=ua,
+            values=[r["forget_cka"], r["retain_acc"]] if r["state"] == "COMPLETE" else None,
+            system_attrs={"constraints:forget_gap": r["constraint"]} if r["state"] == "COMPLETE" else {}))
+    at = AppTest.from_file(str(ROOT / "dashboard" / "views" / "sweep.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Trials"] == "6 / 6" and metrics["Failed"] == "1" and metrics["Feasible"] == "3"
+    assert len(at.get("plotly_chart")) == 2
+    assert at.selectbox(key="sw_pick").value == 0  # the best trial at the default's retain accuracy
+    at.button(key="sw_use").click().run()
+    pre = at.session_state["prefill"]
+    assert pre["method"] == "ec" and pre["ec"]["weights"] == [1.0, 1.0, 1.0, 1.0] and pre["ec"]["tau"] == 0.7
+    assert pre["overrides"]["train"] == {"epochs": 3}
+
+
+def test_sweep_page_imports_no_torch():
+    code = ("import sys; import dashboard.sweep_figures, engine.sweep as s; s.discover_studies(); "
+            "print('torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], env=_env(ECLAB_HOME=str(ROOT / ".pytest_cache" / "nohome")),
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "False"
+
+
+def test_summary_compares_with_the_default():
+    rows = [dict(r, pareto=p) for r, p in zip(_rows(), [True, True, False, False, False, False])]
+    text = S.compare_text(rows, {"forget_cka": 0.95, "retain_acc": 0.96, "forget_acc": 0.0})
+    assert text.startswith("default EC: forget CKA 0.950, retain 0.960; best at retain >= 0.960: forget CKA 0.900")
+    assert "trial 0" in text and "beats the default by 0.050 CKA" in text
+    assert "no feasible trial reached" in S.compare_text(rows, {"forget_cka": 0.5, "retain_acc": 0.999,
+                                                                "forget_acc": 0.0})
+    assert math.isclose(S.measure({"runs": {"retrain": {"forget_acc": 0.0}, "ec": {
+        "forget_cka_mid": 0.7, "retain_acc": 0.9, "forget_acc": 0.08, "test_acc": 0.8}}})["constraint"], 0.03)
+    with pytest.raises(ValueError, match="forget CKA"):
+        S.measure({"runs": {"retrain": {"forget_acc": 0.0}, "ec": {"forget_cka_mid": None, "retain_acc": 0.9,
+                                                                   "forget_acc": 0.0}}})
