@@ -27,10 +27,10 @@ def main():
     ap.add_argument("--methods", default="ft,ga,neggrad_plus,rl,l1_sparse,salun,scrub,boundary_shrink,cu,ec")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--forget", default="3")
-    ap.add_argument("--grid", nargs="*", default=[], help="key=v1,v2 (key relative to methods.<m>. unless it has a dot)")
+    ap.add_argument("--grid", nargs="*", default=[], help="key=v1,v2 or key=a,b|c,d for list values (key relative to methods.<m>. unless it has a dot)")
     ap.add_argument("--set", action="append", default=[])
     args = ap.parse_args()
-    grid = {k: v.split(",") for k, v in (g.split("=", 1) for g in args.grid)}
+    grid = {k: v.split("|" if "|" in v else ",") for k, v in (g.split("=", 1) for g in args.grid)}
     for seed in map(int, args.seeds.split(",")):
         base = apply_sets({"seed": seed, "forget": {"classes": [int(c) for c in args.forget.split(",")]}}, args.set)
         cfg = make_config("digits", base)

@@ -383,6 +383,8 @@ def error_text(err: Exception) -> str:
     msg = str(err)
     if option and msg.startswith(option + ":"):
         msg = msg[len(option) + 1:].strip()
+    elif option and msg.startswith(option + " "):
+        msg = msg[len(option) + 1:].strip()  # "ec.weights are all zero" -> "are all zero"
     if not option:
         return msg
     sep = ": " if msg[:1].isupper() else " "

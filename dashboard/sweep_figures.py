@@ -101,7 +101,7 @@ def pareto_scatter(rows: Sequence[Mapping], reference: Mapping | None = None,
             name="default EC", marker=dict(symbol="star", size=16, color=DEFAULT, line=dict(color="#000", width=1)),
             hovertemplate="default EC settings<br>forget CKA %{x:.3f}<br>retain %{y:.1%}<extra></extra>"))
     fig.update_xaxes(title="forget CKA to original, inner layers (lower = more erased)")
-    fig.update_yaxes(title="retain accuracy", tickformat=".0%")
+    fig.update_yaxes(title="retain accuracy", tickformat=".1%")
     fig.update_layout(title=dict(text=title, x=0.0, xanchor="left"), height=440, template="plotly_white",
                       margin=dict(l=60, r=20, t=60, b=50), hovermode="closest",
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1.0))
@@ -142,7 +142,7 @@ def parcoords(rows: Sequence[Mapping]) -> go.Figure:
         line=dict(color=ckas, colorscale="Viridis", reversescale=False, showscale=True,
                   colorbar=dict(title="forget CKA")) if done else dict(color=[])))
     fig.update_layout(title=dict(text="Settings against the objectives", x=0.0, xanchor="left"), height=420,
-                      template="plotly_white", margin=dict(l=60, r=40, t=80, b=40))
+                      template="plotly_white", margin=dict(l=60, r=40, t=110, b=40))
     return fig
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .events import DivergenceError
 from .metrics.accuracy import accuracy, confusion_matrix, per_class_accuracy
 from .metrics.cka import batch_slices, centred_gram
 from .metrics.knn import knn_accuracy
@@ -141,6 +142,10 @@ def probe_and_knn(model: nn.Module, ev: EvalSet) -> tuple[dict, float | None]:
 
 def evaluate(model: nn.Module, ev: EvalSet, ref_names=("original", "retrain")) -> tuple[dict, dict]:
     """The run entry of results.json for `model` (without method/seconds), and its arrays."""
+    for p in model.parameters():
+        if not torch.isfinite(p).all():
+            raise DivergenceError("the unlearned model has non-finite weights: the run diverged; "
+                                  "lower the method's learning rate (methods.<name>.lr) and run again")
     metrics, extra = logit_metrics(model, ev)
     probes, knn = probe_and_knn(model, ev)
     metrics["knn_forget_acc"] = knn

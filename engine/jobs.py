@@ -235,18 +235,6 @@ def _results_folder(con: sqlite3.Connection, job_id: str, name: str = "results.j
     return None
 
 
-def _cache_source(con: sqlite3.Connection, job_id: str) -> str:
-    """Follow cached_from to the job that really ran."""
-    seen = set()
-    while job_id not in seen:
-        seen.add(job_id)
-        row = con.execute("SELECT cached_from FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if not row or not row["cached_from"]:
-            break
-        job_id = row["cached_from"]
-    return job_id
-
-
 def submit(kind: str, spec: dict) -> dict:
     """Validate and queue a job. Returns the job dict plus:
         cached=True        an identical job is done: a new job was recorded done at once, with
@@ -276,10 +264,12 @@ def submit(kind: str, spec: dict) -> dict:
             source = None
             result_file = RESULT_FILES.get(kind)
             rows = con.execute("SELECT id FROM jobs WHERE kind = ? AND hash = ? AND state = 'done' "
-                               "ORDER BY created DESC", (kind, config_hash)).fetchall() if result_file else []
+                               "ORDER BY cached_from IS NOT NULL, created DESC",  # jobs that ran before cache hits
+                               (kind, config_hash)).fetchall() if result_file else []
             for row in rows:
-                if _results_folder(con, row["id"], result_file) is not None:
-                    source = _cache_source(con, row["id"])
+                folder = _results_folder(con, row["id"], result_file)
+                if folder is not None:
+                    source = folder.name  # the job whose folder holds the files: normally the one that ran
                     break
             job_id = _free_id(con, now)
             if source is None:
@@ -331,8 +321,9 @@ def _link_files(src: Path, dst: Path, note: str) -> None:
 
 def record_external(kind: str, spec: dict, run_dir, summary: dict | None = None) -> dict:
     """Record work that ran outside the queue (e.g. a sweep trial run in-process) as a done job, so the
-    dashboard lists it and later identical submissions are cache hits. The folder's files are linked
-    into the job's run folder. Raises ValueError when the folder holds no results."""
+    dashboard lists it and later identical submissions are cache hits. A folder of the run store
+    (runs/<name>) keeps its name as the job id; files of any other folder are linked into the new job's
+    run folder. Raises ValueError when the folder holds no results."""
     runner = _runner()
     norm, config_hash = runner.prepare(kind, spec)
     src = Path(run_dir)
@@ -340,15 +331,23 @@ def record_external(kind: str, spec: dict, run_dir, summary: dict | None = None)
     if result_file is None or not (src / result_file).is_file():
         raise ValueError(f"{src} holds no {result_file or 'results'}: nothing to record")
     now = time.time()
+    in_store = src.resolve().parent == (store.home() / "runs").resolve()
     with _db() as con:
         with transaction(con):
-            job_id = _free_id(con, now)
+            job_id = None
+            if in_store:  # a folder of the run store (e.g. runs/swref-...): its name becomes the job id
+                with contextlib.suppress(ValueError):
+                    name = store.check_id(src.name)
+                    if con.execute("SELECT 1 FROM jobs WHERE id = ?", (name,)).fetchone() is None:
+                        job_id = name
+            job_id = job_id or _free_id(con, now)
             con.execute(
                 "INSERT INTO jobs (id, kind, state, spec, hash, created, started, finished, progress, stage, summary) "
                 "VALUES (?, ?, 'done', ?, ?, ?, ?, ?, 1.0, 'external', ?)",
                 (job_id, kind, _dumps(norm), config_hash, now, now, now, _dumps(summary or {})))
             _add_event(con, job_id, {"type": "job", "state": "done", "message": f"recorded from {src}"}, now)
-        _link_files(src, store.run_dir(job_id, create=True), f"recorded from {src}")
+        if src.resolve() != store.run_dir(job_id).resolve():
+            _link_files(src, store.run_dir(job_id, create=True), f"recorded from {src}")
         return _row_to_job(con.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
 
@@ -483,16 +482,19 @@ def list_results(kinds=("compare", "run"), limit: int = 500) -> list[tuple[dict,
 
 
 def workers() -> list[dict]:
-    """Registered workers, newest first, each with "alive" (heartbeat within the stale limit)."""
+    """Registered workers, newest first: id, pid, host, started, heartbeat, current_job, warmed (time the
+    UMAP warm-up ended, or None) and alive (heartbeat within the stale limit and, on this host, the
+    process still running)."""
     now = time.time()
     limit = stale_seconds()
+    host = socket.gethostname()
     with _db() as con:
         rows = con.execute("SELECT * FROM workers ORDER BY started DESC").fetchall()
     out = []
     for r in rows:
         w = {k: r[k] for k in r.keys()}
-        w["alive"] = now - (w["heartbeat"] or 0) < limit
-        w["warmed"] = w["warmed"]
+        w["alive"] = (now - (w["heartbeat"] or 0) < limit
+                      and (w["host"] != host or _pid_alive(int(w["pid"]))))  # a killed one is dead at once
         out.append(w)
     return out
 
@@ -561,8 +563,8 @@ def recover_stale(by: str | None = None, stale_s: float | None = None) -> list[t
             return changed
     with _db() as con, transaction(con):
         wrows = {r["id"]: r for r in con.execute("SELECT * FROM workers")}
-        for job in con.execute("SELECT id, worker, heartbeat, started, attempts FROM jobs WHERE state = 'running'"
-                               ).fetchall():
+        for job in con.execute("SELECT id, worker, heartbeat, started, attempts, cancel_requested FROM jobs "
+                               "WHERE state = 'running'").fetchall():
             last = job["heartbeat"] or job["started"] or 0
             age = now - last
             w = wrows.get(job["worker"])
@@ -570,7 +572,12 @@ def recover_stale(by: str | None = None, stale_s: float | None = None) -> list[t
             if age < stale_s and not dead_here:
                 continue
             wid = job["worker"] or "?"
-            if job["attempts"] < MAX_ATTEMPTS:
+            if job["cancel_requested"]:  # the user wanted it stopped anyway
+                con.execute("UPDATE jobs SET state = 'cancelled', finished = ? WHERE id = ?", (now, job["id"]))
+                _add_event(con, job["id"], {"type": "job", "state": "cancelled", "by": by,
+                                            "message": f"cancelled (its worker {wid} stopped)"}, now)
+                changed.append((job["id"], "cancelled"))
+            elif job["attempts"] < MAX_ATTEMPTS:
                 con.execute("UPDATE jobs SET state = 'queued', worker = NULL, heartbeat = NULL, started = NULL, "
                             "progress = 0, stage = NULL WHERE id = ?", (job["id"],))
                 _add_event(con, job["id"], {"type": "job", "state": "requeued", "by": by,
@@ -749,6 +756,8 @@ class WorkerContext(JobContext):
         self.log_line(text)
 
     def log_line(self, text: str) -> None:
+        if self.log is None:
+            return
         with contextlib.suppress(OSError, ValueError):
             self.log.write(f"[{_stamp()}] {text}\n")
             self.log.flush()
@@ -902,10 +911,20 @@ class Worker:
                 t = threading.Thread(target=target, name=f"eclab-{target.__name__}", daemon=True)
                 t.start()
                 self._threads.append(t)
+            errors = 0
             while not self.stopping:
-                job = self.claim()
+                try:
+                    job = self.claim()
+                    if job is not None:
+                        self.run_job(job)
+                    errors = 0
+                except sqlite3.Error as err:  # a locked or full disk: wait and try again, never die on it
+                    errors += 1
+                    self.say(f"job table error: {_one_line(err)}; retrying")
+                    self.current = None
+                    self._stop_event.wait(min(30.0, self.poll * 2 ** min(errors, 5)))
+                    continue
                 if job is not None:
-                    self.run_job(job)
                     continue
                 if once:
                     break
@@ -942,9 +961,15 @@ class Worker:
     def run_job(self, job: dict) -> None:
         job_id = job["id"]
         self.say(f"job {job_id} ({job['kind']}) started, attempt {job['attempts']}")
-        _clear_run_folder(job_id)  # a rerun starts from an empty folder
-        folder = store.run_dir(job_id, create=True)
-        with open(folder / "log.txt", "a", buffering=1) as log:
+        try:
+            _clear_run_folder(job_id)  # a rerun starts from an empty folder
+            folder = store.run_dir(job_id, create=True)
+            log = open(folder / "log.txt", "a", buffering=1)
+        except OSError as err:  # disk full, permissions: the job fails, the worker goes on
+            self._finish(job, WorkerContext(self, job_id, None), "failed", _one_line(err))
+            self.current = None
+            return
+        with log:
             spec = job["spec"] if isinstance(job["spec"], dict) else {}
             ctx = WorkerContext(self, job_id, log, methods=spec.get("methods"))
             ctx.log_line(f"job {job_id} ({job['kind']}) started by worker {self.id}, attempt {job['attempts']}")
@@ -965,6 +990,12 @@ class Worker:
             except Exception as exc:
                 outcome, detail = "failed", _one_line(exc)
                 ctx.log_line("failed: " + detail + "\n" + traceback.format_exc())
+            except BaseException:  # KeyboardInterrupt / SystemExit in-process: requeue, then stop
+                self.stopping = True
+                with contextlib.suppress(Exception):
+                    self._finish(job, ctx, "stopped", None)
+                self.current = None
+                raise
             self._finish(job, ctx, outcome, detail)
         self.current = None
 
@@ -995,7 +1026,8 @@ class Worker:
                 final = "cancelled"
             elif outcome == "done":
                 summary = detail if isinstance(detail, dict) else ({"value": detail} if detail is not None else {})
-                con.execute("UPDATE jobs SET state = 'done', finished = ?, progress = 1.0, summary = ? WHERE id = ?",
+                con.execute("UPDATE jobs SET state = 'done', stage = 'done', finished = ?, progress = 1.0, summary = ? "
+                            "WHERE id = ?",
                             (now, _dumps(summary), job_id))
                 msg = "done"
                 _add_event(con, job_id, {"type": "job", "state": "done", "summary": summary, "message": msg}, now)

@@ -76,7 +76,6 @@ sampler_options, seed, tolerance, points, objectives, created, reference (the de
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import importlib
@@ -117,7 +116,6 @@ LIMITS = {"weights": (0.0, None), "tau": (0.0, 100.0), "lambda_cu": (0.0, 1000.0
           "lr": (0.0, 10.0), "epochs": (1, 1000)}
 GE_PARAMS = ("weights", "lambda_cu", "lambda_ce", "epochs")  # low may equal the limit (others: strictly above)
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
-_TERMINAL = ("COMPLETE", "FAIL", "PRUNED")
 
 
 class SpaceError(ConfigError):
@@ -238,13 +236,6 @@ def param_names(space: dict, points: list[str]) -> list[str]:
     return names + [k for k in SPACE_PARAMS if k != "weights" and k in space]
 
 
-def _distribution(key: str, spec: dict):
-    import optuna
-    if key in INT_PARAMS:
-        return optuna.distributions.IntDistribution(spec["low"], spec["high"], log=spec["log"], step=spec.get("step", 1))
-    return optuna.distributions.FloatDistribution(spec["low"], spec["high"], log=spec["log"], step=spec.get("step"))
-
-
 def _grid_values(key: str, spec: dict) -> list:
     if "grid" in spec:
         return list(spec["grid"])
@@ -277,7 +268,6 @@ def grid_size(space: dict, points: list[str]) -> int:
 def suggest(trial, space: dict, points: list[str]) -> tuple[dict, dict]:
     """Ask the trial for every parameter; returns (params, config overrides)."""
     params: dict = {}
-    over: dict = {}
     for key, spec in space.items():
         names = [f"w_{p}" for p in points] if key == "weights" else [key]
         for n in names:
@@ -370,7 +360,8 @@ def open_storage(storage: str):
         if storage.startswith(("postgresql", "postgres")):
             kwargs["engine_kwargs"] = {"pool_pre_ping": True}
         try:
-            return optuna.storages.RDBStorage(db_url(storage), heartbeat_interval=max(1, int(round(heartbeat_seconds()))),
+            return optuna.storages.RDBStorage(db_url(storage),
+                                              heartbeat_interval=max(1, int(round(heartbeat_seconds()))),
                                               grace_period=max(1, int(round(grace_seconds()))), **kwargs)
         except Exception as err:
             raise SweepError(f"cannot open the sweep storage {redact(storage)}: {_one_line(err)}") from None
@@ -484,9 +475,9 @@ def create_study(study: str, storage: str | None = None, *, preset: str = "digit
     st.set_metric_names(OBJECTIVES)
     opts = {"n_startup_trials": max(3, min(10, n_trials // 3))} if sampler == "tpe" else (
         {"population_size": max(4, min(50, n_trials // 3))} if sampler == "nsga2" else {})
-    attrs = {"eclab_sweep": FORMAT_VERSION, **settings, "sampler_options": opts, "seed": seed,
-             "tolerance": TOLERANCE, "points": points, "objectives": OBJECTIVES, "created": time.time(),
-             "n_trials": n_trials}
+    attrs = {**settings, "sampler_options": opts, "seed": seed, "tolerance": TOLERANCE, "points": points,
+             "objectives": OBJECTIVES, "created": time.time(), "n_trials": n_trials,
+             "eclab_sweep": FORMAT_VERSION}  # the marker last: a worker that sees it sees everything
     for key, value in attrs.items():
         st.set_user_attr(key, value)
     return st
@@ -737,6 +728,7 @@ class Worker:
         self.name = name or f"{socket.gethostname()[:24]}-{os.getpid()}"
         self.stop = threading.Event()
         self.ran = 0
+        self.warmed = False  # base models known to be cached on this machine
 
     def say(self, text: str) -> None:
         with contextlib.suppress(Exception):
@@ -744,6 +736,10 @@ class Worker:
 
     def attrs(self) -> dict:
         return self.study.user_attrs
+
+    def remaining(self) -> int:
+        """Trials left in the budget (a snapshot; _take decides under the lock)."""
+        return int(self.study.user_attrs.get("n_trials", 0)) - len(self.study.get_trials(deepcopy=False))
 
     def _take(self):
         """Under the budget lock: fail stale trials, count, create a trial (or None: budget used)."""
@@ -770,11 +766,12 @@ class Worker:
         """Run trials until the budget is used; returns how many this worker ran."""
         attrs = self.attrs()
         _set_threads(self.threads)
-        warmed = False
         while not self.stop.is_set() and (max_trials is None or self.ran < max_trials):
-            if not warmed:
+            if not self.warmed:
+                if self.remaining() <= 0:  # nothing to do: do not load the models at all
+                    break
                 warm_bases(attrs, self.out)
-                warmed = True
+                self.warmed = True
             trial = self._take()
             if trial is None:
                 break
@@ -806,7 +803,7 @@ class Worker:
                 trial.set_user_attr("registered", register_run(run_id, spec, run_dir, summary))
                 values, state = [m["forget_cka"], m["retain_acc"]], TrialState.COMPLETE
             except Cancelled as err:
-                error, interrupt = f"interrupted: {err} (worker stopped)", err
+                error, interrupt = "interrupted: the worker was stopped (SIGTERM)", err
             except KeyboardInterrupt as err:
                 error, interrupt = "interrupted: Ctrl-C (worker stopped)", err
             except Exception as err:  # DivergenceError, out of memory, invalid settings, ...
@@ -835,7 +832,8 @@ class Worker:
 def _params_text(params: dict) -> str:
     ws = [v for k, v in params.items() if k.startswith("w_")]
     parts = [f"weights {_fmt_list(ws)}"] if ws else []
-    parts += [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items() if not k.startswith("w_")]
+    parts += [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+              for k, v in params.items() if not k.startswith("w_")]
     return ", ".join(parts)
 
 
@@ -852,7 +850,7 @@ def trial_rows(study) -> list[dict]:
     rows = []
     for t in study.get_trials(deepcopy=False):
         ua = t.user_attrs
-        cons = t.constraints.get("forget_gap", ua.get("constraint")) if hasattr(t, "constraints") else ua.get("constraint")
+        cons = t.constraints.get("forget_gap", ua.get("constraint"))
         values = t.values if t.values is not None else [None, None]
         ws = [t.params.get(f"w_{p}") for p in points] if any(f"w_{p}" in t.params for p in points) else None
         rows.append({
@@ -864,7 +862,7 @@ def trial_rows(study) -> list[dict]:
             "feasible": (cons is not None and cons <= 0) if t.state.name == "COMPLETE" else None,
             "params": dict(t.params), "weights": ws, "tau": t.params.get("tau"),
             "run_id": ua.get("run_id"), "error": ua.get("error"), "worker": ua.get("worker"),
-            "host": ua.get("host"), "seconds": ua.get("seconds"),
+            "host": ua.get("host"), "seconds": ua.get("seconds"), "registered": ua.get("registered"),
             "start": t.datetime_start.timestamp() if t.datetime_start else None,
             "complete": t.datetime_complete.timestamp() if t.datetime_complete else None,
         })
@@ -907,8 +905,9 @@ def summary_text(study, ref: dict | None = None) -> str:
     front = sorted((r for r in rows if r["pareto"]), key=lambda r: -r["retain_acc"])
     if front:
         any_feasible = any(r["feasible"] for r in front)
-        lines.append(f"Pareto front ({'feasible trials: ' if any_feasible else 'NO feasible trial; all trials: '}"
-                     f"forget accuracy within {tol} of the retrained model's):")
+        lines.append(f"Pareto front of the feasible trials (forget accuracy within {tol} of the retrained model's):"
+                     if any_feasible else f"Pareto front of all trials (none is feasible: forget accuracy within "
+                                          f"{tol} of the retrained model's):")
         lines.append(f"  {'trial':>5} {'forget CKA':>10} {'retain':>7} {'forget acc':>10}  settings")
         for r in front:
             lines.append(f"  {r['number']:>5} {r['forget_cka']:>10.3f} {r['retain_acc']:>7.3f} "
@@ -941,7 +940,8 @@ def compare_text(rows: list[dict], ref: dict) -> str:
 
 def discover_studies(extra_storage: str | None = None) -> list[dict]:
     """Sweep studies in $ECLAB_HOME/sweeps/*.journal and in $ECLAB_SWEEP_STORAGE (or extra_storage):
-    [{"study", "storage", "label", "n_trials", "trials"}]. Unreadable storages are listed with "error"."""
+    [{"study", "storage", "label", "n_trials", "preset", "created"}], newest first. An unreadable storage is
+    listed with "error" (and study None)."""
     out = []
     sources = [str(p) for p in sorted(sweeps_dir().glob("*.journal"))]
     url = extra_storage or os.environ.get("ECLAB_SWEEP_STORAGE")
@@ -955,10 +955,11 @@ def discover_studies(extra_storage: str | None = None) -> list[dict]:
                     continue
                 where = "database" if is_url(src) else "journal"
                 out.append({"study": s.study_name, "storage": src, "label": f"{s.study_name} ({where})",
-                            "n_trials": s.user_attrs.get("n_trials"), "preset": s.user_attrs.get("preset")})
+                            "n_trials": s.user_attrs.get("n_trials"), "preset": s.user_attrs.get("preset"),
+                            "created": s.user_attrs.get("created") or 0})
         except Exception as err:
-            out.append({"study": None, "storage": src, "label": redact(src), "error": _one_line(err)})
-    return out
+            out.append({"study": None, "storage": src, "label": redact(src), "error": _one_line(err), "created": 0})
+    return sorted(out, key=lambda s: -float(s["created"]))  # newest first
 
 
 def study_table(study: str, storage: str) -> dict:
@@ -972,13 +973,15 @@ def study_table(study: str, storage: str) -> dict:
 # -- CLI -------------------------------------------------------------------------------------------
 
 def _spawn_worker(study: str, storage: str, threads: int | None, seed: int | None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "engine", "sweep-worker", "--study", study, "--storage", storage]
+    cmd = [sys.executable, "-m", "engine", "sweep-worker", "--study", study]
     if threads:
         cmd += ["--threads", str(threads)]
     if seed is not None:
         cmd += ["--sampler-seed", str(seed)]
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(store.PROJECT_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["ECLAB_SWEEP_STORAGE"] = storage  # a database password stays out of the process list
+    env["PYTHONPATH"] = os.pathsep.join([str(store.PROJECT_ROOT)]
+                                        + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     if threads:
         env.setdefault("OMP_NUM_THREADS", str(threads))
     return subprocess.Popen(cmd, env=env, cwd=str(store.PROJECT_ROOT))
@@ -1030,6 +1033,7 @@ def cmd_sweep(args) -> int:
     try:
         with _stop_on_sigterm(worker):
             warm_bases(attrs)
+            worker.warmed = True
             if not args.no_reference:
                 ref = reference(attrs)
                 worker.study.set_user_attr("reference", ref)
@@ -1061,8 +1065,11 @@ def cmd_worker(args) -> int:
         with _stop_on_sigterm(worker):
             worker.run()
     except (KeyboardInterrupt, Cancelled):
-        worker.say("stopped")
+        worker.say(f"stopped: ran {worker.ran} trial(s); the interrupted one is marked failed")
         return 130
+    if worker.stop.is_set():
+        worker.say(f"stopped (SIGTERM) after {worker.ran} trial(s)")
+        return 0
     worker.say(f"done: ran {worker.ran} trial(s); the study's budget is used")
     return 0
 
@@ -1074,7 +1081,8 @@ def cmd_show(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({"study": args.study, "attrs": st.user_attrs, "trials": trial_rows(st)}, indent=1, default=str))
+        print(json.dumps({"study": args.study, "attrs": st.user_attrs, "trials": trial_rows(st)}, indent=1,
+                         default=str))
     else:
         print(summary_text(st))
     return 0
@@ -1092,7 +1100,8 @@ def add_commands(sub) -> None:
     p.add_argument("--storage", help="journal file path or database URL (default: $ECLAB_SWEEP_STORAGE, else "
                                      "$ECLAB_HOME/sweeps/<study>.journal)")
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="tpe (default), nsga2 or grid")
-    p.add_argument("--space", metavar="FILE", help="JSON search space file (format: engine/sweep.py docstring, docs/SWEEPS.md)")
+    p.add_argument("--space", metavar="FILE",
+                   help="JSON search space file (format: engine/sweep.py docstring, docs/SWEEPS.md)")
     p.add_argument("--workers", type=int, default=1, metavar="K", help="worker processes on this machine (default 1)")
     p.add_argument("--threads", type=int, metavar="T", help="torch threads per worker (default: cores / workers)")
     p.add_argument("--sampler-seed", type=int, default=0, help="sampler seed (default 0)")

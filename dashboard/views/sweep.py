@@ -113,7 +113,9 @@ if done:
 
     num = st.selectbox("Trial", numbers, index=default, format_func=_label, key="sw_pick")
     handoff = SF.prefill(by_number[num], attrs, chosen["study"])
-    st.caption("EC settings: " + ", ".join(f"{k} {v}" for k, v in handoff["ec"].items()))
+    st.caption("EC settings: " + ", ".join(
+        f"{k} [{', '.join(f'{w:.3g}' for w in v)}]" if isinstance(v, list) else f"{k} {v:.4g}"
+        for k, v in handoff["ec"].items()))
 
     def _use(h=handoff):
         st.session_state["prefill"] = h
