@@ -98,12 +98,20 @@ TEMPLATE = go.layout.Template(layout=dict(
 
 
 def _layout(fig: go.Figure, title: str | None = None, height: int = 380, **kw) -> go.Figure:
+    """Shared layout. The title sits at the very top of the figure and the horizontal legend just
+    above the plot area, on its own line below the title, so a long title never runs into it."""
+    legend_line = sum(t.type != "heatmap" for t in fig.data) > 1
+    top = (TITLE_MARGIN if legend_line else 56) if title else 40
     fig.update_layout(template=TEMPLATE, font=_FONT, height=height,
-                      margin=dict(l=60, r=20, t=60 if title else 30, b=50),
-                      title=dict(text=title, x=0.0, xanchor="left") if title else None,
+                      margin=dict(l=60, r=20, t=top, b=50),
+                      title=dict(text=title, x=0.0, xanchor="left", xref="container", yref="container",
+                                 y=1.0, yanchor="top", pad=dict(t=12, l=4)) if title else None,
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1.0),
                       **kw)
     return fig
+
+
+TITLE_MARGIN = 84  # px above the plot area: the title line, then the legend line
 
 
 def _num(v) -> float:
@@ -209,8 +217,11 @@ def layer_lines(values: Mapping[str, Mapping[str, float] | None], layers: Sequen
         fig.add_trace(go.Scatter(x=list(layers), y=ys, mode="lines+markers", name=label, line=style,
                                  hovertemplate=f"{label} · %{{x}}: %{{y:{fmt}}}<extra></extra>"))
     if chance is not None:
+        # Labelled at the left end, above the line: the right end is where the retrained model's
+        # probe drops to chance, and a label there covers its last point.
         fig.add_hline(y=chance, line=dict(color="#999", width=1, dash="dot"),
-                      annotation_text="chance", annotation_position="bottom right")
+                      annotation_text=f"chance ({chance:.0%})" if percent else "chance",
+                      annotation_position="top left", annotation_font=dict(size=11, color="#777"))
     fig.update_yaxes(range=list(y_range), tickformat=".0%" if percent else ".1f", title=y_title)
     fig.update_xaxes(title="supervision point (input → output)")
     return _layout(fig, title, height=380)
@@ -229,7 +240,7 @@ def training_curves(history: Sequence[Mapping], title: str | None = None) -> go.
 
     history: [{"epoch", "losses": {name: v}, "forget_acc", "retain_acc"}] (the "history" of a run or
     the accumulated "epoch" events of a running job)."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Losses", "Accuracy"), horizontal_spacing=0.12)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Losses", "Accuracy"), horizontal_spacing=0.2)
     epochs = [h.get("epoch") for h in history]
     loss_names: list[str] = []
     for h in history:
@@ -239,22 +250,32 @@ def training_curves(history: Sequence[Mapping], title: str | None = None) -> go.
     palette = ["#4e79a7", "#e15759", "#59a14f", "#b07aa1", "#f28e2b", "#76b7b2", "#9c755f"]
     for i, k in enumerate(loss_names):
         fig.add_trace(go.Scatter(x=epochs, y=[_num((h.get("losses") or {}).get(k)) for h in history],
-                                 mode="lines+markers", name=k, line=dict(color=palette[i % len(palette)]),
-                                 legendgroup="loss"), row=1, col=1)
+                                 mode="lines+markers", name=k, line=dict(color=palette[i % len(palette)])),
+                      row=1, col=1)
     for key, label, color in (("forget_acc", "forget acc", "#d62839"), ("retain_acc", "retain acc", "#222")):
         fig.add_trace(go.Scatter(x=epochs, y=[_num(h.get(key)) for h in history], mode="lines+markers",
-                                 name=label, line=dict(color=color, dash="dash" if key == "forget_acc" else "solid"),
-                                 legendgroup="acc"), row=1, col=2)
+                                 name=label, line=dict(color=color, dash="dash" if key == "forget_acc" else "solid")),
+                      row=1, col=2)
     fig.update_xaxes(title="epoch", dtick=1 if len(epochs) <= 20 else None)
     fig.update_yaxes(title="loss", row=1, col=1)
     fig.update_yaxes(title="accuracy", tickformat=".0%", range=[0, 1.05], row=1, col=2)
-    _layout(fig, title, height=max(340, 120 + 20 * (len(loss_names) + 2)))
-    return _legend_right(fig)
+    # The legend goes on one line above both panels (below the title, if any), clear of the subplot
+    # titles: a legend on the right takes width from the panels and ends up between them in a column.
+    height = 380
+    top = (TITLE_MARGIN - 14) if title else 6
+    legend_rows = 1 if len(loss_names) + 2 <= 5 else 2  # about five entries fit a line in a narrow column
+    _layout(fig, title, height=height)
+    fig.update_layout(margin=dict(t=top + 42 + 22 * legend_rows),
+                      legend=dict(orientation="h", yref="container", y=1 - top / height, yanchor="top",
+                                  xref="container", x=0.0, xanchor="left"))
+    return fig
 
 
 def _legend_right(fig: go.Figure) -> go.Figure:
     """A vertical legend outside the plot on the right: long legends never cover titles."""
     fig.update_layout(legend=dict(orientation="v", y=1.0, yanchor="top", x=1.02, xanchor="left"))
+    if fig.layout.title.text:  # no legend line above the plot: only the title needs room
+        fig.update_layout(margin=dict(t=56))
     return fig
 
 
@@ -391,12 +412,42 @@ def tradeoff_scatter(rows: Sequence[Mapping], x_key: str = "cka_mid", y_key: str
         fig.add_trace(go.Scatter(x=[xs[i] for i in fidx], y=[ys[i] for i in fidx], mode="lines",
                                  name="Pareto front", line=dict(color="#000", width=1.5, dash="dot"),
                                  line_shape="hv", hoverinfo="skip"))
-    finite = [v for v in xs if not math.isnan(v)]
-    lo = max(0.0, min(finite) - 0.05) if finite else 0.0
-    hi = min(1.0, max(finite)) + 0.02 if finite else 1.0
-    fig.update_xaxes(title="forget CKA to original, inner layers (lower = more erased)", range=[lo, hi])
-    fig.update_yaxes(title="retain accuracy", tickformat=".0%")
-    return _legend_right(_layout(fig, "Trade-off: retain accuracy vs representation-level forgetting", height=440))
+    xr, yr = tradeoff_ranges(xs, ys)
+    fig.update_xaxes(title="forget CKA to original, inner layers (lower = more erased)", range=xr)
+    fig.update_yaxes(title="retain accuracy", tickformat=".0%", range=yr)
+    fig = _legend_right(_layout(fig, "Trade-off: retain accuracy vs representation-level forgetting", height=440))
+    fig.update_layout(legend=dict(itemsizing="constant"))  # front points are larger; legend symbols are not
+    return fig
+
+
+def _span_range(lo: float, hi: float, min_span: float, pad_frac: float,
+                bounds: tuple[float, float]) -> list[float]:
+    """[lo, hi] widened to at least `min_span` (kept inside `bounds` where possible), then padded on
+    both sides by `pad_frac` of the span, so no point sits on the frame."""
+    if hi - lo < min_span:
+        mid = 0.5 * (lo + hi)
+        lo, hi = mid - min_span / 2, mid + min_span / 2
+        if lo < bounds[0]:
+            lo, hi = bounds[0], bounds[0] + min_span
+        elif hi > bounds[1]:
+            lo, hi = bounds[1] - min_span, bounds[1]
+    pad = pad_frac * (hi - lo)
+    return [lo - pad, hi + pad]
+
+
+def tradeoff_ranges(xs: Sequence[float], ys: Sequence[float]) -> tuple[list[float], list[float]]:
+    """Axis ranges of the trade-off scatter: (forget CKA range, retain accuracy range).
+
+    CKA: the data range, at least 0.1 wide, inside 0..1, padded by 8%. Retain accuracy: from the
+    lowest value (at most 95%) up to 100%, padded by 8% of that span, so runs near 100% never sit
+    on the top edge and a single run does not get an axis from -50% to 150%."""
+    fx = [float(v) for v in xs if v is not None and not math.isnan(float(v))]
+    fy = [float(v) for v in ys if v is not None and not math.isnan(float(v))]
+    xr = _span_range(min(fx), max(fx), 0.1, 0.08, (0.0, 1.0)) if fx else [-0.05, 1.05]
+    lo = min(min(fy), 0.95) if fy else 0.0
+    hi = max(max(fy), 1.0) if fy else 1.0
+    yr = _span_range(lo, hi, 0.05, 0.08, (0.0, 1.0))
+    return xr, yr
 
 
 def per_class_bars(run_acc: Sequence[float], orig_acc: Sequence[float] | None, run: str,
@@ -447,6 +498,7 @@ def confusion_pair(conf_run, conf_orig, run: str, class_names: Sequence[str] | N
 
 
 MIA_SPLITS = (("forget", "#d62839"), ("retain", "#222222"), ("test", "#4e79a7"))
+MIA_X_RANGE = (-0.02, 1.02)  # a little room at both ends, so the tick labels 0 and 1 are not clipped
 
 
 def mia_view(conf: Mapping[str, np.ndarray | None], decision_grid: Mapping | None = None,
@@ -472,8 +524,8 @@ def mia_view(conf: Mapping[str, np.ndarray | None], decision_grid: Mapping | Non
         title += f" · {display_name(run)}"
     if efficacy is not None and not math.isnan(_num(efficacy)):
         title += f" (MIA efficacy {_num(efficacy):.1%})"
-    fig.update_xaxes(range=[0, 1], title="softmax confidence of the true label")
-    fig.update_yaxes(title="% of samples in split")
+    fig.update_xaxes(range=list(MIA_X_RANGE), title="softmax confidence of the true label")
+    fig.update_yaxes(title="share of the split's samples", ticksuffix="%")
     return _layout(fig, title, height=380, barmode="overlay")
 
 

@@ -129,18 +129,29 @@ def forget_classes(results: Mapping) -> list[int]:
 def scenario_line(results: Mapping) -> str:
     s = results.get("scenario") or {}
     parts = [str(s.get("dataset", "?")), str(s.get("arch", "?")),
-             "forget " + str(s.get("forget_label") or _forget_label(s.get("forget"))),
+             "forget " + forget_label(s),
              f"seed {s.get('seed', '?')}", str(s.get("device", "?"))]
     return " · ".join(parts)
 
 
 def _forget_label(f) -> str:
+    """{"classes": [3]} -> 'class 3'; [3, 5] -> 'classes 3,5'; {"random": 0.1} -> 'random 10%'."""
     f = f or {}
     if f.get("classes") is not None:
-        return "classes " + ",".join(map(str, f["classes"]))
+        cs = list(f["classes"])
+        return ("class " if len(cs) == 1 else "classes ") + ",".join(map(str, cs))
     if f.get("random") is not None:
         return f"random {float(f['random']):.0%}"
     return "?"
+
+
+def forget_label(scenario: Mapping | None) -> str:
+    """The forget request of a results scenario, in words ('class 3'), from the request itself when
+    it is there (the engine's own "forget_label" says 'classes 3' for one class)."""
+    s = scenario or {}
+    if s.get("forget"):
+        return _forget_label(s["forget"])
+    return str(s.get("forget_label") or "?")
 
 
 def teaching_baseline(results: Mapping, tolerance: float = 0.05) -> str | None:
@@ -207,7 +218,7 @@ def all_run_rows(items: Sequence[tuple[Mapping, Mapping]]) -> list[dict]:
             r.update({
                 "id": f"{job.get('id')}/{name}", "job": job.get("id"), "kind": job.get("kind"),
                 "dataset": s.get("dataset"), "arch": s.get("arch"),
-                "forget": s.get("forget_label") or _forget_label(s.get("forget")),
+                "forget": forget_label(s),
                 "seed": s.get("seed"), "finished": fmt_time(job.get("finished_at")),
             })
             rows.append(r)
@@ -239,6 +250,52 @@ def job_label(job: Mapping) -> str:
     plugin = cfg.get("plugin") or ov.get("plugin") or "none"
     label = f"{method}+ec" if plugin == "ec" else method
     return f"{kind} {label} · {preset}"
+
+
+def _short_forget(f: Mapping | None) -> str:
+    f = f or {}
+    if f.get("classes"):
+        return "forget " + ",".join(map(str, f["classes"]))
+    if f.get("random") is not None:
+        return f"forget {float(f['random']):.0%} random"
+    return ""
+
+
+def _timestamp(t) -> _dt.datetime | None:
+    if t is None or t == "":
+        return None
+    if isinstance(t, (int, float)):
+        return _dt.datetime.fromtimestamp(float(t))
+    try:
+        return _dt.datetime.fromisoformat(str(t)).astimezone().replace(tzinfo=None)
+    except ValueError:
+        return None
+
+
+def results_label(job: Mapping, finished=None, now: _dt.datetime | None = None) -> str:
+    """Short label of a finished run / compare job for narrow pickers (the id goes elsewhere):
+    'digits · forget 3 · compare · 09:41'; a run shows its method ('ft+ec') instead of 'compare'.
+    The time is the finish time: 'HH:MM' today, 'MM-DD HH:MM' before."""
+    spec = job.get("spec") or {}
+    cfg = spec_config(spec)
+    ov = spec.get("overrides") or {}
+    data = cfg.get("preset") or spec.get("preset") or ov.get("preset") \
+        or (cfg.get("data") or {}).get("dataset") or "?"
+    parts = [str(data)]
+    forget = _short_forget(cfg.get("forget") or ov.get("forget"))
+    if forget:
+        parts.append(forget)
+    if job.get("kind") == "compare":
+        parts.append("compare")
+    else:
+        method = cfg.get("method") or ov.get("method") or "ec"
+        plugin = cfg.get("plugin") or ov.get("plugin") or "none"
+        parts.append(f"{method}+ec" if plugin == "ec" else str(method))
+    when = _timestamp(finished)
+    if when is not None:
+        now = now or _dt.datetime.now()
+        parts.append(when.strftime("%H:%M") if when.date() == now.date() else when.strftime("%m-%d %H:%M"))
+    return " · ".join(parts)
 
 
 def fmt_time(t) -> str:

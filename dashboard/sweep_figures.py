@@ -102,8 +102,11 @@ def pareto_scatter(rows: Sequence[Mapping], reference: Mapping | None = None,
             hovertemplate="default EC settings<br>forget CKA %{x:.3f}<br>retain %{y:.1%}<extra></extra>"))
     fig.update_xaxes(title="forget CKA to original, inner layers (lower = more erased)")
     fig.update_yaxes(title="retain accuracy", tickformat=".1%")
-    fig.update_layout(title=dict(text=title, x=0.0, xanchor="left"), height=440, template="plotly_white",
-                      margin=dict(l=60, r=20, t=60, b=50), hovermode="closest",
+    # The title at the very top, the legend on its own line just above the plot (never on the title).
+    fig.update_layout(title=dict(text=title, x=0.0, xanchor="left", xref="container", yref="container", y=1.0,
+                                 yanchor="top", pad=dict(t=12, l=4)),
+                      height=440, template="plotly_white",
+                      margin=dict(l=60, r=20, t=84, b=50), hovermode="closest",
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1.0))
     return fig
 
@@ -134,7 +137,7 @@ def parcoords(rows: Sequence[Mapping]) -> go.Figure:
         dims.append(dict(label=label, values=vals))
     ckas = [_num(r["forget_cka"]) for r in done]
     dims.append(dict(label="forget CKA", values=ckas))
-    dims.append(dict(label="retain acc", values=[_num(r["retain_acc"]) for r in done]))
+    dims.append(dict(label="retain acc", values=[_num(r["retain_acc"]) for r in done], tickformat=".1%"))
     dims.append(dict(label="feasible", values=[1 if r.get("feasible") else 0 for r in done],
                      tickvals=[0, 1], ticktext=["no", "yes"], range=[-0.1, 1.1]))
     fig = go.Figure(go.Parcoords(

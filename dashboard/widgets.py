@@ -39,8 +39,9 @@ def autostart_worker() -> None:
 # -- results selection ---------------------------------------------------------------------------
 
 def _result_label(job: dict) -> str:
-    when = logic.fmt_time(data.jt(job, "finished"))
-    return f"{logic.job_label(job)} · {when} · {job['id']}"
+    """Short enough for the sidebar: 'digits · forget 3 · compare · 09:41' (the job id is in the
+    caption under the picker)."""
+    return logic.results_label(job, data.jt(job, "finished"))
 
 
 def default_results_job(done: list[dict]) -> dict | None:
@@ -63,8 +64,8 @@ def results_picker(all_jobs: list[dict]) -> dict | None:
         st.session_state[AUTO_KEY] = True
     sel = st.selectbox("Results shown", ids, key=RESULTS_KEY, on_change=_picked,
                        format_func=lambda i: _result_label(by_id[i]),
-                       help="The comparison (or single run) the analysis pages show. "
-                            "Default: the newest finished comparison.")
+                       help="The comparison (or single run) the analysis pages show: data set, forget "
+                            "request, what ran, finish time. Default: the newest finished comparison.")
     return by_id.get(sel)
 
 
@@ -110,10 +111,12 @@ def sidebar() -> None:
                 res = data.results(job)
             except Exception:
                 res = None
+            lines = [f"Job `{job['id']}` ({job.get('kind')})"]
             if res:
                 s = res.get("scenario") or {}
-                st.caption("**Scenario**  \n" + logic.scenario_line(res) +
-                           f"  \n{s.get('n_forget', '?')} forget / {s.get('n_retain', '?')} retain samples")
+                lines += [logic.scenario_line(res),
+                          f"{s.get('n_forget', '?')} forget / {s.get('n_retain', '?')} retain samples"]
+            st.caption("**Scenario**  \n" + "  \n".join(lines))
         watched = st.query_params.get("job")
         if watched:
             wj = data.get_job(watched)

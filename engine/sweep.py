@@ -69,8 +69,9 @@ whose heartbeat (user attr "heartbeat", written every ECLAB_SWEEP_HEARTBEAT_S = 
 ECLAB_SWEEP_GRACE_S = 30 s. Optuna 5's JournalStorage has no heartbeat of its own; with RDBStorage,
 Optuna's heartbeat is recorded too and optuna.storages.fail_stale_trials runs as a backstop.
 
-Trial user attrs: run_id, host, pid, worker, home, heartbeat, started, seconds, forget_cka, retain_acc,
-forget_acc, test_acc, retrain_forget_acc, constraint, feasible, registered (job row written), error.
+Trial user attrs: run_id, host, pid, worker, home, heartbeat, started, seconds (whole trial), forget_cka,
+retain_acc, forget_acc, test_acc, retrain_forget_acc, constraint, feasible, unlearn_seconds, registered
+(a done job row was written through engine.api.record_external), error (failed trials).
 Study user attrs: eclab_sweep (format version), n_trials, preset, overrides, space, sampler,
 sampler_options, seed, tolerance, points, objectives, created, reference (the default EC run).
 """
@@ -426,7 +427,8 @@ def make_sampler(attrs: dict, seed: int | None = None):
             def after_trial(self, study, trial, state, values) -> None:
                 pass  # GridSampler calls study.stop() here, which is only allowed inside study.optimize()
 
-        return _Grid(grid_space(attrs["space"], attrs["points"]), seed=seed)
+        # grid point = trial number in an order shuffled by the seed: every process must use the same seed
+        return _Grid(grid_space(attrs["space"], attrs["points"]), seed=int(attrs.get("seed") or 0))
     raise ConfigError("sampler", f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
 
@@ -635,7 +637,7 @@ def measure(summary: dict, tolerance: float = TOLERANCE) -> dict:
     constraint = abs(float(forget) - float(ref_forget)) - tolerance
     return {"forget_cka": float(cka), "retain_acc": float(retain), "forget_acc": float(forget),
             "test_acc": ec.get("test_acc"), "retrain_forget_acc": float(ref_forget),
-            "constraint": float(constraint), "feasible": constraint <= 0, "seconds": ec.get("seconds")}
+            "constraint": float(constraint), "feasible": constraint <= 0, "unlearn_seconds": ec.get("seconds")}
 
 
 def register_run(run_id: str, spec: dict, run_dir: Path, summary: dict) -> bool:
@@ -787,7 +789,7 @@ class Worker:
         run_id = store.check_id(f"sw-{self.study_name[:40]}-{trial.number}-{os.urandom(2).hex()}")
         trial.set_user_attr("run_id", run_id)
         t0 = time.perf_counter()
-        state, values, error, interrupt = TrialState.FAIL, None, None, None
+        state, values, error, interrupt, m = TrialState.FAIL, None, None, None, {}
         with _Heartbeat(self.study, trial._trial_id, self.raw):
             try:
                 params, _ = suggest(trial, attrs["space"], attrs["points"])
@@ -808,6 +810,8 @@ class Worker:
                 error, interrupt = "interrupted: Ctrl-C (worker stopped)", err
             except Exception as err:  # DivergenceError, out of memory, invalid settings, ...
                 error = _one_line(err)
+                if "out of memory" in str(err).lower():
+                    _free_accelerator_memory()
             if error:
                 with contextlib.suppress(Exception):
                     trial.set_user_attr("error", error)
@@ -819,14 +823,21 @@ class Worker:
             self.say(f"trial {trial.number}: another worker had already marked it failed (heartbeat lost)")
         dt = time.perf_counter() - t0
         if state == TrialState.COMPLETE:
-            u = trial.user_attrs if hasattr(trial, "user_attrs") else {}
             self.say(f"trial {trial.number}: forget CKA {values[0]:.3f}, retain {values[1]:.3f}, forget acc "
-                     f"{u.get('forget_acc', float('nan')):.3f} ({'feasible' if u.get('feasible') else 'infeasible'}) "
+                     f"{m['forget_acc']:.3f} ({'feasible' if m['feasible'] else 'infeasible'}) "
                      f"in {dt:.1f} s  [{_params_text(trial.params)}]")
         else:
             self.say(f"trial {trial.number}: FAILED in {dt:.1f} s: {error}")
         if interrupt is not None:
             raise interrupt
+
+
+def _free_accelerator_memory() -> None:
+    """After an out-of-memory failure, hand cached GPU memory back before the next trial."""
+    with contextlib.suppress(Exception):
+        import torch
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def _params_text(params: dict) -> str:

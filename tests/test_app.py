@@ -107,7 +107,18 @@ def test_overview_headline_rows_and_numbers(store):
     assert ec["Retain acc"] == pytest.approx(100 * FS.PROFILES["ec"][1])
     assert ec["Probe recovery (inner)"] == pytest.approx(100 * sum(FS.PROFILES["ec"][5][:3]) / 3)
     assert "Superficial forgetting" in texts(at)
-    assert [m.value for m in at.metric][:2] == ["digits", "small_cnn"]
+    assert [m.value for m in at.metric][:3] == ["digits", "small_cnn", "class 3"]
+
+
+def test_sidebar_results_picker_labels_are_short(store):
+    _, ids = store("full")
+    at = app("overview")
+    pick = at.sidebar.selectbox(key="results_job")
+    assert pick.value == ids["compare"]
+    labels = list(pick.options)
+    assert labels[0].startswith("digits · forget 3 · ")
+    assert all(len(lab) <= 36 and not any(i in lab for i in ids.values()) for lab in labels), labels
+    assert any(ids["compare"] in c.value for c in at.sidebar.caption)  # the id is in the caption
 
 
 def test_failed_job_error_is_shown(store):
@@ -186,6 +197,17 @@ def test_launch_page_renders_on_empty_store(store):
     store("empty")
     at = app("launch")
     assert [s.label for s in at.slider] == ["block1", "block2", "block3", "block4"]
+
+
+def test_launch_preset_labels_short_and_jobs_table_without_error_column(store):
+    store("full")
+    at = app("launch")
+    preset = at.selectbox(key="l_preset")
+    assert list(preset.options) == logic.PRESET_CHOICES  # details are in the caption, not the option
+    assert logic.PRESET_NOTES["digits"] in texts(at)
+    df = at.dataframe[0].value
+    assert "Error" not in df.columns and list(df["State"]).count("failed") == 1
+    assert FS.FAILED_ERROR in texts(at)  # shown in full below the table
 
 
 # -- launch form ----------------------------------------------------------------------------------
@@ -337,6 +359,8 @@ def test_compare_table_filters_and_exports(store):
     at = app("compare")
     df = at.dataframe[0].value
     assert len(df) == len(FS.METHODS) + 1  # the comparison's methods + the single ft+ec run
+    assert list(df.columns)[0] == "Method" and "Run" not in df.columns and len(df.columns) <= 14
+    assert "Boundary shrink" in set(df["Method"])
     assert {b.label for b in at.get("download_button")} >= {"Table as CSV", "Figure as HTML"}
     at.multiselect(key="cmp_methods").set_value(["ec"]).run()
     assert list(at.dataframe[0].value["Method"]) == ["EC"]

@@ -164,7 +164,32 @@ def test_all_run_rows():
     res = FS.make_results("compare", ["ec", "ft"])
     rows = L.all_run_rows([({"id": "j1", "kind": "compare", "finished": 0}, res)])
     assert [r["id"] for r in rows] == ["j1/original", "j1/retrain", "j1/ec", "j1/ft"]
-    assert rows[2]["dataset"] == "digits" and rows[2]["forget"] == "classes 3"
+    assert rows[2]["dataset"] == "digits" and rows[2]["forget"] == "class 3"
+
+
+def test_forget_label_says_class_for_one_class():
+    assert L.forget_label({"forget": {"classes": [3]}, "forget_label": "classes 3"}) == "class 3"
+    assert L.forget_label({"forget": {"classes": [3, 5]}}) == "classes 3,5"
+    assert L.forget_label({"forget": {"random": 0.1}}) == "random 10%"
+    assert L.forget_label({"forget_label": "classes 2"}) == "classes 2"  # only the engine's label
+    assert L.forget_label({}) == "?"
+    assert "forget class 3" in L.scenario_line(FS.make_results("compare", ["ec"]))
+
+
+def test_results_label_is_short_and_has_no_job_id():
+    import datetime as dt
+    now = dt.datetime(2026, 11, 29, 18, 0)
+    today = dt.datetime(2026, 11, 29, 9, 41).timestamp()
+    job = {"id": "j-20261129-0941-abcdef", "kind": "compare",
+           "spec": {"config": {"preset": "digits", "data": {"dataset": "digits"}, "forget": {"classes": [3]}}}}
+    label = L.results_label(job, today, now=now)
+    assert label == "digits · forget 3 · compare · 09:41"
+    assert job["id"] not in label and len(label) <= 36
+    run = {"id": "j2", "kind": "run", "spec": {"config": {"preset": "mnist", "method": "ft", "plugin": "ec",
+                                                         "forget": {"random": 0.1}}}}
+    yesterday = dt.datetime(2026, 11, 28, 23, 5).timestamp()
+    assert L.results_label(run, yesterday, now=now) == "mnist · forget 10% random · ft+ec · 11-28 23:05"
+    assert L.results_label({"kind": "run", "spec": {}}, None) == "? · ec"
 
 
 def test_fmt_time():

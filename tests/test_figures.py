@@ -82,6 +82,47 @@ def test_tradeoff_scatter_highlights_front():
     assert fig.layout.yaxis.tickformat == ".0%"
 
 
+def _inside_with_margin(values, rng, frac=0.04):
+    """Every value lies inside the range, at least `frac` of its width from both edges."""
+    lo, hi = rng
+    m = frac * (hi - lo)
+    return all(lo + m <= v <= hi - m for v in values)
+
+
+def test_tradeoff_scatter_ranges_single_run():
+    fig = F.tradeoff_scatter([{"name": "ec", "id": "a/ec", "cka_mid": 0.69, "retain_acc": 0.985}])
+    yr, xr = list(fig.layout.yaxis.range), list(fig.layout.xaxis.range)
+    assert 0.85 <= yr[0] < 0.985 and 1.0 < yr[1] <= 1.05  # not -50%..150%
+    assert _inside_with_margin([0.985, 1.0], yr)  # the 100% line is inside too
+    assert _inside_with_margin([0.69], xr) and xr[1] - xr[0] >= 0.1
+
+
+def test_tradeoff_scatter_ranges_many_runs_keep_points_off_the_frame():
+    xs = [0.69, 0.74, 0.79, 0.88, 0.92, 0.95, 0.97, 1.0]
+    ys = [0.985, 0.993, 0.98, 0.97, 0.96, 0.99, 0.995, 0.997]
+    rows = [{"name": f"m{i}", "id": str(i), "cka_mid": x, "retain_acc": y} for i, (x, y) in enumerate(zip(xs, ys))]
+    rows.append({"name": "ga", "id": "ga", "cka_mid": 0.89, "retain_acc": 0.902})
+    fig = F.tradeoff_scatter(rows)
+    assert _inside_with_margin(ys + [0.902], fig.layout.yaxis.range)
+    assert _inside_with_margin(xs + [0.89], fig.layout.xaxis.range)
+    assert fig.layout.yaxis.range[1] <= 1.03
+    assert fig.layout.legend.itemsizing == "constant"
+
+
+def test_tradeoff_ranges_edge_cases():
+    xr, yr = F.tradeoff_ranges([], [])
+    assert xr[0] < 0 < 1 < xr[1] and yr[0] < 0 < 1 < yr[1]
+    xr, yr = F.tradeoff_ranges([float("nan"), 0.0], [None, 0.1])
+    assert _inside_with_margin([0.0], xr) and _inside_with_margin([0.1, 1.0], yr)
+
+
+def test_titles_and_top_legends_do_not_share_a_line():
+    fig = F.forgetting_bars([{"name": "ec", "forget_acc": 0.0, "cka_mid": 0.7, "probe_mid": 0.5}])
+    assert fig.layout.title.yref == "container" and fig.layout.title.yanchor == "top"
+    assert fig.layout.legend.yanchor == "bottom" and fig.layout.legend.y > 1  # just above the plot
+    assert fig.layout.margin.t >= 80  # room for the title line and the legend line
+
+
 def test_forgetting_bars():
     rows = [{"name": "original", "forget_acc": 0.99, "cka_mid": 1.0, "probe_mid": 0.98},
             {"name": "scrub", "forget_acc": 0.0, "cka_mid": 0.97, "probe_mid": None}]
@@ -103,6 +144,10 @@ def test_layer_lines_floor_and_chance():
     assert fig.data[0].line.dash == "dot"
     assert fig.data[2].y[0] == 0.5 and math.isnan(fig.data[2].y[1])
     assert any(s.y0 == 0.1 for s in fig.layout.shapes)
+    # the chance label sits at the left end, away from retrain's last point (which drops to chance)
+    ann = [a for a in fig.layout.annotations if a.text.startswith("chance")]
+    assert len(ann) == 1 and ann[0].text == "chance (10%)"
+    assert ann[0].x == 0 and ann[0].xanchor == "left" and ann[0].yanchor == "bottom"
 
 
 def test_umap_panels_shared_axes_scattergl_forget_marked():
@@ -142,6 +187,8 @@ def test_member_intervals_and_mia_view():
     rects = [s for s in fig.layout.shapes if s.type == "rect"]
     assert [(r.x0, r.x1) for r in rects] == [(0.5, 1.0)]
     assert "93.0%" in fig.layout.title.text
+    lo, hi = fig.layout.xaxis.range
+    assert lo < 0 and hi > 1  # the tick labels "0" and "1" are not clipped at the edges
 
 
 def test_per_class_and_confusion():
@@ -164,6 +211,10 @@ def test_training_and_epoch_cka_curves():
     fig = F.training_curves(hist)
     assert [t.name for t in fig.data] == ["loss", "cu", "forget acc", "retain acc"]
     assert list(fig.data[1].y) == [2.0, 1.0]
+    # one horizontal legend above both panels (not a column between them), and room between panels
+    assert fig.layout.legend.orientation == "h" and fig.layout.legend.yref == "container"
+    assert fig.layout.xaxis2.domain[0] - fig.layout.xaxis.domain[1] >= 0.15
+    assert not any(t.legendgroup for t in fig.data)  # clicking "loss" hides only that line
     fig = F.epoch_cka_lines(hist, ["block1", "block2"])
     assert [t.name for t in fig.data] == ["block1", "block2"]
     assert list(fig.data[1].y) == [0.8, 0.6]

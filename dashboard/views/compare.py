@@ -40,22 +40,46 @@ def keep(r: dict) -> bool:
 shown = [r for r in rows if keep(r)]
 P = widgets.as_pct
 df = pd.DataFrame([{
-    "Run": r["id"], "Method": widgets.fmt_run(r["name"]), "Data set": r["dataset"], "Model": r["arch"],
+    "Method": widgets.fmt_run(r["name"]), "Data set": r["dataset"], "Model": r["arch"],
     "Forget": r["forget"], "Seed": r["seed"], "Forget acc": P(r["forget_acc"]), "Retain acc": P(r["retain_acc"]),
-    "Test acc": P(r["test_acc"]), "MIA efficacy": P(r["mia"]), "Forget CKA (inner)": r["cka_mid"],
-    "Probe recovery (inner)": P(r["probe_mid"]), "Avg gap": P(r["avg_gap"]), "Seconds": r["seconds"],
-    "Finished": r["finished"],
-} for r in shown])
+    "Test acc": P(r["test_acc"]), "MIA": P(r["mia"]), "Forget CKA": r["cka_mid"],
+    "Probe": P(r["probe_mid"]), "Avg gap": P(r["avg_gap"]), "Time (s)": r["seconds"], "Job": r["job"],
+} for r in shown], columns=["Method", "Data set", "Model", "Forget", "Seed", "Forget acc", "Retain acc", "Test acc",
+                            "MIA", "Forget CKA", "Probe", "Avg gap", "Time (s)", "Job"])
 CSV_COLUMNS = ["id", "job", "kind", "name", "role", "dataset", "arch", "forget", "seed", "forget_acc", "retain_acc",
                "test_acc", "forget_test_acc", "mia", "cka_mid", "cka_mid_retrain", "probe_mid", "probe_max", "avg_gap",
                "seconds", "finished"]
 csv = pd.DataFrame([{k: r.get(k) for k in CSV_COLUMNS} for r in shown], columns=CSV_COLUMNS)
+# Scenario columns with one value in every row shown say nothing per row: fold them into a caption.
+SCENARIO_COLUMNS = ("Data set", "Model", "Forget", "Seed")
+same = [c for c in SCENARIO_COLUMNS if len(df) and df[c].astype(str).nunique() == 1]
+if same:
+    first = df.iloc[0]
+    st.caption("Every run shown: " + " · ".join(
+        f"{c.lower()} {first[c]}" if c in ("Seed", "Model") else
+        (f"forget {first[c]}" if c == "Forget" else str(first[c])) for c in same) + ".")
+    df = df.drop(columns=same)
 pct = widgets.pct_col()
+# Short headers (their meaning is in the column help) so the table fits the page without scrolling
+# sideways; the method column stays pinned when it does scroll on a narrow window.
 st.dataframe(df, hide_index=True, width="stretch", height=min(600, 38 + 35 * max(1, len(df))),
-             column_config={"Forget acc": pct, "Retain acc": pct, "Test acc": pct, "MIA efficacy": pct,
-                            "Probe recovery (inner)": pct, "Avg gap": pct,
-                            "Forget CKA (inner)": st.column_config.NumberColumn(format="%.3f"),
-                            "Seconds": st.column_config.NumberColumn(format="%.1f")})
+             column_config={
+                 "Method": st.column_config.TextColumn(width=125, pinned=True),
+                 "Forget": st.column_config.TextColumn(help="The forget request: classes or a random share"),
+                 "Forget acc": pct, "Retain acc": pct, "Test acc": pct,
+                 "MIA": widgets.pct_col("MIA efficacy: share of forget samples a confidence attack calls "
+                                        "non-members (higher = looks more forgotten)"),
+                 "Forget CKA": st.column_config.NumberColumn(
+                     format="%.3f", help="Mean CKA to the original on the forget set over the intermediate "
+                                         "supervision points (all but the last). 1 = unchanged."),
+                 "Probe": widgets.pct_col("Probe recovery: linear-probe accuracy on forget-class test samples, "
+                                          "mean over the intermediate supervision points"),
+                 "Avg gap": widgets.pct_col("Mean absolute gap to the retrained model over forget, retain and "
+                                            "test accuracy and MIA efficacy (lower = closer to retrain)"),
+                 "Time (s)": st.column_config.NumberColumn(format="%.1f", help="Unlearning time in seconds"),
+                 "Job": st.column_config.TextColumn(width=170, help="The job that produced this run "
+                                                                     "(Launch and tune shows it)"),
+             })
 st.download_button("Table as CSV", data=csv.to_csv(index=False).encode(), file_name="eclab_runs.csv",
                    mime="text/csv", key="cmp_csv", on_click="ignore", icon=":material/download:")
 if not shown:

@@ -69,8 +69,9 @@ def form() -> None:
         st.success(f"Settings loaded from {ss.pop('_prefill_note')}. Check them and queue the run.",
                    icon=":material/input:")
     c1, c2, c3 = st.columns(3)
-    preset = c1.selectbox("Data set / preset", logic.PRESET_CHOICES, key="l_preset",
-                          format_func=lambda p: f"{p} — {logic.PRESET_NOTES.get(p, '')}", persist_state=P)
+    preset = c1.selectbox("Data set / preset", logic.PRESET_CHOICES, key="l_preset", persist_state=P,
+                          help="  \n".join(f"**{p}**: {n}" for p, n in logic.PRESET_NOTES.items()))
+    c1.caption(logic.PRESET_NOTES.get(preset, ""))
     d = preset_defaults(preset)
     archs = list(SUPERVISION_POINTS)
     arch_key = f"l_arch__{preset}"
@@ -83,7 +84,10 @@ def form() -> None:
     can_plug = method not in ("ec", "retrain")
     c1, c2 = st.columns([1, 2])
     plugin = c1.toggle("EC plug-in", key="l_plugin", disabled=not can_plug, persist_state=P,
-                       help="Add EC's layer-wise contrastive loss on top of this method (weight β).")
+                       help="Add EC's layer-wise contrastive loss on top of this method (weight β)." if can_plug
+                       else f"Not available for {figures.display_name(method)}: "
+                            + ("EC already is this loss." if method == "ec"
+                               else "it trains from scratch without the forget set."))
     plugin = bool(plugin and can_plug)
     beta = 1.0
     if plugin:
@@ -349,15 +353,17 @@ def recent_jobs() -> None:
     df = pd.DataFrame([{
         "Job": j["id"], "What": logic.job_label(j), "State": j["state"],
         "Progress": 100.0 * float(j.get("progress") or 0.0), "Stage": j.get("stage") or "",
-        "Created": logic.fmt_time(data.jt(j, "created")), "Error": j.get("error") or "",
+        "Created": logic.fmt_time(data.jt(j, "created")),
     } for j in jobs])
+    # No error column: it would be cut off; the errors of failed jobs are listed in full below.
     st.dataframe(df, hide_index=True, width="stretch",
-                 column_config={"Progress": st.column_config.ProgressColumn(format="%.0f%%", min_value=0, max_value=100),
-                                "Error": st.column_config.TextColumn(width="large")})
+                 column_config={"Job": st.column_config.TextColumn(width=170),
+                                "Progress": st.column_config.ProgressColumn(format="%.0f%%", min_value=0, max_value=100),
+                                "Created": st.column_config.TextColumn(width=150)})
     ids = [j["id"] for j in jobs]
     labels = {j["id"]: f"{j['id']} · {logic.job_label(j)}" for j in jobs}
     cur = st.query_params.get("job")
-    c1, c2 = st.columns([3, 1])
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     pick = c1.selectbox("Show a job", ids, index=ids.index(cur) if cur in ids else None, key="l_pick",
                         format_func=lambda i: labels[i], placeholder="choose a job…")
     c2.button("Show", key="l_show", on_click=_watch, args=(pick,), disabled=pick is None or pick == cur)

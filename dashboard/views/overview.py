@@ -17,7 +17,7 @@ inner = logic.inner_layers(layers)
 cols = st.columns(5)
 cols[0].metric("Data set", str(s.get("dataset", "?")))
 cols[1].metric("Model", str(s.get("arch", "?")))
-cols[2].metric("Forget request", str(s.get("forget_label") or "?"))
+cols[2].metric("Forget request", logic.forget_label(s))
 cols[3].metric("Seed", str(s.get("seed", "?")))
 cols[4].metric("Device", str(s.get("device", "?")))
 st.caption(f"Job `{job['id']}` ({job.get('kind')}) · {s.get('n_train', '?')} training samples: "
