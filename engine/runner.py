@@ -156,6 +156,8 @@ def cached_model(sc: Scenario, key: str, name: str, train_idx: torch.Tensor, ctx
         store.load_state_strict(model, path)
         ctx.emit({"type": "stage", "stage": name, "name": name, "fraction": 1.0, "message": f"{name}: cached ({key})"})
         return model.eval(), True
+    ctx.emit({"type": "stage", "stage": name, "name": name, "fraction": 0.0,
+              "message": f"training {name} on {len(train_idx)} samples ({sc.cfg.train.epochs} epochs)"})
     t0 = time.perf_counter()
     model = _train_from_scratch(sc, train_idx, name, ctx)
     store.atomic_save_safetensors(path, model.state_dict(), {"key": key, "name": name})
@@ -367,8 +369,14 @@ def _finish_runs(sc: Scenario, ev: EvalSet, bases: Bases, refs: dict, ref_arrays
     return results_json
 
 
+def _load(cfg: RunConfig, ctx: JobContext) -> Scenario:
+    ctx.emit({"type": "stage", "stage": "data", "name": cfg.data.dataset, "fraction": 0.0,
+              "message": f"loading {cfg.data.dataset}"})
+    return load_scenario(cfg)
+
+
 def run_single(cfg: RunConfig, run_dir: Path, ctx: JobContext) -> dict:
-    sc = load_scenario(cfg)
+    sc = _load(cfg, ctx)
     plugin = cfg.plugin == "ec"
     bases = base_models(sc, ctx, need_aux=cfg.method in ("ec", "cu") or plugin)
     ev = eval_set(sc)
@@ -380,7 +388,7 @@ def run_single(cfg: RunConfig, run_dir: Path, ctx: JobContext) -> dict:
 
 
 def run_compare(cfg: RunConfig, methods: list[str], run_dir: Path, ctx: JobContext) -> dict:
-    sc = load_scenario(cfg)
+    sc = _load(cfg, ctx)
     bases = base_models(sc, ctx, need_aux=any(m in ("ec", "cu") for m in methods) or cfg.plugin == "ec")
     ev = eval_set(sc)
     prepare_references(ev, {"original": bases.original, "retrain": bases.retrain})
@@ -414,7 +422,7 @@ def run_embed(spec: dict, run_dir: Path, ctx: JobContext) -> dict:
 
 
 def run_base(cfg: RunConfig, run_dir: Path, ctx: JobContext) -> dict:
-    sc = load_scenario(cfg)
+    sc = _load(cfg, ctx)
     bases = base_models(sc, ctx, need_aux=True)
     summary = {"kind": "base", "scenario": sc.info(), "seconds": bases.seconds,
                "keys": {"original": original_key(cfg), "retrain": retrain_key(cfg), "aux": aux_key(cfg)}}

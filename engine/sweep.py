@@ -14,6 +14,11 @@ Constraint:      |forget_acc - retrained model's forget_acc| <= 0.05 ("tolerance
                  the deprecated `constraints_func=` of TPESampler / NSGAIISampler, which reads the same
                  value -- and as the trial user attr "constraint" (feasible when <= 0).
 
+Trials (and the reference run) evaluate without the UMAP embedding and without per-epoch CKA
+(SWEEP_EVAL_DEFAULTS: eval.umap=false, eval.epoch_cka=false; --set eval.umap=true brings them back):
+neither changes an objective, and they cost about half of a digits trial. A study's "overrides" attr
+holds the scenario overrides with these defaults included.
+
 Commands:
     python -m engine sweep --preset digits [scenario flags] --trials N [--study NAME] [--storage URL]
                            [--sampler tpe|nsga2|grid] [--space FILE] [--workers K] [--threads T]
@@ -23,7 +28,8 @@ Commands:
     python -m engine sweep-worker --study NAME [--storage URL] [--threads T]
         joins an existing study (from this or another machine) and runs trials until its budget is used.
     python -m engine sweep-show --study NAME [--storage URL] [--json]
-        prints the summary of a study (also while it runs).
+        prints the summary of a study (also while it runs); like a worker, it first marks trials of dead
+        workers failed.
 
 Space file (--space FILE, JSON). Keys are the parameters searched; a missing key keeps the scenario's
 value (its config default or --set). Default space: {"weights": {"low": 0, "high": 3},
@@ -52,14 +58,17 @@ Storage (--storage):
                        $ECLAB_HOME/sweeps/<study>.journal (JournalFileBackend: any number of
                        processes on one machine, or on machines sharing a POSIX file system)
     a path             a journal file at that path
-    URL with "://"     RDBStorage (postgresql://user:pass@host/db, sqlite:///file.db, ...), with
+    URL with "://"     RDBStorage (postgresql://user:pass@host/db -- run through psycopg2 when no
+                       driver is named --, sqlite:///file.db, ...), with
                        heartbeat_interval 10 s and grace_period 30 s: Optuna fails trials whose heartbeat
                        stopped; several machines can share one PostgreSQL database.
 
 Trial budget: the study user attr "n_trials". A worker takes a trial only while the number of
 trials (COMPLETE + FAIL + RUNNING) is below it; that count and the creation of the trial happen under
-one lock (a file lock <journal>.budget-lock beside the journal or SQLite file; a PostgreSQL advisory lock), so
-workers never overshoot and trial numbers run 0..n_trials-1 without gaps or duplicates.
+one lock (a file lock <journal>.budget-lock beside the journal or SQLite file; a PostgreSQL advisory
+lock), so workers never overshoot and trial numbers run 0..n_trials-1 without gaps or duplicates.
+The grid sampler numbers grid points by trial number in an order shuffled by the study's seed, which
+every worker uses, so no point runs twice.
 
 Failures: any exception of a trial (DivergenceError on a NaN loss, out of memory, invalid config...)
 marks it FAIL with the reason in the user attr "error"; the worker goes on. SIGTERM / Ctrl-C mark the
@@ -109,6 +118,9 @@ TOLERANCE = 0.05
 SPACE_PARAMS = ("weights", "tau", "lambda_cu", "lambda_ce", "lr", "epochs")
 INT_PARAMS = ("epochs",)
 DEFAULT_SPACE = {"weights": {"low": 0.0, "high": 3.0}, "tau": {"low": 0.05, "high": 5.0, "log": True}}
+# Evaluation a sweep skips unless --set asks for it: neither changes the objectives, and together they
+# are about half of a digits trial (UMAP embedding of every run; CKA after every epoch).
+SWEEP_EVAL_DEFAULTS = {"eval": {"umap": False, "epoch_cka": False}}
 # where each parameter goes in the run config
 TARGETS = {"tau": ("ec", "tau"), "lambda_cu": ("ec", "lambda_cu"), "lambda_ce": ("ec", "lambda_ce"),
            "lr": ("methods", "ec", "lr"), "epochs": ("methods", "ec", "epochs")}
@@ -445,7 +457,7 @@ def create_study(study: str, storage: str | None = None, *, preset: str = "digit
         raise ConfigError("sampler", f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if not isinstance(n_trials, int) or n_trials < 0:
         raise ConfigError("trials", f"must be a whole number >= 0 (got {n_trials!r})")
-    overrides = copy.deepcopy(overrides or {})
+    overrides = _merge(copy.deepcopy(SWEEP_EVAL_DEFAULTS), copy.deepcopy(overrides or {}))
     space = validate_space(space)
     cfg = make_config(preset, _merge(overrides, {"method": "ec", "plugin": "none"}))  # the scenario is valid
     points = list(SUPERVISION_POINTS[cfg.model.arch])
@@ -1091,6 +1103,8 @@ def cmd_show(args) -> int:
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for n in recover_stale(st):  # a trial whose worker died shows as failed, not as running forever
+        print(f"trial {n}: marked failed (its worker stopped)", file=sys.stderr)
     if args.json:
         print(json.dumps({"study": args.study, "attrs": st.user_attrs, "trials": trial_rows(st)}, indent=1,
                          default=str))
