@@ -19,6 +19,10 @@ Trials (and the reference run) evaluate without the UMAP embedding and without p
 neither changes an objective, and they cost about half of a digits trial. A study's "overrides" attr
 holds the scenario overrides with these defaults included.
 
+Parallelism: a trial is one small run, so workers default to ONE torch thread each and a machine is
+used by running one worker per core (--workers K). On the 2-core development machine, a digits trial
+took 7.5 s with one thread and 50-70 s with two threads while other processes competed for the cores.
+
 Commands:
     python -m engine sweep --preset digits [scenario flags] --trials N [--study NAME] [--storage URL]
                            [--sampler tpe|nsga2|grid] [--space FILE] [--workers K] [--threads T]
@@ -1048,7 +1052,7 @@ def cmd_sweep(args) -> int:
           file=sys.stderr, flush=True)
     print(f"[sweep] more machines can join: python -m engine sweep-worker --study {name} --storage {redact(storage)}",
           file=sys.stderr, flush=True)
-    threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
+    threads = args.threads or 1
     _set_threads(threads)
     worker = Worker(name, storage, threads=threads, sampler_seed=args.sampler_seed)
     procs: list[subprocess.Popen] = []
@@ -1127,8 +1131,9 @@ def add_commands(sub) -> None:
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="tpe (default), nsga2 or grid")
     p.add_argument("--space", metavar="FILE",
                    help="JSON search space file (format: engine/sweep.py docstring, docs/SWEEPS.md)")
-    p.add_argument("--workers", type=int, default=1, metavar="K", help="worker processes on this machine (default 1)")
-    p.add_argument("--threads", type=int, metavar="T", help="torch threads per worker (default: cores / workers)")
+    p.add_argument("--workers", type=int, default=1, metavar="K",
+                   help="worker processes on this machine (default 1; trials are small: use one per core)")
+    p.add_argument("--threads", type=int, metavar="T", help="torch threads per worker (default 1)")
     p.add_argument("--sampler-seed", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--no-reference", action="store_true", help="skip the default-settings reference run")
     p.set_defaults(func=cmd_sweep)
@@ -1136,7 +1141,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("sweep-worker", help="join a sweep study and run its trials until the budget is used")
     p.add_argument("--study", required=True)
     p.add_argument("--storage", help="as for sweep (default: $ECLAB_SWEEP_STORAGE, else the study's journal file)")
-    p.add_argument("--threads", type=int, metavar="T", help="torch threads (default: torch's own)")
+    p.add_argument("--threads", type=int, default=1, metavar="T", help="torch threads (default 1)")
     p.add_argument("--sampler-seed", type=int, help="sampler seed (default: random)")
     p.set_defaults(func=cmd_worker)
 
