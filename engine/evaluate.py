@@ -160,6 +160,9 @@ def evaluate(model: nn.Module, ev: EvalSet, ref_names=("original", "retrain")) -
     if own["forget"] and ("original", "forget") in ev.ref_grams:
         entry["cka_matrix_vs_original"] = np.round(cka_from_grams(own["forget"], ev.ref_grams[("original", "forget")]), 5).tolist()
     _, feats = forward_all(model, ev.x[ev.embed_idx])
+    if any(not torch.isfinite(f).all() or f.abs().max() > 6e4 for f in feats):  # float16 range
+        raise DivergenceError("the unlearned model's features overflow (non-finite or > 6e4): the run diverged; "
+                              "lower the method's learning rate (methods.<name>.lr) and run again")
     arrays = {"feats": [f.cpu().numpy().astype(np.float16) for f in feats], "conf": extra["conf"]}
     return entry, arrays
 

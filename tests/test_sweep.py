@@ -49,11 +49,11 @@ def _env(**extra) -> dict:
 def warm_cache(tmp_path_factory):
     """A store whose cache holds the SMALL scenario's base models and reference evaluation."""
     home = tmp_path_factory.mktemp("sweep-warm")
-    code = ("import json, sys; from engine import runner, store; "
+    code = ("import json, sys, torch; torch.set_num_threads(1); from engine import runner, store; "
             "spec = {'preset': 'digits', 'overrides': json.loads(sys.argv[1])}; "
             "runner.execute('run', spec, store.run_dir('warm', create=True))")
     spec = json.dumps({**SMALL, "method": "ec"})
-    res = subprocess.run([sys.executable, "-c", code, spec], env=_env(ECLAB_HOME=str(home), OMP_NUM_THREADS="2"),
+    res = subprocess.run([sys.executable, "-c", code, spec], env=_env(ECLAB_HOME=str(home), OMP_NUM_THREADS="1"),
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return home / "cache"
@@ -86,12 +86,13 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def pg_url():
     url = os.environ.get("ECLAB_TEST_PG_URL")
+    why = "ECLAB_TEST_PG_URL is unset"
     if url:
         err = _pg_ok(url)
-        if err:
-            pytest.skip(f"ECLAB_TEST_PG_URL is set but the server does not answer: {err}")
-        yield url
-        return
+        if not err:
+            yield url
+            return
+        why = f"ECLAB_TEST_PG_URL={url} does not answer ({err})"
     port = _free_port()
     pgdir = f"/tmp/eclab-pg-test-{port}"  # under /tmp itself: the postgres user must reach it
     env = _env(ECLAB_PG_NO_INSTALL="1", ECLAB_PG_PORT=str(port), ECLAB_PG_DIR=pgdir)
@@ -99,12 +100,12 @@ def pg_url():
     try:
         res = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as err:
-        pytest.skip(f"no PostgreSQL server: .ci/postgres.sh could not run ({err})")
+        pytest.skip(f"no PostgreSQL server: {why}, and .ci/postgres.sh could not run ({err})")
     lines = res.stdout.strip().splitlines()
     if res.returncode != 0 or not lines or _pg_ok(lines[-1]):
         subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, timeout=60)
         shutil.rmtree(pgdir, ignore_errors=True)
-        pytest.skip("no PostgreSQL server: ECLAB_TEST_PG_URL is unset and .ci/postgres.sh could not start one "
+        pytest.skip(f"no PostgreSQL server: {why}, and .ci/postgres.sh could not start one "
                     f"(exit {res.returncode}: {res.stderr.strip()[-300:]})")
     try:
         yield lines[-1]
