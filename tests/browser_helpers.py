@@ -16,6 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from jobs_helpers import wait_for  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "dashboard" / "app.py"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-gpu",
@@ -121,15 +123,7 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, lo
     raise TimeoutError(f"{url} did not answer within {timeout} s ({last})")
 
 
-def wait_until(pred, timeout: float, interval: float = 0.5, what: str = "condition"):
-    end = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+wait_until = wait_for  # one polling helper for all process-level tests (tests/jobs_helpers.py)
 
 
 def settle(page, timeout: float = 60, quiet: float = 1.5, plots: bool = True) -> None:
