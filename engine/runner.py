@@ -19,7 +19,6 @@ from torch import nn
 from . import store
 from .config import (METHOD_NAMES, ConfigError, RunConfig, aux_key, make_config, original_key, retrain_key,
                      stable_hash, validate)
-from .data import DataError
 from .data.datasets import load_dataset
 from .data.splits import Splits, make_pool, make_splits, save_splits, stratified_subsample
 from .embed import embed
@@ -468,5 +467,4 @@ def mean_mid_cka(run: dict, layers: list[str], split: str = "forget", ref: str =
     return float(np.mean(vals)) if vals else None
 
 
-__all__ = ["JOB_KINDS", "prepare", "execute", "config_from_spec", "parse_methods", "mean_mid_cka", "summarize",
-           "DataError"]
+__all__ = ["JOB_KINDS", "prepare", "execute", "config_from_spec", "parse_methods", "mean_mid_cka", "summarize"]
