@@ -113,7 +113,8 @@ class Scenario:
 
 def load_scenario(cfg: RunConfig) -> Scenario:
     device = pick_device(cfg.device)
-    train, test = load_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.download, cfg.data.image_size)
+    train, test = load_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.download, cfg.data.image_size,
+                               seed=cfg.seed)
     pool = make_pool(train, test)
     splits = make_splits(pool.y.numpy(), len(train) if test is not None else None, pool.num_classes,
                          cfg.forget.classes, cfg.forget.random, cfg.seed, cfg.data.test_fraction)
@@ -121,8 +122,15 @@ def load_scenario(cfg: RunConfig) -> Scenario:
                     list(pool.classes), pool.in_channels, pool.image_size)
 
 
-def new_model(sc: Scenario) -> nn.Module:
-    torch.manual_seed(sc.cfg.seed)
+def init_seed(cfg: RunConfig, name: str) -> int:
+    """Seed of a from-scratch model's initial weights and batch order. The retrained oracle gets its
+    own, as a real retraining would: sharing the original's initialisation makes retrain look more
+    like the original than retraining does (measured on teach: see README)."""
+    return cfg.seed if name == "original" else int(stable_hash({"seed": cfg.seed, "model": name}), 16) % 2**31
+
+
+def new_model(sc: Scenario, seed: int | None = None) -> nn.Module:
+    torch.manual_seed(sc.cfg.seed if seed is None else seed)
     m = create_model(sc.cfg.model.arch, sc.num_classes, sc.in_channels, sc.image_size, sc.cfg.model.width)
     m = m.to(sc.device)
     if sc.device.type == "cuda":
@@ -132,7 +140,8 @@ def new_model(sc: Scenario) -> nn.Module:
 
 def _train_from_scratch(sc: Scenario, train_idx: torch.Tensor, name: str, ctx: JobContext) -> nn.Module:
     t = sc.cfg.train
-    model = new_model(sc)
+    seed = init_seed(sc.cfg, name)
+    model = new_model(sc, seed)
     state = LoopState(model=model, x=sc.x, y=sc.y, forget_idx=train_idx[:0], retain_idx=train_idx,
                       num_classes=sc.num_classes, device=sc.device, job=ctx, augment=t.augment)
     method = create_method("retrain", sc.cfg, hp=t)
@@ -142,7 +151,7 @@ def _train_from_scratch(sc: Scenario, train_idx: torch.Tensor, name: str, ctx: J
                   "message": f"training {name}: epoch {epoch + 1}/{t.epochs}, loss {row['losses']['loss']:.3f}"})
 
     run_loop(method, state, epochs=t.epochs, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
-             schedule="cosine", seed=sc.cfg.seed, run_name=name, on_epoch=on_epoch)
+             schedule="cosine", seed=seed, run_name=name, on_epoch=on_epoch)
     return model.eval()
 
 

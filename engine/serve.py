@@ -1,7 +1,8 @@
 """`python -m engine serve`: what `make run` starts.
 
-A worker (unless one is alive on this home), the default digits comparison queued on the first
-start (so the pages fill in while you look), and `streamlit run dashboard/app.py` bound to
+A worker (unless one is alive on this home), the default comparisons queued on the first start
+(`teach`, where superficial forgetting is plain to see, then `digits`, real handwriting; the pages
+fill in while you look), and `streamlit run dashboard/app.py` bound to
 localhost. Ctrl-C stops the server and the worker this command started.
 """
 from __future__ import annotations
@@ -14,17 +15,21 @@ import sys
 from .store import PROJECT_ROOT, home
 
 
-def default_compare_spec() -> dict:
-    return {"preset": "digits", "overrides": {}}
+# queued in this order on the first start: the worker takes the oldest job first
+DEFAULT_PRESETS = ("teach", "digits")
 
 
-def queue_default_if_empty() -> str | None:
-    """Queue the default comparison when the store has no comparison yet; returns its job id."""
+def default_compare_specs() -> list[dict]:
+    return [{"preset": p, "overrides": {}} for p in DEFAULT_PRESETS]
+
+
+def queue_defaults_if_empty() -> list[str]:
+    """Queue the default comparisons when the store has no comparison yet; returns their job ids."""
     from . import api
     jobs = api.list_jobs(kinds=["compare"], limit=50)
     if any(j["state"] in ("queued", "running", "done") for j in jobs):
-        return None
-    return api.submit("compare", default_compare_spec())["id"]
+        return []
+    return [api.submit("compare", spec)["id"] for spec in default_compare_specs()]
 
 
 def cmd_serve(args) -> int:
@@ -37,9 +42,10 @@ def cmd_serve(args) -> int:
         worker = subprocess.Popen([sys.executable, "-m", "engine", "worker"], stdout=log, stderr=log,
                                   cwd=PROJECT_ROOT)
         print(f"started a worker (pid {worker.pid}, log {root / 'worker.log'})")
-    job = queue_default_if_empty()
-    if job:
-        print(f"queued the default digits comparison as job {job}; the pages fill in as it runs (about a minute)")
+    jobs = queue_defaults_if_empty()
+    if jobs:
+        print(f"queued the default comparisons ({', '.join(DEFAULT_PRESETS)}) as jobs {', '.join(jobs)}; "
+              f"the pages fill in as they run (about a minute each)")
     print(f"EC Lab: http://{args.address}:{args.port}  (run store: {root})")
     cmd = [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "dashboard" / "app.py"),
            "--server.address", args.address, "--server.port", str(args.port), "--server.headless", "true",

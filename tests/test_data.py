@@ -149,7 +149,7 @@ def _denorm(ds: ArrayDataset) -> torch.Tensor:
 
 
 def test_dataset_names():
-    assert DATASETS == ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder")
+    assert DATASETS == ("digits", "teach", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder")
 
 
 def test_digits_loads_normalised():

@@ -22,6 +22,7 @@ Nothing is downloaded unless `download=True`. Notes on the file formats:
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import pickle
@@ -34,7 +35,7 @@ import torch
 
 from engine.data import DataError
 
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder")
+DATASETS = ("digits", "teach", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder")
 
 _ALIASES = {
     "fashion_mnist": "fashion-mnist",
@@ -113,12 +114,13 @@ def load_dataset(
     data_dir: str | os.PathLike | None = None,
     download: bool = False,
     image_size: int | None = None,
+    seed: int = 0,
 ) -> tuple[ArrayDataset, ArrayDataset | None]:
     """Load a data set into memory: returns (train, test); test is None without an official split.
 
     `image_size`: imagefolder images are resized to image_size x image_size (default 32). For the
     built-in data sets None keeps the native size (8, 28 or 32); another value resizes them
-    (bilinear, antialiased).
+    (bilinear, antialiased). `seed` only matters for the generated `teach` data set.
     """
     key = str(name).strip().lower()
     key = _ALIASES.get(key, key)
@@ -131,6 +133,8 @@ def load_dataset(
 
     if key == "digits":
         return _load_digits(image_size), None
+    if key == "teach":
+        return _load_teach(seed, image_size)
     if key == "imagefolder":
         if data_dir is None or str(data_dir).strip() == "":
             raise DataError(
@@ -202,6 +206,21 @@ def _load_digits(image_size):
     y = np.asarray(d.target, dtype=np.int64)
     train, _ = _finish(x, y, None, None, [str(i) for i in range(10)], image_size)
     return train
+
+
+def _load_teach(seed: int, image_size):
+    from engine.data.synthetic import TeachSpec, class_names
+
+    spec = TeachSpec()
+    train_x, train_y, test_x, test_y = _generate_cached(spec, seed)
+    # copies: _finish normalises in place, the cached arrays must stay as generated
+    return _finish(torch.tensor(train_x), train_y, torch.tensor(test_x), test_y, class_names(spec), image_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _generate_cached(spec, seed: int):
+    from engine.data.synthetic import generate  # a few seconds per seed: once per process
+    return generate(spec, seed)
 
 
 # ----------------------------------------------------------------------------- MNIST family
