@@ -85,3 +85,23 @@ def test_missing_dataset_names_the_layout_and_the_flag(tmp_path):
     # the preset flag is given twice on purpose: the last one wins in argparse
     assert proc.returncode != 0
     assert "--download" in proc.stderr and "MNIST" in proc.stderr
+
+
+@pytest.mark.slow
+def test_teach_comparison_end_to_end(tmp_path):
+    """The synthetic teach preset runs the whole comparison (small epochs); its scenario says what it is
+    and its retrained oracle, which never saw the class's motif, is further from the original inside
+    than the original is from itself."""
+    out = tmp_path / "out"
+    proc = _compare(out, tmp_path / "home", "--preset", "teach", "--methods", "rl,ec",
+                    "--set", "methods.rl.epochs=1", "--set", "methods.ec.epochs=1", "--set", "eval.umap=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    sc = res["scenario"]
+    assert sc["preset"] == "teach" and sc["dataset"] == "teach"
+    assert sc["n_train"] == 3000 and sc["n_test"] == 400 and sc["n_forget"] == 300
+    assert sc["class_names"][3] == "108deg-2.6px"
+    assert list(res["runs"]) == ["original", "retrain", "rl", "ec"]
+    assert res["runs"]["retrain"]["metrics"]["forget_acc"] < 0.05
+    assert res["runs"]["original"]["metrics"]["forget_acc"] > 0.5
+    assert mean_mid_cka(res["runs"]["retrain"], res["layers"]) < 0.99
