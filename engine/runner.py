@@ -124,8 +124,8 @@ def load_scenario(cfg: RunConfig) -> Scenario:
 
 def init_seed(cfg: RunConfig, name: str) -> int:
     """Seed of a from-scratch model's initial weights and batch order. The retrained oracle gets its
-    own, as a real retraining would: sharing the original's initialisation makes retrain look more
-    like the original than retraining does (measured on teach: see README)."""
+    own, as a real retraining would: a shared initialisation would credit retrain with similarity
+    to the original that comes from the starting point, not from the data."""
     return cfg.seed if name == "original" else int(stable_hash({"seed": cfg.seed, "model": name}), 16) % 2**31
 
 
