@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from . import data, figures, logic
+from . import data, figures, logic, text
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 RESULTS_KEY = "results_job"
@@ -150,12 +150,18 @@ def require_results() -> tuple[dict, dict] | None:
     try:
         res = data.results(job)
     except Exception as err:
-        st.error(f"Could not read the results of job `{job['id']}`: {err}")
+        damaged_card(job["id"], err)
         return None
     if not res:
-        st.error(f"Job `{job['id']}` is done but has no results.json; rerun it from the Launch page.")
+        st.error(f"Job {text.code(job['id'])} is done but has no results.json; rerun it from the Launch page.")
         return None
     return job, res
+
+
+def damaged_card(job_id: str, err) -> None:
+    """A results file that is corrupt or has the wrong types: say so, name the job, never raise."""
+    st.error(f"This run's results are damaged: rerun it. Job {text.code(job_id)}: {text.code(err)}",
+             icon=":material/broken_image:")
 
 
 def empty_state(all_jobs: list[dict]) -> None:

@@ -36,6 +36,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
+from . import results as results_schema
 from . import store
 from .config import ConfigError, apply_sets
 from .events import Cancelled, JobContext
@@ -449,10 +450,11 @@ def _check_file_name(name: str) -> str:
 
 def load_results(job_id: str) -> dict | None:
     """results.json of the job (or of the job it was cached from); None when there is none.
-    A corrupt file raises store.CheckpointError naming it."""
+    A corrupt file, or one with the wrong types, raises engine.results.ResultsError (a
+    store.CheckpointError) naming it."""
     _check_job_id(job_id)
     path = _result_path(job_id, "results.json")
-    return None if path is None else store.load_json(path)
+    return None if path is None else results_schema.load(path)
 
 
 def load_arrays(job_id: str, name: str = "arrays.npz") -> dict | None:
@@ -1154,7 +1156,7 @@ def _age(t: float | None, now: float | None = None) -> str:
 def _cmd_jobs(args) -> int:
     jobs = list_jobs(limit=args.limit, states=args.state)
     if args.json:
-        print(json.dumps(jobs, indent=1, default=str))
+        print(json.dumps(store.json_safe(jobs), indent=1, default=str, allow_nan=False))
         return 0
     if not jobs:
         print("no jobs")
@@ -1222,8 +1224,9 @@ def _cmd_show(args) -> int:
         except store.CheckpointError as err:
             print(f"warning: {err}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"job": job, "events": events, "headline": headline(results) if results else None},
-                         indent=1, default=str))
+        print(json.dumps(store.json_safe({"job": job, "events": events,
+                                          "headline": headline(results) if results else None}),
+                         indent=1, default=str, allow_nan=False))
         return 0
     now = time.time()
     print(f"job       {job['id']}")

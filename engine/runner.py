@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import results as results_schema
 from . import store
 from .config import (METHOD_NAMES, ConfigError, RunConfig, aux_key, make_config, original_key, retrain_key,
                      stable_hash, validate)
@@ -362,6 +363,7 @@ def _finish_runs(sc: Scenario, ev: EvalSet, bases: Bases, refs: dict, ref_arrays
             flat[f"umap__{name}"] = c
     results_json = {"kind": kind, "scenario": sc.info(), "layers": list(ev.points), "config": cfg.model_dump(),
                     "embedding": method, "base_seconds": bases.seconds, "runs": runs}
+    results_schema.check(results_json)  # the readers' schema: never write what they would refuse
     store.atomic_save_npz(run_dir / "arrays.npz", flat)
     save_splits(sc.splits, run_dir / "splits.npz")
     store.atomic_write_json(run_dir / "results.json", results_json)
@@ -404,7 +406,7 @@ def run_compare(cfg: RunConfig, methods: list[str], run_dir: Path, ctx: JobConte
 def run_embed(spec: dict, run_dir: Path, ctx: JobContext) -> dict:
     """UMAP of another layer for a finished job's runs, on shared axes; writes embed__LAYER.npz."""
     source = store.run_dir(spec["job"])
-    results = store.load_json(source / "results.json")
+    results = results_schema.load(source / "results.json")
     layer = spec["layer"]
     if layer not in results["layers"]:
         raise ConfigError("layer", f"{layer!r} is not a supervision point of that run ({', '.join(results['layers'])})")

@@ -89,6 +89,18 @@ def _jsonable(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
+def json_safe(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float replaced by None: strict JSON (what `--json` prints
+    for other programs) has neither; results.json itself keeps NaN for the engine's own readers."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
 def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     return _atomic(path, lambda fh: np.savez_compressed(fh, **arrays))
 

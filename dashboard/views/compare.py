@@ -7,9 +7,12 @@ from dashboard import data, figures, logic, widgets
 
 st.title("Compare")
 all_jobs = data.jobs()
-rows = data.all_run_rows(all_jobs)
+rows, damaged = data.all_run_rows(all_jobs)
+for job_id, err in damaged:
+    widgets.damaged_card(job_id, err)
 if not rows:
-    widgets.empty_state(all_jobs)
+    if not damaged:
+        widgets.empty_state(all_jobs)
     st.stop()
 
 st.caption("Every run of every finished job. Click a column header to sort; filter below. "
@@ -104,7 +107,11 @@ pick = st.selectbox("Run", ids, index=ids.index(default), key="cmp_pick",
                                           f"{by_id[i]['forget']} · job {by_id[i]['job']}")
 row = by_id[pick]
 job = next((j for j in all_jobs if j["id"] == row["job"]), None)
-res = data.results(job) if job else None
+try:
+    res = data.results(job) if job else None
+except Exception as err:  # damaged since the table was read
+    widgets.damaged_card(row["job"], err)
+    st.stop()
 if not res:
     st.warning("The results of this run's job are no longer readable.")
     st.stop()

@@ -289,7 +289,7 @@ def final(job: dict) -> None:
     try:
         res = data.results(job)
     except Exception as err:
-        st.error(f"Could not read the results of job `{job['id']}`: {err}")
+        widgets.damaged_card(job["id"], err)
         return
     if not res:
         st.warning("This job is done but wrote no results.")

@@ -19,7 +19,7 @@ if job is None:
 try:
     res = data.results(job)
 except Exception as err:
-    st.error(f"Could not read the results of job `{job['id']}`: {err}")
+    widgets.damaged_card(job["id"], err)
     st.stop()
 if not res:
     st.error(f"Job `{job['id']}` has no results.")
