@@ -1,14 +1,22 @@
 """User-controlled strings as plain text inside Streamlit markdown and HTML.
 
-Job ids from the address bar, run names and class names from results files, error messages that
-quote a user's value: none of them may turn into a link, an image, HTML, emphasis, a colour or
+Job ids from the address bar, run names, layer and class names from results files, error messages
+that quote a user's value: none of them may turn into a link, an image, HTML, emphasis, a colour or
 icon directive or LaTeX. Pure functions (no Streamlit), one per context:
 
-    md(s)    inside running markdown text: every ASCII punctuation character backslash-escaped
-             (CommonMark renders an escaped punctuation character as itself, and an escape also
-             breaks GFM's bare-URL autolinks such as http://x or www.x.y)
-    code(s)  as an inline code span whose fence is longer than any backtick run in s, so nothing
-             inside is interpreted and the text reads verbatim (ids, error messages)
+    md(s)    inside running markdown text. Ordinary prose reads unchanged (an error message such
+             as "forget.classes [12] do not exist: ..." stays as it is); what would start markup is
+             neutralised. Backslash escapes (CommonMark shows an escaped punctuation character as
+             itself) for what the parser reads:
+               \\ ` * _ ~ $ | # <           emphasis, code, math, tables, headings, HTML, <...> autolinks
+               "](" and "]["               link and image syntax ("[12]" alone is harmless)
+               a leading "-", "+", ">", "1."  lists and quotes
+             and an invisible WORD JOINER (U+2060) where GFM and Streamlit find patterns in the
+             text after parsing, where an escape is already undone:
+               ":" before a non-space      http://x autolinks, :material/x: icons, :red[x] directives
+               "www." and "@"              bare-domain and e-mail autolinks
+    code(s)  an inline code span whose fence is longer than any backtick run in s: nothing inside
+             is interpreted and the text reads verbatim (ids, option=value pairs)
     html(s)  inside st.html: HTML-escaped, quotes included
 """
 from __future__ import annotations
@@ -16,7 +24,11 @@ from __future__ import annotations
 import html as _html
 import re
 
-_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+_MARKUP = re.compile(r"([\\`*~$|#<]|(?<!\w)_|_(?!\w))")  # intraword "_" (forget_acc) starts nothing
+_LINK = re.compile(r"\](?=[(\[])")
+_JOIN = re.compile(r"(?i)(:(?=\S)|@|(?<![\w.])www(?=\.))")
+WJ = "\u2060"  # WORD JOINER: zero width, breaks a pattern without showing
+_LEADING = re.compile(r"^(\s*)([-+>]|\d+(?=[.)]))")
 _TICKS = re.compile(r"`+")
 
 
@@ -25,7 +37,14 @@ def _one_line(s) -> str:
 
 
 def md(s) -> str:
-    return _PUNCT.sub(r"\\\1", _one_line(s))
+    s = _MARKUP.sub(r"\\\1", _one_line(s))
+    s = _LINK.sub(r"]\\", s)
+    s = _JOIN.sub(lambda m: m.group(0) + WJ, s)
+    m = _LEADING.match(s)
+    if m:
+        marker = m.group(2)
+        s = m.group(1) + (marker + "\\" if marker[0].isdigit() else "\\" + marker) + s[m.end():]
+    return s
 
 
 def code(s) -> str:
