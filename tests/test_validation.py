@@ -159,10 +159,8 @@ def test_show_json_prints_null_for_nan(full, capsys):
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    h = (tmp_path / "home").resolve()
-    h.mkdir()
-    monkeypatch.setenv("ECLAB_HOME", str(h))
-    return h
+    monkeypatch.setenv("ECLAB_HOME", str(tmp_path / "home"))
+    return store.home()  # an empty run store (created by the store itself)
 
 
 @pytest.mark.parametrize("args, option", [
