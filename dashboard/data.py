@@ -103,8 +103,8 @@ def _results(home_dir: str, job_id: str, finished) -> dict | None:
 
 
 def results(job: Mapping) -> dict | None:
-    """results.json of a done job (cached); None when it has none. Corrupt files raise
-    engine.store.CheckpointError with a readable message."""
+    """results.json of a done job (cached); None when it has none. Corrupt files and files with
+    the wrong types raise engine.store.CheckpointError with a readable message."""
     return _results(home(), job["id"], jt(job, "finished"))
 
 
@@ -147,16 +147,21 @@ def all_results(all_jobs: list[dict]) -> list[tuple[dict, dict]]:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _all_rows(home_dir: str, keys: tuple) -> list[dict]:
-    items = []
+def _all_rows(home_dir: str, keys: tuple) -> tuple[list[dict], list[tuple[str, str]]]:
+    items, damaged = [], []
     for job_id, kind, finished in keys:
-        res = _results(home_dir, job_id, finished)
+        try:
+            res = _results(home_dir, job_id, finished)
+        except Exception as err:  # one damaged file must not hide every other run
+            damaged.append((job_id, str(err)))
+            continue
         if res:
             items.append(({"id": job_id, "kind": kind, "finished_at": finished}, res))
-    return logic.all_run_rows(items)
+    return logic.all_run_rows(items), damaged
 
 
-def all_run_rows(all_jobs: list[dict]) -> list[dict]:
+def all_run_rows(all_jobs: list[dict]) -> tuple[list[dict], list[tuple[str, str]]]:
+    """(rows of every readable done run/compare job, [(job id, error)] of the damaged ones)."""
     keys = tuple((j["id"], j.get("kind"), jt(j, "finished")) for j in done_result_jobs(all_jobs))
     return _all_rows(home(), keys)
 

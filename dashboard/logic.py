@@ -436,8 +436,9 @@ def check_spec(spec: Mapping):
 
 def error_text(err: Exception) -> str:
     """'Invalid option: `ec.weights` are all zero: give at least one ... (Set by the layer-weight sliders.)'."""
+    from dashboard.text import code, md
     option = getattr(err, "option", "") or ""
-    msg = str(err)
+    msg = md(str(err))  # it may quote what the user typed: plain text, never markup
     if option and msg.startswith(option + ":"):
         msg = msg[len(option) + 1:].strip()
     elif option and msg.startswith(option + " "):
@@ -445,7 +446,7 @@ def error_text(err: Exception) -> str:
     if not option:
         return msg
     sep = ": " if msg[:1].isupper() else " "
-    text = f"Invalid option: `{option}`{sep}{msg}".rstrip(".") + "."
+    text = f"Invalid option: {code(option)}{sep}{msg}".rstrip(".") + "."
     control = OPTION_CONTROLS.get(option)
     if control:
         text += f" (Set by {control}.)"

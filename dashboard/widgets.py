@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from . import data, figures, logic
+from . import data, figures, logic, text
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 RESULTS_KEY = "results_job"
@@ -101,7 +101,7 @@ def sidebar() -> None:
             else:
                 st.caption("Start one with `python -m engine worker`.")
             if st.session_state.get("_worker_error"):
-                st.caption(f"Could not start a worker: {st.session_state['_worker_error']}")
+                st.caption(f"Could not start a worker: {text.md(st.session_state['_worker_error'])}")
         active = [j for j in all_jobs if j.get("state") in logic.ACTIVE_STATES]
         if active:
             st.caption(f"{len(active)} job(s) queued or running")
@@ -111,17 +111,17 @@ def sidebar() -> None:
                 res = data.results(job)
             except Exception:
                 res = None
-            lines = [f"Job `{job['id']}` ({job.get('kind')})"]
+            lines = [f"Job {text.code(job['id'])} ({job.get('kind')})"]
             if res:
                 s = res.get("scenario") or {}
-                lines += [logic.scenario_line(res),
+                lines += [text.md(logic.scenario_line(res)),
                           f"{s.get('n_forget', '?')} forget / {s.get('n_retain', '?')} retain samples"]
             st.caption("**Scenario**  \n" + "  \n".join(lines))
         watched = st.query_params.get("job")
         if watched:
             wj = data.get_job(watched)
             if wj is not None:
-                st.caption(f"**Watching job** `{wj['id']}`  \n{logic.job_label(wj)} · {wj['state']}")
+                st.caption(f"**Watching job** {text.code(wj['id'])}  \n{text.md(logic.job_label(wj))} · {wj['state']}")
 
 
 # -- page guards ---------------------------------------------------------------------------------
@@ -145,17 +145,23 @@ def require_results() -> tuple[dict, dict] | None:
                     f"{100 * (newest.get('progress') or 0):.0f}% ({newest.get('stage') or 'waiting'}). "
                     "These pages show the newest finished one until then.", icon=":material/hourglass_top:")
         elif newest["state"] == "failed":
-            st.warning(f"The newest comparison (job `{newest['id']}`) failed: {newest.get('error') or 'no message'}",
+            st.warning(f"The newest comparison (job `{newest['id']}`) failed: {text.md(newest.get('error') or 'no message')}",
                        icon=":material/error:")
     try:
         res = data.results(job)
     except Exception as err:
-        st.error(f"Could not read the results of job `{job['id']}`: {err}")
+        damaged_card(job["id"], err)
         return None
     if not res:
-        st.error(f"Job `{job['id']}` is done but has no results.json; rerun it from the Launch page.")
+        st.error(f"Job {text.code(job['id'])} is done but has no results.json; rerun it from the Launch page.")
         return None
     return job, res
+
+
+def damaged_card(job_id: str, err) -> None:
+    """A results file that is corrupt or has the wrong types: say so, name the job, never raise."""
+    st.error(f"This run's results are damaged: rerun it. Job {text.code(job_id)}: {text.md(err)}",
+             icon=":material/broken_image:")
 
 
 def empty_state(all_jobs: list[dict]) -> None:
@@ -164,7 +170,7 @@ def empty_state(all_jobs: list[dict]) -> None:
                    and j.get("state") in logic.ACTIVE_STATES), None)
     if active is not None:
         what = "the default comparison" if active["kind"] == "compare" else logic.job_label(active)
-        st.subheader(f"Computing {what}…")
+        st.subheader(f"Computing {text.md(what)}…")
         st.caption("The pages fill in as soon as the first results are written. You can close this tab: "
                    "the work runs in the background worker.")
         _computing_fragment(active["id"])
@@ -174,7 +180,7 @@ def empty_state(all_jobs: list[dict]) -> None:
     failed = next((j for j in all_jobs if j.get("kind") in ("compare", "run")), None)
     if failed is not None and failed.get("state") in ("failed", "cancelled"):
         if failed["state"] == "failed":
-            st.error(f"The last {failed['kind']} job (`{failed['id']}`) failed: {failed.get('error') or 'no message'}",
+            st.error(f"The last {failed['kind']} job (`{failed['id']}`) failed: {text.md(failed.get('error') or 'no message')}",
                      icon=":material/error:")
         else:
             st.warning(f"The last {failed['kind']} job (`{failed['id']}`) was cancelled.")
@@ -225,7 +231,7 @@ def progress_block(job: dict, events: list[dict] | None = None) -> None:
 
 def job_error(job: dict) -> None:
     if job.get("state") == "failed":
-        st.error(f"Job `{job['id']}` failed: {job.get('error') or 'no message recorded'}", icon=":material/error:")
+        st.error(f"Job `{job['id']}` failed: {text.md(job.get('error') or 'no message recorded')}", icon=":material/error:")
     elif job.get("state") == "cancelled":
         st.warning(f"Job `{job['id']}` was cancelled.")
 

@@ -7,15 +7,33 @@ import sys
 import time
 from pathlib import Path
 
-from .config import apply_sets, option_table
+from .config import ConfigError, apply_sets, option_table
 from .events import JobContext
 
 
+def parse_classes(text: str) -> list[int]:
+    """`--forget-classes 3,5` -> [3, 5]; ConfigError naming forget.classes for "" or "a"."""
+    parts = [c.strip() for c in str(text).split(",") if c.strip()]
+    if not parts:  # never the default class in silence
+        raise ConfigError("forget.classes", "is empty: name at least one class, e.g. --forget-classes 3 or 3,5")
+    try:
+        return [int(c) for c in parts]
+    except ValueError:
+        raise ConfigError("forget.classes", f"give class ids separated by commas, e.g. 3,5 (got {text!r})") from None
+
+
+def add_set_flag(p: argparse.ArgumentParser) -> None:
+    """The one `--set` of every command: repeatable, each taking one or more KEY=VALUE."""
+    p.add_argument("--set", dest="sets", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override any option, e.g. --set ec.tau=0.5 ec.weights=1,1,0.5,1 (see `options`)")
+
+
 def scenario_overrides(args) -> dict:
-    """Overrides from the scenario flags shared by compare / submit / sweep."""
+    """Overrides from the scenario flags shared by compare / submit / sweep: the flags first, then
+    every --set on top (so `compare` and `submit` read the same command line the same way)."""
     over: dict = {}
-    if getattr(args, "forget_classes", None):
-        over["forget"] = {"classes": [int(c) for c in str(args.forget_classes).split(",") if c.strip()]}
+    if getattr(args, "forget_classes", None) is not None:
+        over["forget"] = {"classes": parse_classes(args.forget_classes)}
     if getattr(args, "forget_random", None) is not None:
         over["forget"] = {"random": args.forget_random}
     if getattr(args, "seed", None) is not None:
@@ -26,7 +44,7 @@ def scenario_overrides(args) -> dict:
         over.setdefault("data", {})["data_dir"] = args.data_dir
     if getattr(args, "download", False):
         over.setdefault("data", {})["download"] = True
-    return apply_sets(over, getattr(args, "set", None) or [])
+    return apply_sets(over, getattr(args, "sets", None) or [])
 
 
 def add_scenario_flags(p: argparse.ArgumentParser) -> None:
@@ -38,8 +56,7 @@ def add_scenario_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default auto: CUDA, then MPS, then CPU")
     p.add_argument("--data-dir", help="where downloadable data sets live ($ECLAB_DATA, ~/.cache/eclab/data)")
     p.add_argument("--download", action="store_true", help="download the data set if it is missing")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any option, e.g. --set ec.tau=0.5 --set ec.weights=1,1,0.5,1 (see `options`)")
+    add_set_flag(p)
 
 
 class PrintingContext(JobContext):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from typing import Any, Literal
 
@@ -136,8 +137,8 @@ class ScrubConfig(MethodConfig):
     lr: float = Field(0.001, gt=0, le=10)  # 0.01 collapsed the model (retain 0.18)
     temperature: float = Field(4.0, gt=0, le=100)
     max_epochs: int = Field(1, ge=0, le=1000)  # epochs (from the start) that also do max-steps
-    gamma: float = Field(1.0, ge=0)  # weight of retain CE in min-steps
-    alpha: float = Field(1.0, ge=0)  # weight of retain KL in min-steps
+    gamma: float = Field(1.0, ge=0, le=100)  # weight of retain CE in min-steps
+    alpha: float = Field(1.0, ge=0, le=100)  # weight of retain KL in min-steps
 
 
 class BoundaryShrinkConfig(MethodConfig):
@@ -148,8 +149,8 @@ class CUConfig(MethodConfig):
     # 5 epochs left class 0 half-forgotten with retain 0.76; 10 epochs at lr 0.01 keeps retain ~1.0
     epochs: int = Field(10, ge=1, le=1000)
     tau: float = Field(0.7, gt=0, le=100)
-    lambda_cu: float = Field(3.0, ge=0)
-    lambda_ce: float = Field(1.0, ge=0)
+    lambda_cu: float = Field(3.0, ge=0, le=1000)  # bounded like ec.lambda_cu
+    lambda_ce: float = Field(1.0, ge=0, le=1000)
 
 
 class ECMethodConfig(MethodConfig):
@@ -186,6 +187,8 @@ class ECConfig(_Strict):
     @model_validator(mode="after")
     def _weights(self):
         if self.weights is not None:
+            if not all(math.isfinite(w) for w in self.weights):  # NaN slips past every comparison
+                raise ValueError(f"ec.weights must be finite numbers (got {self.weights})")
             if any(w < 0 for w in self.weights):
                 raise ValueError("ec.weights must all be >= 0")
             if not any(w > 0 for w in self.weights):

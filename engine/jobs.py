@@ -36,8 +36,10 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
+from . import results as results_schema
 from . import store
-from .config import ConfigError, apply_sets
+from .compare import add_set_flag, scenario_overrides
+from .config import ConfigError
 from .events import Cancelled, JobContext
 
 JOB_KINDS = ("run", "compare", "base", "embed")  # mirrors engine.runner.JOB_KINDS (checked at submit)
@@ -449,10 +451,11 @@ def _check_file_name(name: str) -> str:
 
 def load_results(job_id: str) -> dict | None:
     """results.json of the job (or of the job it was cached from); None when there is none.
-    A corrupt file raises store.CheckpointError naming it."""
+    A corrupt file, or one with the wrong types, raises engine.results.ResultsError (a
+    store.CheckpointError) naming it."""
     _check_job_id(job_id)
     path = _result_path(job_id, "results.json")
-    return None if path is None else store.load_json(path)
+    return None if path is None else results_schema.load(path)
 
 
 def load_arrays(job_id: str, name: str = "arrays.npz") -> dict | None:
@@ -903,6 +906,8 @@ class Worker:
             for job_id, state in recover_stale(by=self.id):
                 self.say(f"job {job_id} of a stopped worker -> {state}")
             _sweep_trash()
+            for tmp in store.remove_stale_tmp(home / "cache"):  # left by a worker killed mid-write
+                self.say(f"removed a stale temporary file {tmp}")
             try:  # import before the warm-up thread does, so both never import the runner at once
                 _runner()
             except Exception as err:
@@ -1058,8 +1063,7 @@ def add_commands(sub) -> None:
     grp.add_argument("--forget-random", type=float, metavar="P", help="share of training samples to forget")
     p.add_argument("--seed", type=int)
     p.add_argument("--methods", metavar="M[,M...]", help="methods of a compare job (default: all)")
-    p.add_argument("--set", dest="sets", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="any option, e.g. --set ec.tau=0.5 ec.weights=1,0.5,0.5,1")
+    add_set_flag(p)
     p.add_argument("--job", help="embed: the job whose results to embed")
     p.add_argument("--layer", help="embed: the supervision point")
     p.add_argument("--start-worker", action="store_true", help="start a background worker if none is running")
@@ -1094,20 +1098,9 @@ def build_spec(args) -> dict:
         if not args.job or not args.layer:
             raise ConfigError("job", "an embed job needs --job ID and --layer NAME")
         return {"job": args.job, "layer": args.layer}
-    overrides = apply_sets({}, args.sets or [])
+    overrides = scenario_overrides(args)  # the same flags and --set parsing as `compare`
     if args.method:
         overrides["method"] = args.method
-    if args.forget_classes is not None:
-        try:
-            classes = [int(c) for c in str(args.forget_classes).split(",") if c.strip()]
-        except ValueError:
-            raise ConfigError("forget.classes", f"give class ids separated by commas, e.g. 3,5 "
-                                                f"(got {args.forget_classes!r})") from None
-        overrides["forget"] = {"classes": classes}
-    elif args.forget_random is not None:
-        overrides["forget"] = {"random": args.forget_random}
-    if args.seed is not None:
-        overrides["seed"] = args.seed
     spec: dict = {"preset": args.preset, "overrides": overrides}
     if args.methods:
         if args.kind != "compare":
@@ -1154,7 +1147,7 @@ def _age(t: float | None, now: float | None = None) -> str:
 def _cmd_jobs(args) -> int:
     jobs = list_jobs(limit=args.limit, states=args.state)
     if args.json:
-        print(json.dumps(jobs, indent=1, default=str))
+        print(json.dumps(store.json_safe(jobs), indent=1, default=str, allow_nan=False))
         return 0
     if not jobs:
         print("no jobs")
@@ -1222,8 +1215,9 @@ def _cmd_show(args) -> int:
         except store.CheckpointError as err:
             print(f"warning: {err}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"job": job, "events": events, "headline": headline(results) if results else None},
-                         indent=1, default=str))
+        print(json.dumps(store.json_safe({"job": job, "events": events,
+                                          "headline": headline(results) if results else None}),
+                         indent=1, default=str, allow_nan=False))
         return 0
     now = time.time()
     print(f"job       {job['id']}")

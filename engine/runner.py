@@ -16,11 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import results as results_schema
 from . import store
 from .config import (METHOD_NAMES, ConfigError, RunConfig, aux_key, make_config, original_key, retrain_key,
                      stable_hash, validate)
 from .data.datasets import load_dataset
-from .data.splits import Splits, make_pool, make_splits, save_splits, stratified_subsample
+from .data import DataError
+from .data.splits import (Splits, known_train_size, make_pool, make_splits, random_forget_count, save_splits,
+                          stratified_subsample)
 from .embed import embed
 from .evaluate import EvalSet, avg_gap, epoch_probe, evaluate, forward_all, prepare_references, predict
 from .events import JobContext
@@ -56,7 +59,11 @@ def parse_methods(methods) -> list[str]:
         raise ConfigError("methods", f"unknown method(s) {', '.join(bad)}; choose from {', '.join(METHOD_NAMES)}")
     if not methods:
         raise ConfigError("methods", "is empty: name at least one method")
-    return [m for m in dict.fromkeys(methods) if m != "retrain"]  # retrain is always the reference row
+    methods = [m for m in dict.fromkeys(methods) if m != "retrain"]  # retrain is always the reference row
+    if not methods:
+        raise ConfigError("methods", "lists only retrain, which every comparison has as its reference row: "
+                                     "add an unlearning method, e.g. --methods ec,ft")
+    return methods
 
 
 def prepare(kind: str, spec: dict) -> tuple[dict, str]:
@@ -71,10 +78,24 @@ def prepare(kind: str, spec: dict) -> tuple[dict, str]:
         norm = {"job": job, "layer": layer}
         return norm, stable_hash({"kind": kind, **norm})
     cfg = config_from_spec(spec)
+    check_forget_size(cfg)
     norm: dict = {"config": cfg.model_dump()}
     if kind == "compare":
         norm["methods"] = parse_methods(spec.get("methods"))
     return norm, stable_hash({"kind": kind, **norm, "config": _hashable(cfg)})
+
+
+def check_forget_size(cfg: RunConfig) -> None:
+    """Refuse (before queueing) a forget.random share that selects no sample, or every sample, of
+    the training split; the worker's make_splits would only fail on it later."""
+    if cfg.forget.random is None:
+        return
+    n = known_train_size(cfg.data.dataset, cfg.data.test_fraction, cfg.seed)
+    if n is not None:
+        try:
+            random_forget_count(cfg.forget.random, n)
+        except DataError as err:
+            raise ConfigError("forget.random", str(err)) from None
 
 
 def _hashable(cfg: RunConfig) -> dict:
@@ -157,38 +178,39 @@ def _train_from_scratch(sc: Scenario, train_idx: torch.Tensor, name: str, ctx: J
 
 def cached_model(sc: Scenario, key: str, name: str, train_idx: torch.Tensor, ctx: JobContext) -> tuple[nn.Module, bool]:
     """The trained model for `key`, from the cache or trained now (then cached). Returns (model, hit)."""
-    folder = store.cache_dir(key)
-    path = folder / "model.safetensors"
-    if path.exists():
-        model = new_model(sc)
-        store.load_state_strict(model, path)
-        ctx.emit({"type": "stage", "stage": name, "name": name, "fraction": 1.0, "message": f"{name}: cached ({key})"})
-        return model.eval(), True
-    ctx.emit({"type": "stage", "stage": name, "name": name, "fraction": 0.0,
-              "message": f"training {name} on {len(train_idx)} samples ({sc.cfg.train.epochs} epochs)"})
-    t0 = time.perf_counter()
-    model = _train_from_scratch(sc, train_idx, name, ctx)
-    store.atomic_save_safetensors(path, model.state_dict(), {"key": key, "name": name})
-    store.atomic_write_json(folder / "meta.json", {"name": name, "key": key, "seconds": time.perf_counter() - t0,
-                                                   "config": sc.cfg.model_dump()})
-    return model, False
+    with store.cache_lock(key, wait=ctx.check) as folder:  # a second worker waits, then loads this one's
+        path = folder / "model.safetensors"
+        if path.exists():
+            model = new_model(sc)
+            store.load_state_strict(model, path)
+            ctx.emit({"type": "stage", "stage": name, "name": name, "fraction": 1.0,
+                      "message": f"{name}: cached ({key})"})
+            return model.eval(), True
+        ctx.emit({"type": "stage", "stage": name, "name": name, "fraction": 0.0,
+                  "message": f"training {name} on {len(train_idx)} samples ({sc.cfg.train.epochs} epochs)"})
+        t0 = time.perf_counter()
+        model = _train_from_scratch(sc, train_idx, name, ctx)
+        store.atomic_save_safetensors(path, model.state_dict(), {"key": key, "name": name})
+        store.atomic_write_json(folder / "meta.json", {"name": name, "key": key, "seconds": time.perf_counter() - t0,
+                                                       "config": sc.cfg.model_dump()})
+        return model, False
 
 
 def cached_aux(sc: Scenario, original: nn.Module, ctx: JobContext) -> AuxModules:
     ec = sc.cfg.ec
-    folder = store.cache_dir(aux_key(sc.cfg))
-    path = folder / "aux.safetensors"
     train_idx = sc.idx("train")
     channels = point_channels(original, sc.x[train_idx[:2]])
     aux = AuxModules(original.supervision_points, channels, sc.num_classes, ec.projector_dim).to(sc.device)
-    if path.exists():
-        store.load_state_strict(aux, path)
+    with store.cache_lock(aux_key(sc.cfg), wait=ctx.check) as folder:
+        path = folder / "aux.safetensors"
+        if path.exists():
+            store.load_state_strict(aux, path)
+            return aux
+        aux, info = pretrain_aux(original, sc.x[train_idx], sc.y[train_idx], sc.num_classes, ec.projector_dim,
+                                 ec.aux_epochs, ec.aux_lr, seed=sc.cfg.seed, job=ctx)
+        store.atomic_save_safetensors(path, aux.state_dict(), {"key": aux_key(sc.cfg)})
+        store.atomic_write_json(folder / "meta.json", info)
         return aux
-    aux, info = pretrain_aux(original, sc.x[train_idx], sc.y[train_idx], sc.num_classes, ec.projector_dim,
-                             ec.aux_epochs, ec.aux_lr, seed=sc.cfg.seed, job=ctx)
-    store.atomic_save_safetensors(path, aux.state_dict(), {"key": aux_key(sc.cfg)})
-    store.atomic_write_json(folder / "meta.json", info)
-    return aux
 
 
 @dataclass
@@ -371,6 +393,7 @@ def _finish_runs(sc: Scenario, ev: EvalSet, bases: Bases, refs: dict, ref_arrays
             flat[f"umap__{name}"] = c
     results_json = {"kind": kind, "scenario": sc.info(), "layers": list(ev.points), "config": cfg.model_dump(),
                     "embedding": method, "base_seconds": bases.seconds, "runs": runs}
+    results_schema.check(results_json)  # the readers' schema: never write what they would refuse
     store.atomic_save_npz(run_dir / "arrays.npz", flat)
     save_splits(sc.splits, run_dir / "splits.npz")
     store.atomic_write_json(run_dir / "results.json", results_json)
@@ -413,7 +436,7 @@ def run_compare(cfg: RunConfig, methods: list[str], run_dir: Path, ctx: JobConte
 def run_embed(spec: dict, run_dir: Path, ctx: JobContext) -> dict:
     """UMAP of another layer for a finished job's runs, on shared axes; writes embed__LAYER.npz."""
     source = store.run_dir(spec["job"])
-    results = store.load_json(source / "results.json")
+    results = results_schema.load(source / "results.json")
     layer = spec["layer"]
     if layer not in results["layers"]:
         raise ConfigError("layer", f"{layer!r} is not a supervision point of that run ({', '.join(results['layers'])})")

@@ -11,17 +11,20 @@ scalars, .npz (allow_pickle=False) for arrays, safetensors for weights.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import tempfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # used with fullmatch: `$` also matches before "\n"
 
 
 class CheckpointError(RuntimeError):
@@ -41,9 +44,49 @@ def cache_dir(key: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def cache_lock(key: str, wait: Callable[[], None] | None = None) -> Iterator[Path]:
+    """Hold the build lock of one cache key (flock on cache/<key>/.lock) so that two workers never
+    build the same base model at once: the second waits, then finds the first one's files. The
+    kernel drops the lock when its holder dies. `wait` is called between tries (e.g. ctx.check,
+    so a waiting job can still be cancelled). Without fcntl (Windows) there is no lock."""
+    folder = cache_dir(key)
+    with open(folder / ".lock", "a+") as fh:
+        try:
+            import fcntl
+        except ImportError:
+            yield folder
+            return
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if wait is not None:
+                    wait()
+                time.sleep(0.2)
+        try:
+            yield folder
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def remove_stale_tmp(root: Path, older_than_s: float = 3600.0) -> list[Path]:
+    """Delete the temporary files of atomic writes (`.*.tmp`) under `root` older than `older_than_s`:
+    left behind by a process killed mid-write; a write in progress is never that old."""
+    removed = []
+    cutoff = time.time() - older_than_s
+    for p in Path(root).rglob(".*.tmp") if Path(root).is_dir() else []:
+        with contextlib.suppress(OSError):
+            if p.is_file() and p.stat().st_mtime < cutoff:
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
 def check_id(run_id: str) -> str:
     """Run ids and cache keys come from URLs and forms: letters, digits, '_' and '-' only."""
-    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
         raise ValueError(f"invalid run id {run_id!r}: use letters, digits, '_' or '-' (at most 64)")
     return run_id
 
@@ -87,6 +130,18 @@ def _jsonable(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float replaced by None: strict JSON (what `--json` prints
+    for other programs) has neither; results.json itself keeps NaN for the engine's own readers."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
 
 
 def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:

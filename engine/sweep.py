@@ -132,7 +132,7 @@ TARGETS = {"tau": ("ec", "tau"), "lambda_cu": ("ec", "lambda_cu"), "lambda_ce": 
 LIMITS = {"weights": (0.0, None), "tau": (0.0, 100.0), "lambda_cu": (0.0, 1000.0), "lambda_ce": (0.0, 1000.0),
           "lr": (0.0, 10.0), "epochs": (1, 1000)}
 GE_PARAMS = ("weights", "lambda_cu", "lambda_ce", "epochs")  # low may equal the limit (others: strictly above)
-_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")  # fullmatch: `$` would let a "\n" through
 
 
 class SpaceError(ConfigError):
@@ -243,6 +243,10 @@ def load_space(path: str | Path | None) -> dict:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
         raise SpaceError("space", f"file {path} does not exist") from None
+    except IsADirectoryError:
+        raise SpaceError("space", f"{path} is a folder: give the path of a JSON space file inside it") from None
+    except OSError as err:  # permissions, a device, an unreadable disk
+        raise SpaceError("space", f"cannot read {path} ({err.strerror or err})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise SpaceError("space", f"{path} is not valid JSON ({err})") from None
     return validate_space(raw)
@@ -312,7 +316,7 @@ def params_to_overrides(params: dict, points: list[str]) -> dict:
 # -- storage -----------------------------------------------------------------------------------------
 
 def check_study_name(name: str) -> str:
-    if not isinstance(name, str) or not _STUDY_NAME.match(name):
+    if not isinstance(name, str) or not _STUDY_NAME.fullmatch(name):
         raise ConfigError("study", f"invalid study name {name!r}: letters, digits, '_' or '-' (at most 40), "
                                    f"starting with a letter or digit")
     return name

@@ -3,13 +3,16 @@ membership-inference views of one run, CSV and HTML export."""
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, figures, logic, widgets
+from dashboard import data, figures, logic, text, widgets
 
 st.title("Compare")
 all_jobs = data.jobs()
-rows = data.all_run_rows(all_jobs)
+rows, damaged = data.all_run_rows(all_jobs)
+for job_id, err in damaged:
+    widgets.damaged_card(job_id, err)
 if not rows:
-    widgets.empty_state(all_jobs)
+    if not damaged:
+        widgets.empty_state(all_jobs)
     st.stop()
 
 st.caption("Every run of every finished job. Click a column header to sort; filter below. "
@@ -55,9 +58,9 @@ SCENARIO_COLUMNS = ("Data set", "Model", "Forget", "Seed")
 same = [c for c in SCENARIO_COLUMNS if len(df) and df[c].astype(str).nunique() == 1]
 if same:
     first = df.iloc[0]
-    st.caption("Every run shown: " + " · ".join(
+    st.caption("Every run shown: " + text.md(" · ".join(
         f"{c.lower()} {first[c]}" if c in ("Seed", "Model") else
-        (f"forget {first[c]}" if c == "Forget" else str(first[c])) for c in same) + ".")
+        (f"forget {first[c]}" if c == "Forget" else str(first[c])) for c in same)) + ".")
     df = df.drop(columns=same)
 pct = widgets.pct_col()
 # Short headers (their meaning is in the column help) so the table fits the page without scrolling
@@ -92,7 +95,7 @@ front = [r for r, f in zip(shown, figures.pareto_front([r["cka_mid"] for r in sh
                                                        [r["retain_acc"] for r in shown])) if f]
 if front:
     st.caption("On the front (no other run keeps more retain accuracy with less forget CKA): "
-               + ", ".join(f"{figures.display_name(r['name'])} (`{r['job']}`)" for r in front) + ".")
+               + ", ".join(f"{text.md(figures.display_name(r['name']))} ({text.code(r['job'])})" for r in front) + ".")
 
 st.subheader("One run up close")
 candidates = [r for r in shown if r["role"] == "method"] or shown
@@ -104,7 +107,11 @@ pick = st.selectbox("Run", ids, index=ids.index(default), key="cmp_pick",
                                           f"{by_id[i]['forget']} · job {by_id[i]['job']}")
 row = by_id[pick]
 job = next((j for j in all_jobs if j["id"] == row["job"]), None)
-res = data.results(job) if job else None
+try:
+    res = data.results(job) if job else None
+except Exception as err:  # damaged since the table was read
+    widgets.damaged_card(row["job"], err)
+    st.stop()
 if not res:
     st.warning("The results of this run's job are no longer readable.")
     st.stop()
@@ -125,7 +132,7 @@ arrs = None
 try:
     arrs = data.arrays(job)
 except Exception as err:
-    st.caption(f"Arrays unreadable: {err}")
+    st.caption(f"Arrays unreadable: {text.md(err)}")
 conf = {sp: (arrs or {}).get(f"conf__{name}__{sp}") for sp in ("forget", "retain", "test")}
 if any(v is not None for v in conf.values()):
     grid = (run.get("mia") or {}).get("decision_grid")

@@ -4,7 +4,7 @@ import re
 
 import streamlit as st
 
-from dashboard import data, figures, logic, widgets
+from dashboard import data, figures, logic, text, widgets
 
 st.title("Embeddings (UMAP)")
 ctx = widgets.require_results()
@@ -18,7 +18,7 @@ class_names = s.get("class_names")
 try:
     arrs = data.arrays(job)
 except Exception as err:
-    st.error(f"Could not read the arrays of job `{job['id']}`: {err}")
+    st.error(f"Could not read the arrays of job {text.code(job['id'])}: {text.md(err)}")
     st.stop()
 if not arrs or "embed_labels" not in arrs or "embed_is_forget" not in arrs:
     st.info("This job stored no embedding sample (arrays.npz is missing or has no embed_labels); "
@@ -46,7 +46,7 @@ def show_pair(coords: dict, key: str, title: str | None = None) -> None:
     left = coords.get("umap__original")
     right = coords.get(f"umap__{run}")
     if left is None or right is None:
-        st.info(f"This embedding has no coordinates for {figures.display_name(run)}.")
+        st.info(f"This embedding has no coordinates for {text.md(figures.display_name(run))}.")
         return
     fig = figures.umap_panels([("Original", left), (widgets.fmt_run(run), right)], labels, is_forget,
                               class_names, title)
@@ -72,7 +72,7 @@ def request_embed(layer_name: str) -> None:
         st.session_state["_embed_error"] = logic.error_text(err)
         return
     st.session_state["_embed_error"] = None
-    st.toast(f"Queued embedding of {layer_name} (job {ej['id']})")
+    st.toast(f"Queued embedding of {text.md(layer_name)} (job {ej['id']})")
 
 
 if layer == penult:
@@ -84,16 +84,16 @@ else:
         emb = data.arrays(job, f"embed__{layer}.npz", token=token or "none")
     except Exception as err:
         emb = None
-        st.error(f"Could not read the embedding of {layer}: {err}")
+        st.error(f"Could not read the embedding of {text.md(layer)}: {text.md(err)}")
     if emb:
         show_pair(emb, f"em_{layer}")
     elif ej is not None and ej["state"] in logic.ACTIVE_STATES:
-        st.info(f"The worker is computing the UMAP of {layer} (job `{ej['id']}`).", icon=":material/hourglass_top:")
+        st.info(f"The worker is computing the UMAP of {text.md(layer)} (job {text.code(ej['id'])}).", icon=":material/hourglass_top:")
         wait_for_embed(ej["id"])
     else:
         if ej is not None and ej["state"] == "failed":
-            st.error(f"Embedding {layer} failed (job `{ej['id']}`): {ej.get('error') or 'no message'}")
-        st.info(f"Only the penultimate layer is embedded up front. The UMAP of {layer} is computed by the "
+            st.error(f"Embedding {text.md(layer)} failed (job {text.code(ej['id'])}): {text.md(ej.get('error') or 'no message')}")
+        st.info(f"Only the penultimate layer is embedded up front. The UMAP of {text.md(layer)} is computed by the "
                 "background worker from the stored features (about a few seconds on digits).")
         st.button("Compute on the worker", key=f"em_compute_{layer}", type="primary", on_click=request_embed,
                   args=(layer,), icon=":material/memory:")

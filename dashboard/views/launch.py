@@ -3,7 +3,7 @@ progress of the job in the URL (?job=), cancel, and the list of recent jobs."""
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, figures, logic, widgets
+from dashboard import data, figures, logic, text, widgets
 from engine.config import DATASET_CLASSES, METHOD_NAMES, SUPERVISION_POINTS, ConfigError, make_config
 
 ss = st.session_state
@@ -66,7 +66,7 @@ def _init(key: str, value) -> None:
 def form() -> None:
     st.subheader("New run")
     if ss.get("_prefill_note"):
-        st.success(f"Settings loaded from {ss.pop('_prefill_note')}. Check them and queue the run.",
+        st.success(f"Settings loaded from {text.md(ss.pop('_prefill_note'))}. Check them and queue the run.",
                    icon=":material/input:")
     c1, c2, c3 = st.columns(3)
     preset = c1.selectbox("Data set / preset", logic.PRESET_CHOICES, key="l_preset", persist_state=P,
@@ -161,7 +161,7 @@ def form() -> None:
     if extra_ov:
         c1, c2 = st.columns([5, 1])
         c1.caption("Also kept from the hand-off (options this form does not show): "
-                   + ", ".join(f"`{t}`" for t in logic.dotted(extra_ov)))
+                   + ", ".join(text.code(t) for t in logic.dotted(extra_ov)))
         c2.button("Drop them", key="l_drop_extra", on_click=lambda: ss.pop("l_extra", None))
     values = {"preset": preset, "method": method, "plugin": plugin, "beta": beta, "arch": arch,
               "weights": weights, "tau": tau, "lambda_cu": lcu, "lambda_ce": lce, "epochs": epochs, "lr": lr,
@@ -200,7 +200,7 @@ def queue(values: dict, extra: dict | None = None) -> None:
         st.error(logic.error_text(err) + " Nothing was queued.", icon=":material/error:")
         return
     except Exception as err:  # the job table is locked or unreadable
-        st.error(f"Could not queue the run: {err}", icon=":material/error:")
+        st.error(f"Could not queue the run: {text.md(err)}", icon=":material/error:")
         return
     data.ensure_worker()
     st.query_params["job"] = job["id"]
@@ -233,13 +233,13 @@ def _render_progress(job: dict, events: list[dict]) -> None:
     widgets.progress_block(job, events)
     run, hist = logic.epoch_history(events)
     if hist:
-        st.caption(f"Live curves of **{figures.display_name(run)}** (epoch {hist[-1].get('epoch')}/"
+        st.caption(f"Live curves of **{text.md(figures.display_name(run))}** (epoch {hist[-1].get('epoch')}/"
                    f"{hist[-1].get('epochs', '?')})")
         layers = list((hist[-1].get("cka_forget") or {}).keys())
         _curves(hist, layers, f"live_{job['id']}")
     logs = [e for e in events if e.get("type") in ("stage", "log")][-4:]
     if logs:
-        st.caption("  \n".join(str(e.get("message") or e.get("stage")) for e in logs))
+        st.caption("  \n".join(text.md(e.get("message") or e.get("stage")) for e in logs))
 
 
 def _curves(hist: list[dict], layers: list[str], key: str) -> None:
@@ -258,7 +258,7 @@ def _curves(hist: list[dict], layers: list[str], key: str) -> None:
 def live(job_id: str) -> None:
     job = data.get_job(job_id)
     if job is None:
-        st.warning(f"Job `{job_id}` is gone from the store.")
+        st.warning(f"Job {text.code(job_id)} is gone from the store.")
         return
     events = _events(job_id)
     _render_progress(job, events)
@@ -289,13 +289,13 @@ def final(job: dict) -> None:
     try:
         res = data.results(job)
     except Exception as err:
-        st.error(f"Could not read the results of job `{job['id']}`: {err}")
+        widgets.damaged_card(job["id"], err)
         return
     if not res:
         st.warning("This job is done but wrote no results.")
         return
     note = f" (reused from job `{job['cached_from']}`)" if job.get("cached_from") else ""
-    st.success(f"Job `{job['id']}` is done{note}: {logic.scenario_line(res)}.")
+    st.success(f"Job `{job['id']}` is done{note}: {text.md(logic.scenario_line(res))}.")
     rows = [r for r in logic.headline_rows(res)]
     P = widgets.as_pct
     st.dataframe(pd.DataFrame([{"Run": widgets.fmt_run(r["name"]), "Forget acc": P(r["forget_acc"]),
@@ -309,7 +309,7 @@ def final(job: dict) -> None:
     label = next((n for n in logic.method_runs(res)), None)
     hist = ((res.get("runs") or {}).get(label) or {}).get("history") if label else None
     if hist:
-        st.caption(f"**{figures.display_name(label)}** by epoch")
+        st.caption(f"**{text.md(figures.display_name(label))}** by epoch")
         layers = list(res.get("layers") or []) if any(h.get("cka_forget") for h in hist) else []
         _curves(hist, layers, f"final_{job['id']}")
     if st.button("Show on the analysis pages", key=f"open_{job['id']}", on_click=_open_results, args=(job["id"],),
@@ -324,9 +324,9 @@ def watched() -> None:
     job = data.get_job(job_id)
     st.divider()
     if job is None:
-        st.warning(f"No job `{job_id}` in this store (from the address bar).")
+        st.warning(f"No job {text.code(job_id)} in this store (from the address bar).")
         return
-    st.subheader(f"Job `{job_id}` · {logic.job_label(job)}")
+    st.subheader(f"Job {text.code(job_id)} · {text.md(logic.job_label(job))}")
     st.caption(f"state **{job['state']}** · created {logic.fmt_time(data.jt(job, 'created'))}"
                + (f" · took {logic.elapsed(job)}" if job["state"] in ("done", "failed") and data.jt(job, 'started') else ""))
     if job["state"] in logic.ACTIVE_STATES:
@@ -369,7 +369,8 @@ def recent_jobs() -> None:
     c2.button("Show", key="l_show", on_click=_watch, args=(pick,), disabled=pick is None or pick == cur)
     for j in jobs:
         if j["state"] == "failed" and j["id"] != cur:
-            st.caption(f":red[failed] `{j['id']}` ({logic.job_label(j)}): {j.get('error') or 'no message'}")
+            st.caption(f":red[failed] {text.code(j['id'])} ({text.md(logic.job_label(j))}): "
+                       f"{text.md(j.get('error') or 'no message')}")
 
 
 st.title("Launch and tune")

@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, figures, logic, widgets
+from dashboard import data, figures, logic, text, widgets
 
 st.title("Overview")
 
@@ -52,14 +52,14 @@ st.dataframe(
                                         "(higher = looks more forgotten)"),
         "Forget CKA (inner)": st.column_config.NumberColumn(
             format="%.2f", help=f"Representation level: mean CKA to the original on the forget set over the "
-                                f"intermediate supervision points ({', '.join(inner)}). 1 = unchanged."),
+                                f"intermediate supervision points ({text.md(', '.join(inner))}). 1 = unchanged."),
         "CKA above retrain": st.column_config.NumberColumn(
             format="%+.2f", help="Inner forget CKA minus the retrained model's: what is left beyond the target."),
         "Probe recovery (inner)": widgets.pct_col(
-            f"Linear-probe accuracy on forget-class test samples, mean over {', '.join(inner)}"),
+            f"Linear-probe accuracy on forget-class test samples, mean over {text.md(', '.join(inner))}"),
     })
 st.caption(f"Logit level: forget / retain / test accuracy and MIA. Representation level: the intermediate "
-           f"supervision points {', '.join(inner)} (all but the last, {layers[-1] if layers else '?'}). "
+           f"supervision points {text.md(', '.join(inner))} (all but the last, {text.md(layers[-1]) if layers else '?'}). "
            "Reference rows: **Original** (before unlearning) and **Retrain** (trained without the forget set, the "
            "gold standard).")
 
@@ -72,11 +72,11 @@ if retr.get("forget_acc") is not None and retr.get("cka_mid") is not None and me
     st.markdown(f"**{len(looks)} of {len(methods)}** methods bring forget accuracy within 5 points of retrain's "
                 f"({logic.pct(retr['forget_acc'])}); **{len(deep)}** of them keep inner-layer CKA more than 0.10 above "
                 f"retrain's ({logic.dec(retr['cka_mid'])})"
-                + (": " + ", ".join(figures.display_name(r["name"]) for r in deep) + "." if deep else "."))
+                + (": " + text.md(", ".join(figures.display_name(r["name"]) for r in deep)) + "." if deep else "."))
 
 widgets.show(figures.forgetting_bars(rows), key="ov_bars")
 
 recent_failed = [j for j in data.jobs()[:20] if j.get("state") == "failed"][:3]
 for j in recent_failed:
-    st.warning(f"Job `{j['id']}` ({logic.job_label(j)}) failed: {j.get('error') or 'no message'}",
+    st.warning(f"Job {text.code(j['id'])} ({text.md(logic.job_label(j))}) failed: {text.md(j.get('error') or 'no message')}",
                icon=":material/error:")

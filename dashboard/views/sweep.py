@@ -10,6 +10,7 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from dashboard import sweep_figures as SF
+from dashboard import text
 from engine import store
 from engine import sweep as engine_sweep
 
@@ -32,7 +33,7 @@ found = studies(str(store.home()), os.environ.get("ECLAB_SWEEP_STORAGE", ""))
 errors = [s for s in found if s.get("error")]
 found = [s for s in found if not s.get("error")]
 for s in errors:
-    st.warning(f"Could not read the sweep storage {s['label']}: {s['error']}", icon=":material/error:")
+    st.warning(f"Could not read the sweep storage {text.md(s['label'])}: {text.md(s['error'])}", icon=":material/error:")
 if not found:
     st.info("No sweep yet. Start one from a terminal, e.g.\n\n"
             "`python -m engine sweep --preset digits --trials 24`\n\n"
@@ -52,7 +53,7 @@ chosen = labels[pick]
 try:
     data = table(chosen["study"], chosen["storage"])
 except Exception as err:  # storage went away, database down
-    st.error(f"Could not read study {chosen['study']}: {err}")
+    st.error(f"Could not read study {text.md(chosen['study'])}: {text.md(err)}")
     st.stop()
 attrs, rows = data["attrs"], data["rows"]
 ref = attrs.get("reference")
@@ -65,8 +66,8 @@ cols[2].metric("Failed", n.get("FAIL", 0))
 cols[3].metric("Running", n.get("RUNNING", 0))
 cols[4].metric("Feasible", sum(1 for r in rows if r.get("feasible")))
 scen = attrs.get("overrides") or {}
-st.caption(f"Preset `{attrs.get('preset')}` · sampler {attrs.get('sampler')} · scenario overrides "
-           f"`{scen or 'none'}` · feasible: forget accuracy within {attrs.get('tolerance', 0.05):.0%} of the "
+st.caption(f"Preset {text.code(attrs.get('preset'))} · sampler {text.md(attrs.get('sampler'))} · scenario overrides "
+           f"{text.code(scen or 'none')} · feasible: forget accuracy within {attrs.get('tolerance', 0.05):.0%} of the "
            f"retrained model's. Each trial is a normal EC run in the run store (its run id is in the table).")
 if ref:
     best = SF.best_row(rows, ref)
@@ -96,7 +97,7 @@ fails = [r for r in rows if r.get("state") == "FAIL"]
 if fails:
     with st.expander(f"Failed trials ({len(fails)})"):
         for r in fails:
-            st.markdown(f"- trial {r['number']}: {r.get('error') or 'no reason recorded'}")
+            st.markdown(f"- trial {r['number']}: {text.md(r.get('error') or 'no reason recorded')}")
 
 done = SF.complete(rows)
 if done:
@@ -113,9 +114,9 @@ if done:
 
     num = st.selectbox("Trial", numbers, index=default, format_func=_label, key="sw_pick")
     handoff = SF.prefill(by_number[num], attrs, chosen["study"])
-    st.caption("EC settings: " + ", ".join(
+    st.caption("EC settings: " + text.md(", ".join(
         f"{k} [{', '.join(f'{w:.3g}' for w in v)}]" if isinstance(v, list) else f"{k} {v:.4g}"
-        for k, v in handoff["ec"].items()))
+        for k, v in handoff["ec"].items())))
 
     def _use(h=handoff):
         st.session_state["prefill"] = h

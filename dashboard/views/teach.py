@@ -2,7 +2,7 @@
 comparison). Every number comes from the results shown; nothing is hard-coded."""
 import streamlit as st
 
-from dashboard import data, figures, logic, widgets
+from dashboard import data, figures, logic, text, widgets
 
 st.title("Teach: forgotten at the logits, kept in the layers")
 all_jobs = data.jobs()
@@ -19,7 +19,7 @@ if job is None:
 try:
     res = data.results(job)
 except Exception as err:
-    st.error(f"Could not read the results of job `{job['id']}`: {err}")
+    widgets.damaged_card(job["id"], err)
     st.stop()
 if not res:
     st.error(f"Job `{job['id']}` has no results.")
@@ -30,38 +30,40 @@ inner = logic.inner_layers(layers)
 rows = {r["name"]: r for r in logic.headline_rows(res)}
 orig, retr = rows.get("original"), rows.get("retrain")
 base = logic.teaching_baseline(res)
-st.caption(f"On the newest comparison (job `{job['id']}`: {logic.scenario_line(res)}).")
+st.caption(f"On the newest comparison (job {text.code(job['id'])}: {text.md(logic.scenario_line(res))}).")
 if base is None or retr is None or orig is None:
     st.warning("This comparison lacks a baseline or a reference row, so the walk cannot be shown.")
     st.stop()
 B, b = figures.display_name(base), rows[base]
+Bm = text.md(B)  # run names come from the results file: plain text in markdown
 cka_o = logic.per_layer(res, "cka_vs_original", "forget")
 probe = logic.per_layer(res, "probe_forget_acc")
 s = res.get("scenario") or {}
-what = logic.forget_phrase(s)
+what = text.md(logic.forget_phrase(s))
+inner_md = text.md(", ".join(inner))
 
 
 def step(n: int, title: str) -> None:
-    st.html(f'<div class="eclab-step"><b>Step {n}.</b> {title}</div>')
+    st.html(f'<div class="eclab-step"><b>Step {n}.</b> {text.html(title)}</div>')
 
 
 # Step 1
 step(1, f"{B} looks forgotten at the logits")
 c = st.columns(4)
-c[0].metric(f"{B}: forget accuracy", logic.pct(b["forget_acc"]),
+c[0].metric(f"{Bm}: forget accuracy", logic.pct(b["forget_acc"]),
             delta=f"{100 * (b['forget_acc'] - orig['forget_acc']):+.1f} pts vs original" if b["forget_acc"] is not None
             and orig["forget_acc"] is not None else None, delta_color="off")
 c[1].metric("Retrain: forget accuracy", logic.pct(retr["forget_acc"]))
-c[2].metric(f"{B}: retain accuracy", logic.pct(b["retain_acc"]))
-c[3].metric(f"{B}: MIA efficacy", logic.pct(b["mia"]))
-st.markdown(f"After unlearning {what}, {B} gets **{logic.pct(b['forget_acc'])}** of the forget samples right "
+c[2].metric(f"{Bm}: retain accuracy", logic.pct(b["retain_acc"]))
+c[3].metric(f"{Bm}: MIA efficacy", logic.pct(b["mia"]))
+st.markdown(f"After unlearning {what}, {Bm} gets **{logic.pct(b['forget_acc'])}** of the forget samples right "
             f"(original: {logic.pct(orig['forget_acc'])}, retrained model: {logic.pct(retr['forget_acc'])}) "
             f"and keeps **{logic.pct(b['retain_acc'])}** on the retain set. "
             + ("By the usual numbers it has forgotten." if b["forget_acc"] is not None and retr["forget_acc"] is not None
                and abs(b["forget_acc"] - retr["forget_acc"]) <= 0.05
                else "No baseline here matches retrain's forget accuracy closely; this one comes nearest."))
 st.caption(f"Chosen as the baseline whose forget accuracy is closest to retrain's and whose inner layers changed "
-           f"least (highest mean CKA to the original over {', '.join(inner)}).")
+           f"least (highest mean CKA to the original over {inner_md}).")
 
 # Step 2
 step(2, "…but its layers still hold the class")
@@ -73,9 +75,9 @@ pval = logic.num((probe.get(base) or {}).get(play)) if play else None
 rv = logic.num((cka_o.get("retrain") or {}).get(lay)) if lay else None
 rp = logic.num((probe.get("retrain") or {}).get(play)) if play else None
 if lay is not None:
-    st.markdown(f"On the forget samples, {B}'s features at **{lay}** have CKA **{logic.dec(val)}** to the original's "
+    st.markdown(f"On the forget samples, {Bm}'s features at **{text.md(lay)}** have CKA **{logic.dec(val)}** to the original's "
                 f"(retrained model: {logic.dec(rv)})."
-                + (f" A linear probe on **{play}** still recovers **{logic.pct(pval)}** of forget-class test samples "
+                + (f" A linear probe on **{text.md(play)}** still recovers **{logic.pct(pval)}** of forget-class test samples "
                    f"(retrained model: {logic.pct(rp)})." if play else ""))
 show = {n: cka_o.get(n) for n in ("original", base, "retrain") if cka_o.get(n)}
 c1, c2 = st.columns(2)
@@ -89,15 +91,15 @@ with c2:
 last = layers[-1] if layers else None
 b_last = logic.num((cka_o.get(base) or {}).get(last)) if last else None
 if b["cka_mid"] is not None and retr["cka_mid"] is not None and b["cka_mid"] - retr["cka_mid"] > 0.05:
-    st.markdown(f"Mean inner CKA: {B} **{logic.dec(b['cka_mid'])}**, retrained model **{logic.dec(retr['cka_mid'])}**."
-                + (f" At the last supervision point ({last}) {B} is down to {logic.dec(b_last)}: the change that flipped "
+    st.markdown(f"Mean inner CKA: {Bm} **{logic.dec(b['cka_mid'])}**, retrained model **{logic.dec(retr['cka_mid'])}**."
+                + (f" At the last supervision point ({text.md(last)}) {Bm} is down to {logic.dec(b_last)}: the change that flipped "
                    "the predictions sits near the output, while the earlier layers still compute much of what they "
                    "computed before. That is **superficial forgetting**."
                    if b_last is not None and b_last < b["cka_mid"] - 0.05 else
                    " The inner layers stay closer to the original than real forgetting would leave them: "
                    "**superficial forgetting**."))
 else:
-    st.markdown(f"Here {B}'s inner layers ({logic.dec(b['cka_mid'])}) are not clearly closer to the original than the "
+    st.markdown(f"Here {Bm}'s inner layers ({logic.dec(b['cka_mid'])}) are not clearly closer to the original than the "
                 f"retrained model's ({logic.dec(retr['cka_mid'])}, a margin of 0.05 or less): this comparison shows "
                 "little superficial forgetting. (Short training recipes leave the retrained model close to the original, "
                 "which hides the effect.)")
@@ -109,11 +111,11 @@ if ec is None:
     st.info("This comparison has no EC run; queue a comparison with EC to see this step.")
 else:
     weights = ((res.get("config") or {}).get("ec") or {}).get("weights") or [1.0] * len(layers)
-    on = [f"{l} (×{w:g})" for l, w in zip(layers, weights) if w > 0]
+    on = [f"{text.md(l)} (×{w:g})" for l, w in zip(layers, weights) if isinstance(w, (int, float)) and w > 0]
     st.markdown(f"EC adds a contrastive unlearning loss on the forget set and a cross-entropy on the retain set at "
                 f"its supervision points ({', '.join(on)}), through auxiliary modules on the intermediate layers. Its forget accuracy is "
                 f"**{logic.pct(ec['forget_acc'])}** (retain {logic.pct(ec['retain_acc'])}), and the inner layers move "
-                f"too: mean inner CKA **{logic.dec(ec['cka_mid'])}** (vs {B}'s {logic.dec(b['cka_mid'])}), probe "
+                f"too: mean inner CKA **{logic.dec(ec['cka_mid'])}** (vs {Bm}'s {logic.dec(b['cka_mid'])}), probe "
                 f"recovery **{logic.pct(ec['probe_mid'])}** (vs {logic.pct(b['probe_mid'])}).")
     widgets.show(figures.cka_heatmap(cka_o, layers, [n for n in ("original", base, "ec", "retrain") if n in cka_o],
                                      "Forget-set CKA to the original"), key="teach_heat")
@@ -122,12 +124,12 @@ else:
 step(4, "What the retrained model shows")
 st.markdown(f"The retrained model never saw {what}. Its inner-layer CKA to the original on the forget set is "
             f"**{logic.dec(retr['cka_mid'])}** and a probe recovers **{logic.pct(retr['probe_mid'])}** on average over "
-            f"{', '.join(inner)}: early layers stay similar because features that serve the other classes are "
+            f"{inner_md}: early layers stay similar because features that serve the other classes are "
             "learned anyway. That is the floor: unlearning should get close to it, not below it, and not "
             "only at the output.")
 gap_b = (b["cka_mid"] - retr["cka_mid"]) if b["cka_mid"] is not None and retr["cka_mid"] is not None else None
 gap_e = (ec["cka_mid"] - retr["cka_mid"]) if ec and ec["cka_mid"] is not None and retr["cka_mid"] is not None else None
 if gap_b is not None:
-    st.success(f"Distance to the floor (mean inner CKA above retrain's): {B} {gap_b:+.2f}"
+    st.success(f"Distance to the floor (mean inner CKA above retrain's): {Bm} {gap_b:+.2f}"
                + (f", EC {gap_e:+.2f}." if gap_e is not None else "."), icon=":material/flag:")
 st.page_link("views/layers.py", label="See every method layer by layer", icon=":material/layers:")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine import store
 from engine.data import DataError
 from engine.data.datasets import ArrayDataset
 
@@ -168,17 +169,7 @@ def make_splits(
             )
     else:
         rng = np.random.Generator(np.random.PCG64([seed, 1]))  # stream separate from the train/test split
-        k = int(round(fr * len(train_idx)))
-        if k == 0:
-            raise DataError(
-                f"forget.random={fr} selects 0 of {len(train_idx)} training samples, so the forget set is empty: "
-                f"raise forget.random to at least {1.0 / len(train_idx):.3g}"
-            )
-        if k >= len(train_idx):
-            raise DataError(
-                f"forget.random={fr} selects all {len(train_idx)} training samples, leaving nothing to retain: "
-                f"lower forget.random"
-            )
+        k = random_forget_count(fr, len(train_idx))
         forget_idx = _sorted(rng.choice(train_idx, size=k, replace=False))
         retain_idx = np.setdiff1d(train_idx, forget_idx, assume_unique=True).astype(np.int64)
         forget_test_idx = np.zeros(0, dtype=np.int64)
@@ -192,6 +183,39 @@ def make_splits(
         forget_test_idx=_sorted(forget_test_idx),
         retain_test_idx=_sorted(retain_test_idx),
     )
+
+
+def random_forget_count(share: float, n_train: int) -> int:
+    """How many of `n_train` training samples forget.random=share selects; DataError when that is
+    none or all of them (checked at submit too, see engine.runner.check_forget_size)."""
+    k = int(round(share * n_train))
+    if k == 0:
+        raise DataError(
+            f"forget.random={share} selects 0 of {n_train} training samples, so the forget set is empty: "
+            f"raise forget.random to at least {1.0 / n_train:.3g}"
+        )
+    if k >= n_train:
+        raise DataError(
+            f"forget.random={share} selects all {n_train} training samples, leaving nothing to retain: "
+            f"lower forget.random"
+        )
+    return k
+
+
+# training-set sizes of the official splits: known without reading the files
+OFFICIAL_TRAIN_SIZES = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000, "cifar100": 50000}
+
+
+def known_train_size(dataset: str, test_fraction: float, seed: int) -> int | None:
+    """The training split's size before any image is loaded (for checks at submit); None for an
+    imagefolder, whose files are only counted when the worker reads them."""
+    if dataset in OFFICIAL_TRAIN_SIZES:
+        return OFFICIAL_TRAIN_SIZES[dataset]
+    if dataset == "digits":  # split by seed: the labels alone give the exact size
+        from sklearn.datasets import load_digits
+        labels = np.asarray(load_digits().target, dtype=np.int64)
+        return len(_stratified_train_test(labels, float(test_fraction), int(seed))[0])
+    return None
 
 
 def _stratified_train_test(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -219,14 +243,10 @@ def _stratified_train_test(labels: np.ndarray, test_fraction: float, seed: int) 
 
 
 def save_splits(splits: Splits, path: str | os.PathLike) -> None:
-    """Write the six index arrays to `path` (.npz, written atomically; the name is kept as given)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the six index arrays to `path` (.npz; the name is kept as given) with the store's atomic
+    writer: a unique temporary name (two writers never share one), fsync, then rename."""
     arrays = {name: np.asarray(getattr(splits, name), dtype=np.int64) for name in _FIELDS}
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    store.atomic_save_npz(Path(path), arrays)
 
 
 def load_splits(path: str | os.PathLike) -> Splits:
