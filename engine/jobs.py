@@ -639,12 +639,7 @@ def _recovery_needed(con: sqlite3.Connection, now: float, stale_s: float, host: 
 
 def _clear_run_folder(job_id: str) -> None:
     """Move a partial run folder aside (.trash-<job>-<rand>) and delete it; nothing else is touched."""
-    folder = store.run_dir(job_id)
-    if not folder.exists():
-        return
-    trash = folder.parent / f".trash-{job_id}-{secrets.token_hex(3)}"
-    os.replace(folder, trash)
-    shutil.rmtree(trash, ignore_errors=True)
+    attempts.remove(store.run_dir(job_id))
 
 
 def _sweep_trash() -> None:

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import os
 import resource
 import shutil
 import signal
@@ -26,53 +25,9 @@ import pytest
 
 from engine import api, jobs, store
 
-from jobs_helpers import (ROOT, check_run_folders, cli, integrity_ok, seed_cache, spec, start_worker, stop, wait_for,
-                          worker_env, worker_log)
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    h = (tmp_path / "home").resolve()
-    h.mkdir()
-    monkeypatch.setenv("ECLAB_HOME", str(h))
-    return h
-
-
-@pytest.fixture
-def procs():
-    started = []
-    yield started
-    for p in started:
-        stop(p, signal.SIGKILL if p.poll() is None else signal.SIGTERM, timeout=10)
-
-
-@pytest.fixture(scope="module")
-def warm_home(tmp_path_factory):
-    """A home whose cache holds the tiny scenario's base models, built by a real worker."""
-    h = tmp_path_factory.mktemp("warm-rel").resolve()
-    old = os.environ.get("ECLAB_HOME")
-    os.environ["ECLAB_HOME"] = str(h)
-    try:
-        job = api.submit("run", spec("ft"))
-        w = start_worker(h, "--once")
-        assert w.wait(180) == 0, worker_log(h)
-        assert api.get_job(job["id"])["state"] == "done", worker_log(h)
-    finally:
-        if old is None:
-            os.environ.pop("ECLAB_HOME", None)
-        else:
-            os.environ["ECLAB_HOME"] = old
-    return h
-
-
-@pytest.fixture
-def warm(home, warm_home):
-    seed_cache(warm_home, home)
-    return home
-
-
-def job_events(job_id, state):
-    return [e for e in api.events_since(job_id) if e.get("type") == "job" and e.get("state") == state]
+from test_jobs import _set_args, home, job_events, procs, warm, warm_home  # noqa: F401 - shared fixtures
+from jobs_helpers import (ROOT, check_run_folders, cli, integrity_ok, pause_unlocked, spec, start_worker,
+                          stop, wait_for, worker_env, worker_log)
 
 
 def stage_seen(job_id, stage, name=None):
@@ -82,12 +37,12 @@ def stage_seen(job_id, stage, name=None):
 
 def run_once(home: Path, name: str = "once") -> None:
     w = start_worker(home, "--once", log_name=name)
-    assert w.wait(120) == 0, worker_log(home, name)
+    assert w.wait(240) == 0, worker_log(home, name)
 
 
 # -- 1. cache hits are validated; --no-cache and "Run again" bypass the cache -------------------------
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_damaged_cached_results_are_dropped_with_their_linked_copies(warm):
     s = spec("ft", ft={"lr": 0.02})
     first = api.submit("run", s)["id"]
@@ -102,7 +57,7 @@ def test_damaged_cached_results_are_dropped_with_their_linked_copies(warm):
     a.unlink()  # the user deletes the broken file; the linked copy in the cache hit's folder remains
     assert b.is_file()
 
-    r = cli(warm, "submit", "--json", *_set_args(s["overrides"]))
+    r = cli(warm, "submit", "--json", "--set", *_set_args(s["overrides"]))
     assert r.returncode == 0, r.stderr
     rerun = json.loads(r.stdout)
     assert not rerun["cached"] and rerun["state"] == "queued"  # not served from the damaged copy
@@ -134,21 +89,11 @@ def test_damaged_cached_results_are_dropped_with_their_linked_copies(warm):
     done = api.submit("run", other)["id"]
     run_once(warm, "other")
     assert api.submit("run", other)["cached"]
-    r = cli(warm, "submit", "--no-cache", "--json", *_set_args(other["overrides"]))
+    r = cli(warm, "submit", "--no-cache", "--json", "--set", *_set_args(other["overrides"]))
     assert r.returncode == 0, r.stderr
     forced = json.loads(r.stdout)
     assert forced["state"] == "queued" and not forced["cached"] and forced["id"] != done
     assert integrity_ok(warm)
-
-
-def _set_args(over: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k, v in over.items():
-        if isinstance(v, dict):
-            out += _set_args(v, f"{prefix}{k}.")
-        else:
-            out += ["--set", f"{prefix}{k}={json.dumps(v)}"]
-    return out
 
 
 def test_run_again_button_queues_the_same_configuration_bypassing_the_cache(home, monkeypatch):
@@ -174,7 +119,7 @@ def test_run_again_button_queues_the_same_configuration_bypassing_the_cache(home
 
 # -- 2. a paused worker that resumes never touches the finished job's files -------------------------------
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_paused_worker_resuming_after_takeover_leaves_the_finished_files_alone(warm, procs):
     # a slow evaluation (many probe epochs) gives a wide window after the last cancellation check
     over = spec("ft")
@@ -183,7 +128,7 @@ def test_paused_worker_resuming_after_takeover_leaves_the_finished_files_alone(w
     a = start_worker(warm, log_name="a", ECLAB_STALE_S=2)
     procs.append(a)
     wait_for(lambda: stage_seen(job, "eval", "ft"), 120, interval=0.05, what="the evaluation of the method")
-    a.send_signal(signal.SIGSTOP)  # paused after its last check: it will write its results when resumed
+    pause_unlocked(a, warm / "jobs.sqlite")  # paused after its last check: it writes its results when resumed
     try:
         b = start_worker(warm, log_name="b", ECLAB_STALE_S=2)
         procs.append(b)
@@ -217,19 +162,19 @@ def _one_readable_line(r: subprocess.CompletedProcess, db: Path, words: str) -> 
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(400)
 def test_corrupt_database_gives_one_readable_line_in_every_command(home):
     db = home / "jobs.sqlite"
     db.write_bytes(b"this is not an SQLite file\n" * 200)
     for args in (["jobs"], ["show", "j-20260101-0000-abcdef"], ["cancel", "j-20260101-0000-abcdef"],
                  ["submit", "--method", "ft"], ["jobs", "--json"]):
-        line = _one_readable_line(cli(home, *args, timeout=120), db, "is corrupt")
+        line = _one_readable_line(cli(home, *args, timeout=240), db, "is corrupt")
         assert "move it aside" in line
     assert db.read_bytes().startswith(b"this is not")  # never overwritten
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(400)
 def test_full_disk_gives_one_readable_line(home):
     api.list_jobs()  # an empty, valid job table
     limit = 16  # bytes: a full disk as SQLite sees it (the first write to the WAL file fails)
@@ -238,13 +183,13 @@ def test_full_disk_gives_one_readable_line(home):
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     r = subprocess.run([sys.executable, "-m", "engine", "submit", "--method", "ft"], cwd=str(ROOT),
-                       env=worker_env(home), capture_output=True, text=True, timeout=120, preexec_fn=small_files)
+                       env=worker_env(home), capture_output=True, text=True, timeout=240, preexec_fn=small_files)
     _one_readable_line(r, home / "jobs.sqlite", "cannot be written")
     assert api.list_jobs() == [] and integrity_ok(home)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(400)
 def test_worker_waits_on_a_corrupt_database_and_starts_once_it_is_moved_aside(warm, procs):
     db = warm / "jobs.sqlite"
     db.write_bytes(b"\x00garbage" * 512)
@@ -301,7 +246,7 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(400)
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to find the server's children")
 def test_sigterm_to_serve_stops_streamlit_and_its_worker(home):
     # a comparison already counts as there: serve queues no default comparison (no training here)
@@ -313,8 +258,8 @@ def test_sigterm_to_serve_stops_streamlit_and_its_worker(home):
     serve = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--port", str(port)], cwd=str(ROOT),
                              env=worker_env(home), stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: _port_open(port), 90, interval=0.3, what="the dashboard to listen")
-        wait_for(lambda: api.worker_alive(), 90, interval=0.3, what="serve's worker to register")
+        wait_for(lambda: _port_open(port), 240, interval=0.3, what="the dashboard to listen")
+        wait_for(lambda: api.worker_alive(), 240, interval=0.3, what="serve's worker to register")
         kids = _children(serve.pid)
         assert len(kids) == 2, kids  # the worker and streamlit
         t0 = time.monotonic()
@@ -343,7 +288,7 @@ def _umap_spec(seed: int) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_cancel_and_sigterm_during_umap_take_effect_within_seconds(warm, procs):
     # a fresh numba cache: the first UMAP in the worker compiles for many seconds, inside numba
     first = api.submit("run", _umap_spec(0))["id"]
@@ -363,10 +308,11 @@ def test_cancel_and_sigterm_during_umap_take_effect_within_seconds(warm, procs):
     time.sleep(1.0)
     t0 = time.monotonic()
     w.send_signal(signal.SIGTERM)
-    w.wait(15)
+    wait_for(lambda: api.get_job(second)["state"] != "running", 5, interval=0.1, what="the job to be requeued")
     took = time.monotonic() - t0
-    print(f"worker exited {took:.2f} s after SIGTERM during UMAP")
-    assert w.returncode == 0 and took < 5, worker_log(warm, "w")
+    w.wait(30)  # then the process exits by itself (interpreter shutdown is slow on a loaded machine)
+    print(f"requeued {took:.2f} s after SIGTERM during UMAP; worker exited after {time.monotonic() - t0:.1f} s")
+    assert w.returncode == 0, worker_log(warm, "w")  # a clean exit, not a SIGKILL
     j = api.get_job(second)
     assert j["state"] == "queued" and j["attempts"] == 0, j  # requeued, no attempt spent
     assert "was stopped" in job_events(second, "requeued")[0]["message"]
