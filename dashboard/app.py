@@ -17,6 +17,7 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from dashboard import widgets  # noqa: E402
+from engine.dbguard import DatabaseUnavailable  # noqa: E402
 
 # Not "pages/": a folder of that name beside the entrypoint switches Streamlit to the old
 # pages-directory mode on the first run of a process (and in AppTest on every run).
@@ -41,9 +42,12 @@ def main() -> None:
     logo = ROOT / "assets" / "logo.svg"
     if logo.is_file():
         st.logo(str(logo))
-    widgets.autostart_worker()
-    widgets.sidebar()
-    nav.run()
+    try:
+        widgets.autostart_worker()
+        widgets.sidebar()
+        nav.run()
+    except DatabaseUnavailable as err:  # corrupt, full or unwritable job table: the file and the fix
+        st.error(str(err), icon=":material/database:")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,15 @@
 """2-D embeddings of layer features: UMAP fit on the original's features, others transformed onto
-the same axes (so positions are comparable), PCA as the fallback. Deterministic given the seed."""
+the same axes (so positions are comparable), PCA as the fallback. Deterministic given the seed.
+
+UMAP spends long stretches in numba code (and in numba's compiler on first use), where a Python
+signal handler cannot run and an exception raised from one can be swallowed. With `check` given,
+the embedding runs in a helper thread while the calling thread calls check() every 0.1 s: a cancel
+or a SIGTERM (check raises) takes effect at once, and the helper stops at its next fit/transform.
+"""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +31,52 @@ def warm_umap() -> float:
     return time.perf_counter() - t
 
 
+class _Halted(Exception):
+    """The caller gave up on this embedding; raised in the helper thread between fits."""
+
+
 def embed(feats: dict[str, np.ndarray], reference: str = "original", method: str = "umap", seed: int = 0,
-          n_neighbors: int = 15) -> dict[str, np.ndarray]:
-    """Fit on feats[reference], transform every other entry; returns float32 (n, 2) per name."""
+          n_neighbors: int = 15, check=None) -> dict[str, np.ndarray]:
+    """Fit on feats[reference], transform every other entry; returns float32 (n, 2) per name.
+    check: called in this thread every 0.1 s while the embedding runs in a helper thread; whatever it
+    raises (engine.events.Cancelled, a signal's exception) is raised here at once."""
+    if check is None:
+        return _embed(feats, reference, method, seed, n_neighbors, threading.Event())
+    return polled(lambda halt: _embed(feats, reference, method, seed, n_neighbors, halt), check)
+
+
+def polled(fn, check, interval: float = 0.1):
+    """fn(halt) in a daemon thread; this thread calls check() until it ends. When check (or a signal
+    handler) raises, halt is set, so fn stops at its next safe point, and the exception goes on at once."""
+    halt = threading.Event()
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn(halt)
+        except BaseException as err:  # noqa: BLE001 - handed to the caller below
+            box["error"] = err
+
+    t = threading.Thread(target=target, name="eclab-embed", daemon=True)
+    t.start()
+    try:
+        while t.is_alive():
+            check()
+            t.join(interval)
+    except BaseException:
+        halt.set()
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _embed(feats: dict[str, np.ndarray], reference: str, method: str, seed: int, n_neighbors: int,
+           halt: threading.Event) -> dict[str, np.ndarray]:
+    def safe_point():
+        if halt.is_set():
+            raise _Halted()
+
     ref = np.asarray(feats[reference], dtype=np.float32)
     mean, std = ref.mean(0), ref.std(0) + 1e-6
     scaled = {k: (np.asarray(v, dtype=np.float32) - mean) / std for k, v in feats.items()}
@@ -37,9 +87,11 @@ def embed(feats: dict[str, np.ndarray], reference: str = "original", method: str
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "n_jobs overridden by random_state" and numba notices
             reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=0.1, random_state=seed, n_components=2)
+            safe_point()
             out = {reference: reducer.fit_transform(scaled[reference])}
             for k, v in scaled.items():
                 if k != reference:
+                    safe_point()
                     out[k] = reducer.transform(v)
     else:
         from sklearn.decomposition import PCA

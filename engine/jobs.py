@@ -36,8 +36,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
+from . import attempts, cachecheck, dbguard, store
 from . import results as results_schema
-from . import store
 from .compare import add_set_flag, scenario_overrides
 from .config import ConfigError
 from .events import Cancelled, JobContext
@@ -122,18 +122,23 @@ def connect() -> sqlite3.Connection:
         key = (str(path), path.stat().st_ino)
     except FileNotFoundError:
         key = None
-    con = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
-    con.row_factory = sqlite3.Row
-    con.execute("PRAGMA busy_timeout = 30000")
-    con.execute("PRAGMA synchronous = NORMAL")
-    if key is None or key not in _initialised:
-        with _init_lock:
-            con.execute("PRAGMA journal_mode = WAL")
-            with transaction(con):
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        con.execute(stmt)
-            _initialised.add((str(path), path.stat().st_ino))
+    with dbguard.guard(path):  # a corrupt, full or unwritable file: one line naming it and the fix
+        con = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
+        try:
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA busy_timeout = 30000")
+            con.execute("PRAGMA synchronous = NORMAL")
+            if key is None or key not in _initialised:
+                with _init_lock:
+                    con.execute("PRAGMA journal_mode = WAL")
+                    with transaction(con):
+                        for stmt in _SCHEMA.split(";"):
+                            if stmt.strip():
+                                con.execute(stmt)
+                    _initialised.add((str(path), path.stat().st_ino))
+        except BaseException:
+            con.close()
+            raise
     return con
 
 
@@ -141,7 +146,8 @@ def connect() -> sqlite3.Connection:
 def _db() -> Iterator[sqlite3.Connection]:
     con = connect()
     try:
-        yield con
+        with dbguard.guard(db_path()):
+            yield con
     finally:
         con.close()
 
@@ -237,10 +243,12 @@ def _results_folder(con: sqlite3.Connection, job_id: str, name: str = "results.j
     return None
 
 
-def submit(kind: str, spec: dict) -> dict:
+def submit(kind: str, spec: dict, use_cache: bool = True) -> dict:
     """Validate and queue a job. Returns the job dict plus:
         cached=True        an identical job is done: a new job was recorded done at once, with
                            cached_from naming the job that ran it (its files are linked in);
+                           only when its results pass the schema check (a bad copy is set aside)
+                           and use_cache is true (False: run it again, e.g. `submit --no-cache`);
         duplicate_of=ID    an identical job is queued or running: that job is returned, nothing queued.
     Raises ConfigError (option named) or ValueError for invalid specs; nothing is queued then."""
     runner = _runner()
@@ -263,16 +271,8 @@ def submit(kind: str, spec: dict) -> dict:
                 job = _row_to_job(active)
                 job["duplicate_of"] = job["id"]
                 return job
-            source = None
-            result_file = RESULT_FILES.get(kind)
-            rows = con.execute("SELECT id FROM jobs WHERE kind = ? AND hash = ? AND state = 'done' "
-                               "ORDER BY cached_from IS NOT NULL, created DESC",  # jobs that ran before cache hits
-                               (kind, config_hash)).fetchall() if result_file else []
-            for row in rows:
-                folder = _results_folder(con, row["id"], result_file)
-                if folder is not None:
-                    source = folder.name  # the job whose folder holds the files: normally the one that ran
-                    break
+            result_file = RESULT_FILES.get(kind) if use_cache else None
+            source = _cache_source(con, kind, config_hash, result_file) if result_file else None
             job_id = _free_id(con, now)
             if source is None:
                 con.execute("INSERT INTO jobs (id, kind, state, spec, hash, created) VALUES (?, ?, 'queued', ?, ?, ?)",
@@ -290,6 +290,28 @@ def submit(kind: str, spec: dict) -> dict:
             _link_run_folder(source, job_id)
         job = _row_to_job(con.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
     return job
+
+
+def _cache_source(con: sqlite3.Connection, kind: str, config_hash: str, name: str) -> str | None:
+    """The done job whose folder holds valid results for this hash (normally the one that ran), or None.
+    Bad copies are set aside as they are met, each with a warning and an event on its job; the copies
+    linked into cache hits are done jobs of the same hash, so they are checked (and dropped) in turn."""
+    rows = con.execute("SELECT id FROM jobs WHERE kind = ? AND hash = ? AND state = 'done' "
+                       "ORDER BY cached_from IS NOT NULL, created DESC",  # jobs that ran before cache hits
+                       (kind, config_hash)).fetchall()
+    for row in rows:
+        while (folder := _results_folder(con, row["id"], name)) is not None:
+            problem = cachecheck.folder_problem(folder, kind, name)
+            if problem is None:
+                return folder.name
+            aside = cachecheck.set_aside(folder, name)
+            msg = (f"cached results of job {folder.name} are damaged ({problem}); "
+                   f"{'moved aside to ' + aside.name if aside else 'left in place'}, not served from the cache")
+            print(f"warning: {msg}", file=sys.stderr)
+            _add_event(con, folder.name, {"type": "log", "message": msg})
+            if aside is None:
+                break  # cannot move it: do not serve it, do not loop on it
+    return None
 
 
 def _link_run_folder(source: str, job_id: str) -> None:
@@ -620,19 +642,27 @@ def _recovery_needed(con: sqlite3.Connection, now: float, stale_s: float, host: 
 
 def _clear_run_folder(job_id: str) -> None:
     """Move a partial run folder aside (.trash-<job>-<rand>) and delete it; nothing else is touched."""
-    folder = store.run_dir(job_id)
-    if not folder.exists():
-        return
-    trash = folder.parent / f".trash-{job_id}-{secrets.token_hex(3)}"
-    os.replace(folder, trash)
-    shutil.rmtree(trash, ignore_errors=True)
+    attempts.remove(store.run_dir(job_id))
 
 
 def _sweep_trash() -> None:
+    """Delete .trash- folders and the attempt folders of killed workers (no running attempt owns them)."""
     runs = store.home() / "runs"
     if runs.is_dir():
         for p in runs.glob(".trash-*"):
             shutil.rmtree(p, ignore_errors=True)
+        attempts.sweep(runs, _running_attempts)
+
+
+def _running_attempts() -> set[tuple[str, int]]:
+    with _db() as con:
+        return {(r["id"], r["attempts"]) for r in con.execute("SELECT id, attempts FROM jobs WHERE state = 'running'")}
+
+
+def _drop_folder(folder: Path | None) -> None:
+    if folder is not None:
+        with contextlib.suppress(OSError):
+            attempts.remove(folder)
 
 
 # -- the worker -----------------------------------------------------------------------------------
@@ -900,12 +930,10 @@ class Worker:
         os.environ.setdefault("NUMBA_CACHE_DIR", str(home / "numba_cache"))
         if self.handle_signals:
             self._install_signals()
-        self.register()
         self.say(f"started (pid {os.getpid()}, home {home})")
         try:
-            for job_id, state in recover_stale(by=self.id):
-                self.say(f"job {job_id} of a stopped worker -> {state}")
-            _sweep_trash()
+            if not self._start_up():
+                return 0
             for tmp in store.remove_stale_tmp(home / "cache"):  # left by a worker killed mid-write
                 self.say(f"removed a stale temporary file {tmp}")
             try:  # import before the warm-up thread does, so both never import the runner at once
@@ -942,6 +970,24 @@ class Worker:
             self.say("stopped")
         return 0
 
+    def _start_up(self) -> bool:
+        """Register, recover stale jobs and sweep leftovers; a locked, corrupt or full job table is
+        reported and retried (with backoff) until it works or the worker is stopped. False if stopped."""
+        errors = 0
+        while not self.stopping:
+            try:
+                self.register()
+                for job_id, state in recover_stale(by=self.id):
+                    self.say(f"job {job_id} of a stopped worker -> {state}")
+                _sweep_trash()
+                return True
+            except sqlite3.Error as err:
+                errors += 1
+                wait = min(30.0, self.poll * 2 ** min(errors, 5))
+                self.say(f"cannot start: {dbguard.explain(err, db_path())}; retrying in {wait:.0f} s")
+                self._stop_event.wait(wait)
+        return False
+
     def claim(self) -> dict | None:
         with _db() as con:  # look before taking the write lock: idle polls stay read-only
             if con.execute("SELECT 1 FROM jobs WHERE state = 'queued' LIMIT 1").fetchone() is None:
@@ -968,8 +1014,9 @@ class Worker:
         self.say(f"job {job_id} ({job['kind']}) started, attempt {job['attempts']}")
         try:
             _clear_run_folder(job_id)  # a rerun starts from an empty folder
-            folder = store.run_dir(job_id, create=True)
-            log = open(folder / "log.txt", "a", buffering=1)
+            live = store.run_dir(job_id, create=True)  # holds the live log while the attempt runs
+            folder = attempts.new_folder(live.parent, job_id, job["attempts"])  # this attempt's artifacts
+            log = open(live / "log.txt", "a", buffering=1)
         except OSError as err:  # disk full, permissions: the job fails, the worker goes on
             self._finish(job, WorkerContext(self, job_id, None), "failed", _one_line(err))
             self.current = None
@@ -998,26 +1045,40 @@ class Worker:
             except BaseException:  # KeyboardInterrupt / SystemExit in-process: requeue, then stop
                 self.stopping = True
                 with contextlib.suppress(Exception):
-                    self._finish(job, ctx, "stopped", None)
+                    self._finish(job, ctx, "stopped", None, folder)
                 self.current = None
                 raise
-            self._finish(job, ctx, outcome, detail)
+            self._finish(job, ctx, outcome, detail, folder)
         self.current = None
 
-    def _finish(self, job: dict, ctx: WorkerContext, outcome: str, detail) -> None:
+    def _finish(self, job: dict, ctx: WorkerContext, outcome: str, detail, folder: Path | None = None) -> None:
+        """Record the attempt's outcome. Ownership is checked, the attempt folder switched in (or
+        dropped) and the state changed in one transaction, so an attempt that lost the job never
+        touches the folder of the attempt that has it."""
         job_id = job["id"]
         if outcome == "failed":  # the last step before the failure says where it happened
             with contextlib.suppress(Exception):
                 ctx.flush()
         now = time.time()
         with _db() as con, transaction(con):
-            row = con.execute("SELECT state, worker, cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None or row["state"] != "running" or row["worker"] != self.id:
+            row = con.execute("SELECT state, worker, attempts, cancel_requested FROM jobs WHERE id = ?",
+                              (job_id,)).fetchone()
+            if (row is None or row["state"] != "running" or row["worker"] != self.id
+                    or row["attempts"] != job["attempts"]):
                 ctx.log_line(f"job was taken over while it ran (now {row['state'] if row else 'deleted'}); "
                              f"result of this attempt dropped")
-                self.say(f"job {job_id}: lost (taken over by another worker)")
+                self.say(f"job {job_id}: lost (taken over by another worker); its attempt folder is dropped")
+                _drop_folder(folder)
                 return
-            if outcome in ("cancelled", "stopped") and self.stopping and not row["cancel_requested"]:
+            requeue = outcome in ("cancelled", "stopped") and self.stopping and not row["cancel_requested"]
+            if requeue:
+                _drop_folder(folder)
+            elif folder is not None:
+                try:
+                    attempts.publish(folder, store.run_dir(job_id))
+                except OSError as err:  # the results cannot be put in place: the job fails, readably
+                    outcome, detail = "failed", f"could not move the results into place: {_one_line(err)}"
+            if requeue:
                 # SIGTERM: put it back in the queue; this attempt does not count
                 con.execute("UPDATE jobs SET state = 'queued', worker = NULL, started = NULL, heartbeat = NULL, "
                             "progress = 0, stage = NULL, attempts = MAX(attempts - 1, 0) WHERE id = ?", (job_id,))
@@ -1067,6 +1128,8 @@ def add_commands(sub) -> None:
     p.add_argument("--job", help="embed: the job whose results to embed")
     p.add_argument("--layer", help="embed: the supervision point")
     p.add_argument("--start-worker", action="store_true", help="start a background worker if none is running")
+    p.add_argument("--no-cache", action="store_true",
+                   help="run it again even if the same configuration already finished (bypass the cache)")
     p.add_argument("--json", action="store_true", help="print the job as JSON")
     p.set_defaults(func=_cmd_submit)
 
@@ -1112,7 +1175,7 @@ def build_spec(args) -> dict:
 def _cmd_submit(args) -> int:
     try:
         spec = build_spec(args)
-        job = submit(args.kind, spec)
+        job = submit(args.kind, spec, use_cache=not args.no_cache)
     except ConfigError:
         raise  # engine.cli prints "error: invalid option <option>: <message>" and exits 2
     except ValueError as err:

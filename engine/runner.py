@@ -384,7 +384,8 @@ def _finish_runs(sc: Scenario, ev: EvalSet, bases: Bases, refs: dict, ref_arrays
     for label, feats in epoch_feats.items():
         for e, f in enumerate(feats):
             pen[f"epoch__{label}__{e + 1}"] = f
-    coords = embed(pen, method=method, seed=cfg.seed)
+    coords = embed(pen, method=method, seed=cfg.seed, check=ctx.check)  # cancel / SIGTERM work here too
+    ctx.check()  # the last safe point: a job cancelled during the embedding writes no results
     for name, c in coords.items():
         if name.startswith("epoch__"):
             _, label, e = name.split("__")
@@ -443,7 +444,8 @@ def run_embed(spec: dict, run_dir: Path, ctx: JobContext) -> dict:
     arrays = store.load_npz(source / "arrays.npz")
     feats = {k.split("__")[1]: v for k, v in arrays.items() if k.startswith("feat__") and k.endswith(f"__{layer}")}
     cfg = validate(results["config"])
-    coords = embed(feats, method="umap" if cfg.eval.umap else "pca", seed=cfg.seed)
+    coords = embed(feats, method="umap" if cfg.eval.umap else "pca", seed=cfg.seed, check=ctx.check)
+    ctx.check()
     out = {f"umap__{k}": v for k, v in coords.items()}
     store.atomic_save_npz(source / f"embed__{layer}.npz", out)
     store.atomic_save_npz(run_dir / f"embed__{layer}.npz", out)

@@ -2,8 +2,9 @@
 
 A worker (unless one is alive on this home), the default comparisons queued on the first start
 (`teach`, where superficial forgetting is plain to see, then `digits`, real handwriting; the pages
-fill in while you look), and `streamlit run dashboard/app.py` bound to
-localhost. Ctrl-C stops the server and the worker this command started.
+fill in while you look), and `streamlit run dashboard/app.py` bound to localhost. Ctrl-C or
+SIGTERM stops the server and the worker this command started (the worker requeues its current
+job), so the port is free again when it exits.
 """
 from __future__ import annotations
 
@@ -32,39 +33,52 @@ def queue_defaults_if_empty() -> list[str]:
     return [api.submit("compare", spec)["id"] for spec in default_compare_specs()]
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM takes the same way out as Ctrl-C: children are stopped first
+
+
+def stop_child(proc: subprocess.Popen | None, sig: int, timeout: float) -> None:
+    """Send `sig` to a child this command started, wait for it, SIGKILL it after `timeout` s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
 def cmd_serve(args) -> int:
     from . import api
     root = home()
     os.environ.setdefault("NUMBA_CACHE_DIR", str(root / "numba_cache"))
-    worker = None
-    if not api.worker_alive():
-        log = open(root / "worker.log", "ab")
-        worker = subprocess.Popen([sys.executable, "-m", "engine", "worker"], stdout=log, stderr=log,
-                                  cwd=PROJECT_ROOT)
-        print(f"started a worker (pid {worker.pid}, log {root / 'worker.log'})")
-    jobs = queue_defaults_if_empty()
-    if jobs:
-        print(f"queued the default comparisons ({', '.join(DEFAULT_PRESETS)}) as jobs {', '.join(jobs)}; "
-              f"the pages fill in as they run (about a minute each)")
-    print(f"EC Lab: http://{args.address}:{args.port}  (run store: {root})")
-    cmd = [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "dashboard" / "app.py"),
-           "--server.address", args.address, "--server.port", str(args.port), "--server.headless", "true",
-           "--browser.gatherUsageStats", "false"]
-    env = {**os.environ, "ECLAB_HOME": str(root)}
-    server = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env)
+    signal.signal(signal.SIGTERM, _interrupt)
+    worker = server = None
     try:
+        if not api.worker_alive():
+            log = open(root / "worker.log", "ab")
+            worker = subprocess.Popen([sys.executable, "-m", "engine", "worker"], stdout=log, stderr=log,
+                                      cwd=PROJECT_ROOT)
+            print(f"started a worker (pid {worker.pid}, log {root / 'worker.log'})")
+        jobs = queue_defaults_if_empty()
+        if jobs:
+            print(f"queued the default comparisons ({', '.join(DEFAULT_PRESETS)}) as jobs {', '.join(jobs)}; "
+                  f"the pages fill in as they run (about a minute each)")
+        print(f"EC Lab: http://{args.address}:{args.port}  (run store: {root})")
+        cmd = [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "dashboard" / "app.py"),
+               "--server.address", args.address, "--server.port", str(args.port), "--server.headless", "true",
+               "--browser.gatherUsageStats", "false"]
+        env = {**os.environ, "ECLAB_HOME": str(root)}
+        server = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env)
         return server.wait()
-    except KeyboardInterrupt:
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=10)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM
         return 0
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.terminate()  # the worker requeues its current job on SIGTERM
-            try:
-                worker.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
+        stop_child(server, signal.SIGTERM, 10)  # frees the port
+        stop_child(worker, signal.SIGTERM, 15)  # the worker requeues its current job on SIGTERM
 
 
 def add_commands(sub) -> None:

@@ -80,6 +80,24 @@ def stop(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 15) -> int
     return proc.returncode
 
 
+def pause_unlocked(proc: subprocess.Popen, db: Path, tries: int = 20) -> None:
+    """SIGSTOP a worker at a moment it holds no write lock on the job table (else every other worker
+    would wait for it): stop, try to take the lock, resume and try again a moment later if it was held."""
+    for _ in range(tries):
+        proc.send_signal(signal.SIGSTOP)
+        con = sqlite3.connect(str(db), timeout=0.2, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.02)
+        finally:
+            con.close()
+    raise AssertionError("the worker always held the job table's write lock")
+
+
 def worker_log(home: Path, name: str = "w") -> str:
     p = home / f"test-{name}.log"
     return p.read_text(errors="replace") if p.exists() else ""

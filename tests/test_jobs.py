@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import api, jobs, store
+from engine import api, cachecheck, jobs, store
 from engine.cli import build_parser
 from engine.cli import main as cli_main
 from engine.config import ConfigError, stable_hash
@@ -80,6 +80,11 @@ def job_events(job_id, state):
 
 
 # -- unit tests with a fake runner (in-process) ----------------------------------------------------
+def fake_results(kind: str, do: str) -> dict:
+    """A cache hit is served only from results that pass the basic schema: one run with its metrics."""
+    return {"kind": kind, "runs": {"ft": {"metrics": dict.fromkeys(cachecheck.METRIC_KEYS)}}, "do": do}
+
+
 class FakeRunner:
     """prepare/execute with the runner's signatures; spec["do"] says what execute does."""
     JOB_KINDS = ("run", "compare", "base", "embed")
@@ -105,7 +110,7 @@ class FakeRunner:
             raise DivergenceError("ga: loss became nan at epoch 2, step 3; lower methods.ga.lr")
         if do == "boom":
             raise RuntimeError("line one\nline two")
-        store.atomic_write_json(run_dir / "results.json", {"kind": kind, "runs": {}, "do": do})
+        store.atomic_write_json(run_dir / "results.json", fake_results(kind, do))
         return {"ok": True}
 
 
@@ -240,7 +245,7 @@ def test_embed_needs_a_job_with_results_and_record_external(fake, tmp_path):
     # a run that happened outside the queue (a sweep trial) becomes a done job, and a cache source
     folder = tmp_path / "trial"
     folder.mkdir()
-    store.atomic_write_json(folder / "results.json", {"kind": "run", "runs": {}, "do": "ok"})
+    store.atomic_write_json(folder / "results.json", fake_results("run", "ok"))
     rec = api.record_external("run", {"do": "ok"}, folder, {"ok": 1})
     assert rec["state"] == "done" and rec["summary"] == {"ok": 1}
     assert api.load_results(rec["id"])["do"] == "ok"

@@ -277,6 +277,18 @@ def _open_results(job_id: str) -> None:
     widgets.select_results(job_id)
 
 
+def _run_again(job: dict) -> None:
+    """Queue a finished job's configuration again, bypassing the cache (engine.api submit use_cache=False)."""
+    try:
+        new = data.api().submit(job["kind"], job["spec"], use_cache=False)
+    except Exception as err:  # invalid by now, or the job table is unavailable
+        ss["_run_again_error"] = logic.error_text(err) if isinstance(err, ConfigError) else str(err)
+        return
+    data.invalidate_jobs()
+    data.ensure_worker()
+    st.query_params["job"] = new["id"]
+
+
 def final(job: dict) -> None:
     widgets.job_error(job)
     if job["state"] != "done":
@@ -286,6 +298,10 @@ def final(job: dict) -> None:
     if job.get("kind") not in ("run", "compare"):
         st.success(f"Job `{job['id']}` is done.")
         return
+    st.button("Run again", key=f"again_{job['id']}", on_click=_run_again, args=(job,), icon=":material/replay:",
+              help="Queue the same configuration again without reusing cached results (e.g. when they look wrong).")
+    if ss.get("_run_again_error"):
+        st.error(f"Could not queue it again: {ss.pop('_run_again_error')}", icon=":material/error:")
     try:
         res = data.results(job)
     except Exception as err:
