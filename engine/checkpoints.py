@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -74,14 +76,18 @@ def read_file(path: Path, role: str = "checkpoint"):
     if not name.endswith(TORCH_SUFFIXES):
         raise CheckpointFormatError(f"{role}: {path} has an unknown extension: use .safetensors, .pt, .pth or .pth.tar")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing a file
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError ...
         text = str(err)
         if "Weights only load failed" in text or "Unsupported global" in text:
+            found = re.search(r"Unsupported (?:global: GLOBAL \S+|operand \d+)", text)  # torch's own wording
             raise CheckpointFormatError(
                 f"{role}: {path} holds Python objects besides tensors, which EC Lab refuses to unpickle (it could "
-                f"run code): {_short(err)}. Fix: in a trusted environment, re-save only the weights, e.g. "
-                f"torch.save(ckpt['state_dict'], 'model.pt') or safetensors.torch.save_file(...)") from None
+                f"run code; {found.group(0) if found else 'not a weights-only file'}). Fix: in an environment you "
+                f"trust, re-save only the weights, e.g. torch.save(ckpt['state_dict'], 'model.pt') or "
+                f"safetensors.torch.save_file(...)") from None
         raise CheckpointFormatError(f"{role}: {path} is not a PyTorch checkpoint ({_short(err)}): pass a file "
                                     f"written by torch.save or safetensors") from None
 
@@ -145,13 +151,13 @@ def _diff(model: nn.Module, state: dict) -> tuple[list[str], list[str], list[str
     return missing, unexpected, shapes
 
 
-def _fitting_arch(state: dict, num_classes: int, in_channels: int, image_size: int, tried: str) -> str | None:
+def _fitting_arch(state: dict, num_classes: int, in_channels: int, image_size: int, tried: str, width: int) -> str | None:
     from .models import create_model
     for arch in SUPERVISION_POINTS:
         if arch == tried:
             continue
         try:
-            m = create_model(arch, num_classes, in_channels, image_size)
+            m = create_model(arch, num_classes, in_channels, image_size, width)
         except Exception:  # noqa: BLE001 - an architecture that cannot take this input size
             continue
         if not any(_diff(m, state)):
@@ -165,7 +171,7 @@ def _listing(label: str, keys: list[str]) -> str:
 
 
 def build(state: dict, arch: str, num_classes: int, in_channels: int, image_size: int,
-          role: str = "checkpoint", seed: int = 0) -> nn.Module:
+          role: str = "checkpoint", seed: int = 0, width: int = 32) -> nn.Module:
     """The architecture with the checkpoint's weights, strictly (every key and shape must match)."""
     from .models import create_model
     head = head_classes(state, arch)
@@ -174,12 +180,12 @@ def build(state: dict, arch: str, num_classes: int, in_channels: int, image_size
             f"{role}: the checkpoint's head ({HEADS.get(arch, 'fc')}.weight) has {head} classes but the data set has "
             f"{num_classes}: audit it on the data set it was trained on (--preset / --set data.dataset=...)")
     torch.manual_seed(seed)
-    model = create_model(arch, num_classes, in_channels, image_size)
+    model = create_model(arch, num_classes, in_channels, image_size, width)
     missing, unexpected, shapes = _diff(model, state)
     if missing or unexpected or shapes:
         parts = [_listing(n, k) for n, k in (("missing keys", missing), ("unexpected keys", unexpected),
                                              ("shape mismatches", shapes)) if k]
-        fit = _fitting_arch(state, num_classes, in_channels, image_size, arch)
+        fit = _fitting_arch(state, num_classes, in_channels, image_size, arch, width)
         fix = f"this checkpoint fits --arch {fit}" if fit else \
             f"pick the architecture it was saved from with --arch ({', '.join(SUPERVISION_POINTS)})"
         raise CheckpointFormatError(f"{role}: the checkpoint does not match architecture {arch}: "
@@ -201,4 +207,4 @@ def load_model(path, cfg: RunConfig, role: str, num_classes: int | None = None, 
         if num_classes is None:
             raise CheckpointFormatError(f"{role}: found no classifier head ({HEADS.get(cfg.model.arch, 'fc')}.weight) "
                                         f"for architecture {cfg.model.arch}: check --arch")
-    return build(state, cfg.model.arch, num_classes, in_channels, image_size, role, cfg.seed)
+    return build(state, cfg.model.arch, num_classes, in_channels, image_size, role, cfg.seed, cfg.model.width)
