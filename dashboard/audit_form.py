@@ -86,7 +86,7 @@ def section() -> None:
         up_retr = c2.file_uploader("Retrained", type=FORMATS, key="a_up_retrain", max_upload_size=MAX_UPLOAD_MB)
         up_unl = c3.file_uploader("Unlearned (named after the file)", type=FORMATS, accept_multiple_files=True,
                                   key="a_up_unlearned", max_upload_size=MAX_UPLOAD_MB)
-        go = st.form_submit_button("Queue audit", icon=":material/fact_check:")
+        go = st.form_submit_button("Queue audit", icon=":material/fact_check:", key="a_submit")
     if not go:
         return
     try:

@@ -311,3 +311,58 @@ def test_submit_cli_queues_an_audit(home, tmp_path, capsys):
     jobs = api.list_jobs()
     assert [j["kind"] for j in jobs] == ["audit"] and jobs[0]["spec"]["unlearned"] == {"u": str(good.resolve())}
     assert os.path.isabs(jobs[0]["spec"]["original"])
+
+
+# -- the pages ---------------------------------------------------------------------------------------
+
+def test_pages_show_an_audit_without_retrain_and_the_launch_form_queues_one(home, tmp_path, capsys):
+    from streamlit.testing.v1 import AppTest
+    from dashboard import logic
+    good = tmp_path / "good.pt"
+    torch.save(_small().state_dict(), good)
+    rc = cli.main(["audit", "--set", "model.width=8", "--set", "eval.umap=false", "--set", "eval.probe_epochs=5",
+                   "--set", "eval.embed_per_class=5", "--original", str(good), "--unlearned", f"mine={good}",
+                   "--out", str(tmp_path / "aud")])
+    assert rc == 0, capsys.readouterr().err
+    assert "no retrained reference supplied: CKA vs the original only" in capsys.readouterr().err
+    app = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+
+    def page(name):
+        at = AppTest.from_file(app, default_timeout=60)
+        at.run()
+        if name != "overview":
+            at.switch_page(f"views/{name}.py")
+            at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    for name in ("overview", "layers", "embeddings", "compare"):
+        at = page(name)
+        if name in ("overview", "layers"):
+            assert any(logic.NO_RETRAIN_NOTE in str(w.value) for w in at.warning), name
+        if name == "layers":
+            assert list(at.radio(key="ly_ref").options) == ["Original (before unlearning)"]
+
+    at = page("launch")
+    assert any(s.value == "Audit" for s in at.subheader)
+    at.text_input(key="a_original").input(str(tmp_path / "missing.pt"))
+    at.text_area(key="a_unlearned").input(f"mine={good}")
+    at.button(key="a_submit").click().run()
+    assert any("Not queued" in str(e.value) and "does not exist" in str(e.value) for e in at.error)
+    assert [j["kind"] for j in api.list_jobs()] == ["audit"]  # only the recorded CLI audit
+    wide = tmp_path / "wide.safetensors"  # the form has no width option: the default small_cnn (width 32)
+    save_file(create_model("small_cnn", 10, 1, 8).state_dict(), str(wide))
+    at.text_input(key="a_original").input(str(wide))
+    at.text_area(key="a_unlearned").input(f"mine={wide}")
+    at.button(key="a_submit").click().run()
+    assert not at.error, [e.value for e in at.error]
+    queued = [j for j in api.list_jobs() if j["state"] == "queued"]
+    assert len(queued) == 1 and queued[0]["kind"] == "audit" and list(queued[0]["spec"]["unlearned"]) == ["mine"]
+
+
+def test_upload_is_capped_and_stored(home):
+    from engine.audit import AuditError, save_upload
+    p = save_upload("../my model.pth", b"bytes")
+    assert Path(p).read_bytes() == b"bytes" and Path(p).name == "my_model.pth" and str(home) in p
+    with pytest.raises(AuditError, match="upload limit"):
+        save_upload("big.pt", b"0" * (200 * 2**20 + 1))
