@@ -328,7 +328,7 @@ def test_pages_show_an_audit_without_retrain_and_the_launch_form_queues_one(home
     app = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 
     def page(name):
-        at = AppTest.from_file(app, default_timeout=60)
+        at = AppTest.from_file(app, default_timeout=180)  # generous: a loaded CI machine
         at.run()
         if name != "overview":
             at.switch_page(f"views/{name}.py")
