@@ -127,8 +127,8 @@ def arrays(job: Mapping, name: str = "arrays.npz", token=None) -> dict | None:
 
 
 def done_result_jobs(all_jobs: list[dict]) -> list[dict]:
-    """Done run/compare jobs, newest first; a cache hit whose source is listed is left out."""
-    done = [j for j in all_jobs if j.get("state") == "done" and j.get("kind") in ("compare", "run")]
+    """Done run/compare/audit jobs, newest first; a cache hit whose source is listed is left out."""
+    done = [j for j in all_jobs if j.get("state") == "done" and j.get("kind") in logic.RESULT_KINDS]
     ids = {j["id"] for j in done}
     return [j for j in done if not (j.get("cached_from") and j["cached_from"] in ids)]
 

@@ -12,6 +12,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 REFERENCE = ("original", "retrain")
+RESULT_KINDS = ("compare", "run", "audit")  # jobs whose results.json the analysis pages show
+NO_RETRAIN_NOTE = ("no retrained reference supplied: CKA vs the original only. This audit has no gold-standard "
+                   "model (a model retrained without the forget set), so CKA to the retrained model, Avg. Gap and "
+                   "the distance to the retrain floor are not shown; pass --retrain PATH to add them.")
+
+
+def lacks_retrain(results: Mapping) -> bool:
+    """An audit given no retrained model: its pages compare against the original only."""
+    return "retrain" not in ((results or {}).get("runs") or {})
 ACTIVE_STATES = ("queued", "running")
 SPLITS = ("forget", "retain", "forget_test", "retain_test")
 SPLIT_LABELS = {"forget": "forget (train)", "retain": "retain (train)",
@@ -246,6 +255,8 @@ def job_label(job: Mapping) -> str:
         methods = spec.get("methods")
         what = f"{len(methods)} methods" if methods else "all methods"
         return f"compare {what} · {preset}"
+    if kind == "audit":
+        return f"audit {', '.join(spec.get('unlearned') or {}) or '?'} · {preset}"
     method = cfg.get("method") or ov.get("method") or "ec"
     plugin = cfg.get("plugin") or ov.get("plugin") or "none"
     label = f"{method}+ec" if plugin == "ec" else method
@@ -285,8 +296,8 @@ def results_label(job: Mapping, finished=None, now: _dt.datetime | None = None) 
     forget = _short_forget(cfg.get("forget") or ov.get("forget"))
     if forget:
         parts.append(forget)
-    if job.get("kind") == "compare":
-        parts.append("compare")
+    if job.get("kind") in ("compare", "audit"):
+        parts.append(job["kind"])
     else:
         method = cfg.get("method") or ov.get("method") or "ec"
         plugin = cfg.get("plugin") or ov.get("plugin") or "none"

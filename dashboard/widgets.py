@@ -155,6 +155,8 @@ def require_results() -> tuple[dict, dict] | None:
     if not res:
         st.error(f"Job {text.code(job['id'])} is done but has no results.json; rerun it from the Launch page.")
         return None
+    if logic.lacks_retrain(res):
+        st.warning(logic.NO_RETRAIN_NOTE, icon=":material/info:")
     return job, res
 
 

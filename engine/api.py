@@ -10,6 +10,7 @@ cancel_requested (bool), summary (dict from the runner), run_dir (path).
 """
 from __future__ import annotations
 
+from .audit import MAX_UPLOAD_MB, save_upload
 from .jobs import (
     cancel,
     ensure_worker,
@@ -27,4 +28,5 @@ from .jobs import (
 from .jobs import headline as headline_metrics
 
 __all__ = ["submit", "get_job", "list_jobs", "events_since", "cancel", "load_results", "load_arrays",
-           "list_results", "record_external", "worker_alive", "ensure_worker", "workers", "headline_metrics"]
+           "list_results", "record_external", "worker_alive", "ensure_worker", "workers", "headline_metrics",
+           "save_upload", "MAX_UPLOAD_MB"]

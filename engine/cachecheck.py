@@ -13,30 +13,7 @@ import os
 import secrets
 from pathlib import Path
 
-METRIC_KEYS = ("forget_acc", "retain_acc", "test_acc", "forget_test_acc", "retain_test_acc", "mia_efficacy",
-               "knn_forget_acc", "avg_gap")
-
-
-def results_problem(results) -> str | None:
-    """Why a parsed results.json (run / compare job) is unusable, or None when it passes the basic schema:
-    a "runs" dict of runs, each with a "metrics" dict holding every metric key (numbers or null)."""
-    if not isinstance(results, dict):
-        return "results.json does not hold a JSON object"
-    runs = results.get("runs")
-    if not isinstance(runs, dict) or not runs:
-        return 'results.json has no "runs" (a dict with one entry per run)'
-    for name, run in runs.items():
-        metrics = run.get("metrics") if isinstance(run, dict) else None
-        if not isinstance(metrics, dict):
-            return f'run {name!r} in results.json has no "metrics"'
-        missing = [k for k in METRIC_KEYS if k not in metrics]
-        if missing:
-            return f"run {name!r} in results.json lacks the metrics {', '.join(missing)}"
-        bad = [k for k in METRIC_KEYS if metrics[k] is not None
-               and (isinstance(metrics[k], bool) or not isinstance(metrics[k], (int, float)))]
-        if bad:
-            return f"run {name!r} in results.json has non-numeric metrics {', '.join(bad)}"
-    return None
+from . import results as results_schema
 
 
 def folder_problem(folder: Path, kind: str, name: str) -> str | None:
@@ -48,8 +25,9 @@ def folder_problem(folder: Path, kind: str, name: str) -> str | None:
         return f"{name} is missing"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         return f"{name} does not parse ({' '.join(str(err).split())})"
-    if kind in ("run", "compare"):
-        return results_problem(data)
+    if kind in ("run", "compare", "audit"):
+        bad = results_schema.problem(data)  # the one schema the writer and every reader use
+        return f"{name}: {bad}" if bad else None
     if not isinstance(data, dict):
         return f"{name} does not hold a JSON object"
     return None

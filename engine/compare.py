@@ -62,8 +62,9 @@ def add_scenario_flags(p: argparse.ArgumentParser) -> None:
 class PrintingContext(JobContext):
     """Prints stage changes and epoch summaries as one line each."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream, self.t0, self._last = stream, time.perf_counter(), None
+    def __init__(self, stream=None):
+        # sys.stderr looked up now, not at import: in-process callers (tests) may have replaced it since
+        self.stream, self.t0, self._last = stream or sys.stderr, time.perf_counter(), None
 
     def emit(self, event: dict) -> None:
         kind = event.get("type")

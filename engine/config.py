@@ -24,6 +24,9 @@ SUPERVISION_POINTS: dict[str, list[str]] = {
     "resnet18": ["layer1", "layer2", "layer3", "layer4"],
     "resnet50": ["layer1", "layer2", "layer3", "layer4"],
     "vit_tiny": ["blocks.1", "blocks.3", "blocks.5", "norm"],
+    # torchvision's standard ResNets (ImageNet stem), e.g. for audited outside checkpoints
+    "tv_resnet18": ["layer1", "layer2", "layer3", "layer4"],
+    "tv_resnet50": ["layer1", "layer2", "layer3", "layer4"],
 }
 
 METHOD_NAMES = ["retrain", "ft", "ga", "neggrad_plus", "rl", "l1_sparse", "salun", "scrub",
@@ -78,7 +81,7 @@ class ForgetConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    arch: Literal["small_cnn", "resnet18", "resnet50", "vit_tiny"] = "small_cnn"
+    arch: Literal["small_cnn", "resnet18", "resnet50", "vit_tiny", "tv_resnet18", "tv_resnet50"] = "small_cnn"
     width: int = Field(32, ge=4, le=256)  # small_cnn base width; ignored by the others
 
 

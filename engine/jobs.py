@@ -38,11 +38,13 @@ from typing import Any, Iterator
 
 from . import attempts, cachecheck, dbguard, store
 from . import results as results_schema
+from .audit import add_model_flags
+from .audit import spec_from_args as audit_spec
 from .compare import add_set_flag, scenario_overrides
 from .config import ConfigError
 from .events import Cancelled, JobContext
 
-JOB_KINDS = ("run", "compare", "base", "embed")  # mirrors engine.runner.JOB_KINDS (checked at submit)
+JOB_KINDS = ("run", "compare", "base", "embed", "audit")  # mirrors engine.runner.JOB_KINDS (checked at submit)
 STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 FINAL = ("done", "failed", "cancelled")
@@ -227,7 +229,7 @@ def _runner():
 
 # the file that says a finished job has results worth reusing; base jobs are never reused (their
 # work lives in $ECLAB_HOME/cache, which the runner reuses by itself and which may have been cleared)
-RESULT_FILES = {"run": "results.json", "compare": "results.json", "embed": "embed.json"}
+RESULT_FILES = {"run": "results.json", "compare": "results.json", "audit": "results.json", "embed": "embed.json"}
 
 
 def _results_folder(con: sqlite3.Connection, job_id: str, name: str = "results.json") -> Path | None:
@@ -488,7 +490,7 @@ def load_arrays(job_id: str, name: str = "arrays.npz") -> dict | None:
     return None if path is None else store.load_npz(path)
 
 
-def list_results(kinds=("compare", "run"), limit: int = 500) -> list[tuple[dict, dict]]:
+def list_results(kinds=("compare", "run", "audit"), limit: int = 500) -> list[tuple[dict, dict]]:
     """(job, results) of done jobs with results, newest first. A cache hit whose source job is in the
     list is left out (same numbers twice)."""
     jobs = list_jobs(limit=limit, states=["done"], kinds=list(kinds) if kinds else None)
@@ -1114,7 +1116,7 @@ def run_worker(once: bool = False, poll: float = 1.0) -> int:
 
 # -- CLI ------------------------------------------------------------------------------------------
 def add_commands(sub) -> None:
-    p = sub.add_parser("submit", help="queue a job (run, compare, base, embed)",
+    p = sub.add_parser("submit", help="queue a job (run, compare, base, embed, audit)",
                        description="Queue a job for the background worker and print its id.")
     p.add_argument("--kind", default="run", choices=list(JOB_KINDS))
     p.add_argument("--preset", default="digits")
@@ -1127,6 +1129,7 @@ def add_commands(sub) -> None:
     add_set_flag(p)
     p.add_argument("--job", help="embed: the job whose results to embed")
     p.add_argument("--layer", help="embed: the supervision point")
+    add_model_flags(p)
     p.add_argument("--start-worker", action="store_true", help="start a background worker if none is running")
     p.add_argument("--no-cache", action="store_true",
                    help="run it again even if the same configuration already finished (bypass the cache)")
@@ -1165,6 +1168,8 @@ def build_spec(args) -> dict:
     if args.method:
         overrides["method"] = args.method
     spec: dict = {"preset": args.preset, "overrides": overrides}
+    if args.kind == "audit":
+        return audit_spec(args, overrides)
     if args.methods:
         if args.kind != "compare":
             raise ConfigError("methods", "--methods is for --kind compare; use --method for a single run")

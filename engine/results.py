@@ -91,7 +91,7 @@ class Scenario(_Lenient):
 
 
 class Results(_Lenient):
-    kind: Literal["run", "compare"]
+    kind: Literal["run", "compare", "audit"]
     scenario: Scenario = Scenario()
     layers: list[str] = []
     config: dict[str, Any] = {}

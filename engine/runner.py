@@ -32,7 +32,7 @@ from .methods.ec.method import AuxModules, build_method, pretrain_aux
 from .models import create_model, point_channels
 from .training import LoopState, pick_device, run_loop
 
-JOB_KINDS = ("run", "compare", "base", "embed")
+JOB_KINDS = ("run", "compare", "base", "embed", "audit")
 COMPARE_DEFAULT = [m for m in METHOD_NAMES if m != "retrain"]
 
 
@@ -77,6 +77,9 @@ def prepare(kind: str, spec: dict) -> tuple[dict, str]:
             raise ConfigError("layer", "name a supervision point, e.g. block2")
         norm = {"job": job, "layer": layer}
         return norm, stable_hash({"kind": kind, **norm})
+    if kind == "audit":
+        from .audit import prepare_audit
+        return prepare_audit(spec)
     cfg = config_from_spec(spec)
     check_forget_size(cfg)
     norm: dict = {"config": cfg.model_dump()}
@@ -216,7 +219,7 @@ def cached_aux(sc: Scenario, original: nn.Module, ctx: JobContext) -> AuxModules
 @dataclass
 class Bases:
     original: nn.Module
-    retrain: nn.Module
+    retrain: nn.Module | None  # None only in an audit without a retrained model
     aux: AuxModules | None
     seconds: dict
 
@@ -259,16 +262,24 @@ def _reference_rows(sc: Scenario, ev: EvalSet, bases: Bases, ctx: JobContext) ->
             return rows, _unflatten_arrays(arrays, ev.points)
         except store.CheckpointError:
             pass  # rebuild below
-    rows, arrays = {}, {}
-    for name, model in (("original", bases.original), ("retrain", bases.retrain)):
-        ctx.emit({"type": "stage", "stage": "eval", "name": name, "fraction": 0.5, "message": f"evaluating {name}"})
-        entry, arr = evaluate(model, ev)
-        rows[name] = {"method": name, "label": name, "seconds": None, "params": {}, **entry}
-        arrays[name] = arr
-    rows["original"]["metrics"]["avg_gap"] = avg_gap(rows["original"]["metrics"], rows["retrain"]["metrics"])
-    rows["retrain"]["metrics"]["avg_gap"] = 0.0
+    rows, arrays = evaluate_references(ev, {"original": bases.original, "retrain": bases.retrain}, ctx)
     store.atomic_write_json(folder / "refs.json", rows)
     store.atomic_save_npz(folder / "refs.npz", _flatten_arrays(arrays, ev.points))
+    return rows, arrays
+
+
+def evaluate_references(ev: EvalSet, refs: dict[str, nn.Module], ctx: JobContext) -> tuple[dict, dict]:
+    """Run entries and arrays of the reference models ("original", optionally "retrain"); with no
+    retrained model there is no gold standard, so Avg. Gap stays null."""
+    rows, arrays = {}, {}
+    for name, model in refs.items():
+        ctx.emit({"type": "stage", "stage": "eval", "name": name, "fraction": 0.5, "message": f"evaluating {name}"})
+        entry, arr = evaluate(model, ev, ref_names=tuple(refs))
+        rows[name] = {"method": name, "label": name, "seconds": None, "params": {}, **entry}
+        arrays[name] = arr
+    retrain = rows.get("retrain", {}).get("metrics") or {}
+    for row in rows.values():
+        row["metrics"]["avg_gap"] = avg_gap(row["metrics"], retrain)
     return rows, arrays
 
 
@@ -352,8 +363,10 @@ def relearn_curve(sc: Scenario, ev: EvalSet, model: nn.Module, ctx: JobContext) 
 # -- jobs ----------------------------------------------------------------------------------------
 
 def _finish_runs(sc: Scenario, ev: EvalSet, bases: Bases, refs: dict, ref_arrays: dict,
-                 results: list[tuple[str, nn.Module, dict]], run_dir: Path, ctx: JobContext, kind: str) -> dict:
-    """Evaluate unlearned models, embed, write results.json + arrays.npz + weights."""
+                 results: list[tuple[str, nn.Module, dict]], run_dir: Path, ctx: JobContext, kind: str,
+                 extra: dict | None = None) -> dict:
+    """Evaluate unlearned models, embed, write results.json + arrays.npz + weights. Without a retrained
+    model (an audit may lack one) Avg. Gap is null and CKA is measured against the original only."""
     cfg = sc.cfg
     runs = {k: copy.deepcopy(v) for k, v in refs.items()}
     arrays = dict(ref_arrays)
@@ -362,18 +375,19 @@ def _finish_runs(sc: Scenario, ev: EvalSet, bases: Bases, refs: dict, ref_arrays
         ctx.check()
         ctx.emit({"type": "stage", "stage": "eval", "name": label, "fraction": (i + 1) / len(results),
                   "message": f"evaluating {label}"})
-        ev_entry, arr = evaluate(model, ev)
+        ev_entry, arr = evaluate(model, ev, ref_names=tuple(refs))
         if "_epoch_feats" in entry:
             epoch_feats[label] = entry.pop("_epoch_feats")
         entry.update(ev_entry)
-        entry["metrics"]["avg_gap"] = avg_gap(entry["metrics"], runs["retrain"]["metrics"])
+        entry["metrics"]["avg_gap"] = avg_gap(entry["metrics"], runs.get("retrain", {}).get("metrics") or {})
         runs[label] = entry
         arrays[label] = arr
         store.atomic_save_safetensors(run_dir / f"weights__{label.replace('+', '_')}.safetensors", model.state_dict())
     if cfg.eval.relearn:
         ctx.emit({"type": "stage", "stage": "eval", "name": "relearn", "fraction": 0.0, "message": "relearning test"})
         for label, model in [("retrain", bases.retrain), ("original", bases.original)] + [(l, m) for l, m, _ in results]:
-            runs[label]["relearn"] = relearn_curve(sc, ev, model, ctx)
+            if model is not None:
+                runs[label]["relearn"] = relearn_curve(sc, ev, model, ctx)
     flat = _flatten_arrays(arrays, ev.points)
     labels = ev.y[ev.embed_idx].cpu().numpy()
     flat["embed_labels"] = labels.astype(np.int64)
@@ -393,7 +407,7 @@ def _finish_runs(sc: Scenario, ev: EvalSet, bases: Bases, refs: dict, ref_arrays
         else:
             flat[f"umap__{name}"] = c
     results_json = {"kind": kind, "scenario": sc.info(), "layers": list(ev.points), "config": cfg.model_dump(),
-                    "embedding": method, "base_seconds": bases.seconds, "runs": runs}
+                    "embedding": method, "base_seconds": bases.seconds, **(extra or {}), "runs": runs}
     results_schema.check(results_json)  # the readers' schema: never write what they would refuse
     store.atomic_save_npz(run_dir / "arrays.npz", flat)
     save_splits(sc.splits, run_dir / "splits.npz")
@@ -478,6 +492,9 @@ def execute(kind: str, spec: dict, run_dir: Path, ctx: JobContext | None = None)
         res = run_single(cfg, run_dir, ctx)
     elif kind == "compare":
         res = run_compare(cfg, parse_methods(spec.get("methods")), run_dir, ctx)
+    elif kind == "audit":
+        from .audit import run_audit
+        res = run_audit(spec, run_dir, ctx)
     else:
         raise ConfigError("kind", f"unknown job kind {kind!r}")
     return summarize(res)

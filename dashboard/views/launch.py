@@ -3,7 +3,7 @@ progress of the job in the URL (?job=), cancel, and the list of recent jobs."""
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, figures, logic, text, widgets
+from dashboard import audit_form, data, figures, logic, text, widgets
 from engine.config import DATASET_CLASSES, METHOD_NAMES, SUPERVISION_POINTS, ConfigError, make_config
 
 ss = st.session_state
@@ -295,7 +295,7 @@ def final(job: dict) -> None:
         events = _events(job["id"])
         _render_progress(job, events)
         return
-    if job.get("kind") not in ("run", "compare"):
+    if job.get("kind") not in logic.RESULT_KINDS:
         st.success(f"Job `{job['id']}` is done.")
         return
     st.button("Run again", key=f"again_{job['id']}", on_click=_run_again, args=(job,), icon=":material/replay:",
@@ -394,5 +394,6 @@ st.caption("Runs go to the background worker; this page only queues them and fol
            "Every option is checked before anything is queued.")
 apply_prefill()
 form()
+audit_form.section()
 watched()
 recent_jobs()

@@ -22,7 +22,10 @@ if not splits or not layers:
 c1, c2 = st.columns(2)
 split = c1.selectbox("Samples (split)", splits, format_func=lambda k: logic.SPLIT_LABELS.get(k, k), key="ly_split",
                      persist_state="session")
-reference = c2.radio("Reference model", ["original", "retrain"], horizontal=True, key="ly_ref",
+refs = ["original"] if logic.lacks_retrain(res) else ["original", "retrain"]  # an audit may have no retrain
+if st.session_state.get("ly_ref") not in (None, *refs):
+    st.session_state["ly_ref"] = "original"
+reference = c2.radio("Reference model", refs, horizontal=True, key="ly_ref",
                      format_func=lambda r: "Original (before unlearning)" if r == "original" else "Retrained (the target)",
                      persist_state="session")
 field = "cka_vs_original" if reference == "original" else "cka_vs_retrain"

@@ -137,6 +137,28 @@ def resnet50(num_classes, in_channels, image_size, width=32):
     return m
 
 
+def _imagenet_stem(m: nn.Module, in_channels: int) -> nn.Module:
+    """torchvision's own 7x7 stride-2 stem (+ max-pool); only the input channels adapt, so the key
+    names and every other shape stay those of torchvision's checkpoints."""
+    if in_channels != 3:
+        m.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+    return m
+
+
+@register_model("tv_resnet18")
+def tv_resnet18(num_classes, in_channels, image_size, width=32):
+    """Standard torchvision ResNet-18 (ImageNet stem, no pretrained weights)."""
+    from torchvision.models import resnet18
+    return _imagenet_stem(resnet18(num_classes=num_classes), in_channels)
+
+
+@register_model("tv_resnet50")
+def tv_resnet50(num_classes, in_channels, image_size, width=32):
+    """Standard torchvision ResNet-50 (ImageNet stem, no pretrained weights)."""
+    from torchvision.models import resnet50 as tv_resnet50_
+    return _imagenet_stem(tv_resnet50_(num_classes=num_classes), in_channels)
+
+
 class ViTTiny(nn.Module):
     """A small vision transformer for 32x32 inputs: patch 4, dim 192, depth 6, 3 heads, mean pool."""
 
