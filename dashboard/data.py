@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import streamlit as st
 
-from . import logic
+from . import logic, verdict
 
 ARRAY_PREFIXES_SKIPPED = ("feat__",)  # pooled features: the engine's, not the dashboard's
 
@@ -153,7 +153,7 @@ def _all_rows(home_dir: str, keys: tuple) -> list[dict]:
         res = _results(home_dir, job_id, finished)
         if res:
             items.append(({"id": job_id, "kind": kind, "finished_at": finished}, res))
-    return logic.all_run_rows(items)
+    return logic.all_run_rows(items, rows_of=verdict.compare_rows)
 
 
 def all_run_rows(all_jobs: list[dict]) -> list[dict]:

@@ -206,15 +206,16 @@ def forget_phrase(scenario: Mapping) -> str:
     return "the forget set"
 
 
-def all_run_rows(items: Sequence[tuple[Mapping, Mapping]]) -> list[dict]:
-    """One row per run across (job, results) pairs, for the Compare table."""
+def all_run_rows(items: Sequence[tuple[Mapping, Mapping]], rows_of=None) -> list[dict]:
+    """One row per run across (job, results) pairs, for the Compare table. `rows_of(results)` makes
+    the rows of one results file (default: run_summary of each run)."""
     rows = []
     for job, res in items:
         if not res:
             continue
         s = res.get("scenario") or {}
-        for name in run_names(res):
-            r = run_summary(res, name)
+        for r in (rows_of(res) if rows_of else [run_summary(res, n) for n in run_names(res)]):
+            name = r["name"]
             r.update({
                 "id": f"{job.get('id')}/{name}", "job": job.get("id"), "kind": job.get("kind"),
                 "dataset": s.get("dataset"), "arch": s.get("arch"),
