@@ -64,6 +64,11 @@ def short_settings(method: str, uses_ec: bool, ec: Mapping | None, hp: Mapping |
     return " ".join(parts) or "defaults"
 
 
+def _n_points(arch) -> int | None:
+    from engine.config import SUPERVISION_POINTS
+    return len(SUPERVISION_POINTS.get(arch) or []) or None
+
+
 def config_settings(cfg: Mapping | None) -> str:
     """The short form of a full config dict (a job spec's "config", or results.json's)."""
     cfg = cfg or {}
@@ -71,7 +76,7 @@ def config_settings(cfg: Mapping | None) -> str:
     uses_ec = method == "ec" or cfg.get("plugin") == "ec"
     ec = dict(cfg.get("ec") or {})
     hp = (cfg.get("methods") or {}).get(method) or {}
-    n = len(ec.get("weights") or []) or None
+    n = len(ec.get("weights") or []) or _n_points((cfg.get("model") or {}).get("arch"))
     return short_settings(method, uses_ec, ec, hp, cfg.get("beta") if cfg.get("plugin") == "ec" else None,
                           cfg.get("preset"), n)
 

@@ -211,3 +211,24 @@ def one_reference_pair(rows: Sequence[Mapping]) -> list[Mapping]:
             seen.add(k)
         out.append(r)
     return out
+
+
+def live_flags(epoch: Mapping, original: Mapping | None, retrain: Mapping | None) -> list[str]:
+    """Warnings for a running job from its newest epoch event against the scenario's reference rows:
+    retain damage at any epoch; forget accuracy off retrain's only once the last epoch is reached
+    (before that, forget accuracy is still on its way down)."""
+    row = {"name": "run", "retain_acc": epoch.get("retain_acc"), "forget_acc": epoch.get("forget_acc")}
+    out = [f for f in flags(row, original, retrain) if f in DAMAGING]
+    last = num(epoch.get("epoch")) is not None and num(epoch.get("epoch")) == num(epoch.get("epochs"))
+    return [f for f in out if f == "retain damaged" or last]
+
+
+def scenario_references(items: Sequence[tuple[Mapping, Mapping]], cfg: Mapping | None) -> tuple[dict, dict] | None:
+    """(original row, retrain row) of the newest results of the same scenario as `cfg`, or None."""
+    key = runinfo.scenario_key(cfg)
+    for _, res in items:
+        if runinfo.scenario_key(res.get("config")) == key:
+            rows = {r["name"]: r for r in headline_rows(res)}
+            if "original" in rows and "retrain" in rows:
+                return rows["original"], rows["retrain"]
+    return None

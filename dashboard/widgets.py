@@ -7,7 +7,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from . import data, figures, logic
+import pandas as pd
+
+from . import data, figures, logic, runinfo, verdict
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 RESULTS_KEY = "results_job"
@@ -112,6 +114,8 @@ def sidebar() -> None:
             except Exception:
                 res = None
             lines = [f"Job `{job['id']}` ({job.get('kind')})"]
+            if runinfo.job_settings(job):
+                lines.append(f"Settings: {runinfo.job_settings(job)}")
             if res:
                 s = res.get("scenario") or {}
                 lines += [logic.scenario_line(res),
@@ -121,7 +125,9 @@ def sidebar() -> None:
         if watched:
             wj = data.get_job(watched)
             if wj is not None:
-                st.caption(f"**Watching job** `{wj['id']}`  \n{logic.job_label(wj)} · {wj['state']}")
+                settings = runinfo.job_settings(wj)
+                st.caption(f"**Watching job** `{wj['id']}`  \n{logic.job_label(wj)} · {wj['state']}"
+                           + (f"  \n{settings}" if settings else ""))
 
 
 # -- page guards ---------------------------------------------------------------------------------
@@ -263,3 +269,61 @@ def run_options(results: dict, include_reference: bool = True) -> list[str]:
 def fmt_run(name: str) -> str:
     label = figures.display_name(name)
     return label + " (reference)" if name in logic.REFERENCE else label
+
+
+# -- retrain-centred warnings and the history of one scenario ----------------------------------------
+
+def run_warnings(rows: list[dict]) -> None:
+    """One warning per damaging run (retain accuracy fell sharply or forget accuracy strays from
+    retrain's): these runs are not counted as forgetting and stay off every Pareto front."""
+    ref = {r["name"]: r for r in rows if r.get("role") == "reference"}
+    orig, ret = ref.get("original") or {}, ref.get("retrain") or {}
+    for r in rows:
+        if not r.get("damaging"):
+            continue
+        why = []
+        if "retain damaged" in r["flags"]:
+            why.append(f"retain accuracy fell to {logic.pct(r['retain_acc'])} (original "
+                       f"{logic.pct(orig.get('retain_acc'))})")
+        if "forget off retrain" in r["flags"]:
+            why.append(f"forget accuracy {logic.pct(r['forget_acc'])} is more than {verdict.FORGET_TOL:.0%} from "
+                       f"retrain's {logic.pct(ret.get('forget_acc'))}")
+        label = figures.display_name(r["name"]) + (f" ({r['settings']})" if r.get("settings") else "")
+        st.warning(f"**{label} damaged the model**: " + "; ".join(why) + ". It is not counted as forgetting and is "
+                   "kept off the trade-off front.", icon=":material/warning:")
+
+
+def _history_rows(entries: list[dict]) -> list[dict]:
+    out = []
+    for h in entries:
+        rows = {r["name"]: r for r in verdict.rows_vs_retrain(h["results"])}
+        r = rows.get(h["name"]) or {}
+        out.append({"": h.get("tag", ""), "Job": h["job"], "Settings": h["settings"],
+                    "Forget acc": as_pct(r.get("forget_acc")), "Retain acc": as_pct(r.get("retain_acc")),
+                    "CKA − retrain": r.get("cka_delta"), "Probe − retrain": as_pct(r.get("probe_delta")),
+                    "Verdict": r.get("verdict", ""), "Finished": logic.fmt_time(h.get("finished"))})
+    return out
+
+
+def scenario_history(job: dict, res: dict, limit: int = 12) -> None:
+    """This run against the default settings and the previous run of the same scenario (same data,
+    forget request, seed, model and training): a history of settings vs results, newest first."""
+    label = next(iter(logic.method_runs(res)), None)
+    if label is None:
+        return
+    items = data.all_results(data.jobs())
+    hist = runinfo.scenario_history(items, res.get("config") or {}, label)
+    dflt = runinfo.config_settings({**runinfo.defaults((res.get("config") or {}).get("preset")),
+                                    "method": (res["runs"][label].get("method") or label.split("+")[0]),
+                                    "plugin": "ec" if label.endswith("+ec") else "none"})
+    tagged = runinfo.tag_history(hist, job["id"], dflt)[:limit]
+    st.subheader(f"{figures.display_name(label)} on this scenario: settings vs results")
+    if len(tagged) <= 1:
+        st.caption(f"No other {figures.display_name(label)} run of this scenario yet (default settings: {dflt}). "
+                   "Queue one from Launch and tune to compare.")
+    rows = _history_rows(tagged)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=f"hist_{job['id']}",
+                 column_config={"Forget acc": pct_col(), "Retain acc": pct_col(),
+                                "CKA − retrain": st.column_config.NumberColumn(format="%+.3f"),
+                                "Probe − retrain": st.column_config.NumberColumn(format="%+.1f%%")})
+    st.caption(f"Closer to 0 in CKA − retrain is better (0 = like the retrained model). Default settings: {dflt}.")

@@ -318,6 +318,7 @@ def test_compare_use_these_settings_goes_to_launch(store):
 def test_layers_heatmap_follows_split_and_reference(store):
     store("full")
     at = app("layers")
+    at.radio(key="ly_view").set_value("fixed").run()  # the absolute CKA view (the default is centred on retrain)
     heat = at.get("plotly_chart")[0]
     fig = json.loads(heat.proto.spec)
     z = fig["data"][0]["z"]
@@ -365,7 +366,7 @@ def test_compare_table_filters_and_exports(store):
     at.multiselect(key="cmp_methods").set_value(["ec"]).run()
     assert list(at.dataframe[0].value["Method"]) == ["EC"]
     at.toggle(key="cmp_refs").set_value(True).run()
-    assert len(at.dataframe[0].value) == 1 + 4  # EC + original/retrain of both jobs
+    assert len(at.dataframe[0].value) == 1 + 2  # EC + original/retrain once: both jobs share the scenario
     assert "On the front" in texts(at)
     assert len(at.get("plotly_chart")) == 4  # scatter, per-class, confusion, MIA
 

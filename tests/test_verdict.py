@@ -163,3 +163,18 @@ def test_cka_heatmap_zoomed_scale():
     fig = F.cka_heatmap({"ft": {"a": 0.93, "b": 0.99}}, ["a", "b"], zoom=True)
     assert fig.data[0].zmin == pytest.approx(0.9) and fig.data[0].zmax == 1
     assert F.zoomed_floor([1.0, 1.0]) == pytest.approx(0.95) and F.zoomed_floor([]) == 0.0
+
+
+def test_live_flags_retain_any_epoch_forget_only_at_the_end():
+    orig, ret = {"retain_acc": 0.997}, {"forget_acc": 0.0}
+    assert V.live_flags({"epoch": 1, "epochs": 5, "retain_acc": 0.84, "forget_acc": 0.6}, orig, ret) == ["retain damaged"]
+    assert V.live_flags({"epoch": 2, "epochs": 5, "retain_acc": 0.99, "forget_acc": 0.6}, orig, ret) == []
+    assert V.live_flags({"epoch": 5, "epochs": 5, "retain_acc": 0.99, "forget_acc": 0.6}, orig, ret) == [
+        "forget off retrain"]
+    assert V.live_flags({"epoch": 5, "epochs": 5, "retain_acc": 0.99, "forget_acc": 0.0}, None, None) == []
+    from engine.config import make_config
+    res = FS.make_results("compare", ["ec"])
+    refs = V.scenario_references([({"id": "a"}, res)], res["config"])
+    assert refs[0]["retain_acc"] == FS.PROFILES["original"][1] and refs[1]["forget_acc"] == 0.0
+    other = make_config("digits", {"seed": 3}).model_dump()
+    assert V.scenario_references([({"id": "a"}, res)], other) is None
