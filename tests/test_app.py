@@ -405,3 +405,90 @@ print("TORCH", "torch" in sys.modules, "UMAP", "umap" in sys.modules)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "TORCH False UMAP False" in out.stdout
     assert not (home / "worker.spawned").exists()
+
+
+# -- retrain as the zero point, settings, warnings (issue 13) -------------------------------------------
+
+def test_layers_default_view_is_centred_on_retrain(store):
+    store("full")
+    at = app("layers")
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    hm = fig["data"][0]
+    assert hm["zmid"] == 0 and hm["zmin"] == -hm["zmax"] and hm["zmax"] < 1  # diverging, zoomed
+    rows = dict(zip(hm["y"], hm["z"]))
+    assert rows["Retrain (ref)"] == [0, 0, 0, 0]
+    ec = [a - b for a, b in zip(FS.PROFILES["ec"][4], FS.PROFILES["retrain"][4])]
+    assert rows["EC"] == [pytest.approx(v) for v in ec]
+    probe = json.loads(at.get("plotly_chart")[2].proto.spec)
+    assert probe["data"][0]["name"] == "Retrain (0)" and probe["data"][0]["y"] == [0, 0, 0, 0]
+
+
+def test_overview_reads_against_retrain_and_warns_about_damage(store):
+    store("full")
+    at = app("overview")
+    df = at.dataframe[0].value
+    row = df[df["Run"] == "EC"].iloc[0]
+    cka = FS.PROFILES["ec"][4][:3]
+    assert row["CKA − retrain"] == pytest.approx(sum(cka) / 3 - sum(FS.PROFILES["retrain"][4][:3]) / 3)
+    assert "past retrain" in row["Verdict"]
+    assert "superficial" in df[df["Run"] == "SCRUB"].iloc[0]["Verdict"]
+    assert df[df["Run"] == "Retrain (reference)"].iloc[0]["CKA − retrain"] == 0
+    t = texts(at)
+    assert "more than 0.10 above" not in t
+    assert "(superficial): " in t and "SCRUB" in t.split("(superficial): ")[1].split(";")[0]
+    assert "(distorted, not forgotten): " in t and "EC" in t.split("(distorted, not forgotten): ")[1].split(";")[0]
+    warnings = [w.value for w in at.warning]
+    assert any("GA damaged the model" in w and "retain accuracy fell to 90.2%" in w for w in warnings), warnings
+    assert any("Boundary shrink damaged the model" in w and "forget accuracy 8.0%" in w for w in warnings)
+    assert not any("EC damaged" in w for w in warnings)
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert any(a["text"] == "Retrain = 0" for a in fig["layout"]["annotations"])
+
+
+def test_compare_names_settings_and_keeps_damaging_runs_off_the_front(store):
+    store("full")
+    at = app("compare")
+    df = at.dataframe[0].value
+    ec = df[df["Method"] == "EC"].iloc[0]
+    assert ec["Settings"].startswith("w 1/1/1/1 tau 0.7")
+    assert df[df["Method"] == "FT + EC"].iloc[0]["Settings"].startswith("w 1/1/1/1 tau 0.7")
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    ga = next(t for t in fig["data"] if t["name"].startswith("GA"))
+    assert ga["marker"]["symbol"] == ["x"] and ga["marker"]["size"] == [9]
+    front = next(t for t in fig["data"] if t["name"] == "Pareto front")
+    assert all(x is not None for x in front["x"])
+    front_caption = next(c.value for c in at.caption if c.value.startswith("On the front"))
+    assert "GA" not in front_caption and "Boundary shrink" not in front_caption
+    assert any(s.startswith("EC · w 1/1/1/1") for s in at.selectbox(key="cmp_pick").options)
+
+
+def test_launch_form_restored_from_job_in_url(store):
+    store("full")
+    job = api().submit("run", {"preset": "digits", "overrides": {
+        "method": "ec", "ec": {"weights": [0.0, 2.5, 2.5, 1.0], "tau": 0.3}, "forget": {"classes": [5]}}})
+    at = app("launch", query={"job": job["id"]})
+    assert [s.value for s in at.slider] == [0.0, 2.5, 2.5, 1.0]
+    assert at.select_slider(key="l_tau").value == 0.3
+    assert at.multiselect(key="l_classes__digits").value == [5]
+    assert any("w 0/2.5/2.5/1 tau 0.3" in h.value for h in at.subheader)
+    assert f"job `{job['id']}` (from the address bar)" in texts(at)
+    df = at.dataframe[0].value
+    assert any("w 0/2.5/2.5/1 tau 0.3" in w for w in df["What"])
+
+
+def test_teach_prefers_the_teach_preset_and_honours_the_sidebar(store):
+    from engine import store as engine_store
+    home, ids = store("full")
+    job = api().submit("compare", {"preset": "digits", "methods": ["ec", "scrub"]})
+    res = FS.make_results("compare", ["scrub", "ec"])
+    res["scenario"]["preset"] = "teach"
+    folder = engine_store.run_dir(job["id"], create=True)
+    engine_store.atomic_write_json(folder / "results.json", res)
+    FS._set_job(job["id"], "done", FS.time.time() - 2000, FS.time.time() - 1990, FS.time.time() - 1900)
+    at = app("teach")
+    t = texts(at)
+    assert f"job `{job['id']}`" in t and "preset **teach**" in t and "class **3**" in t and "seed **0**" in t
+    assert "Gabor-like patch" in t
+    at = app("teach", state={"results_job": ids["compare"], "_results_auto": False})
+    t = texts(at)
+    assert f"job `{ids['compare']}`" in t and "picked in the sidebar" in t and "Gabor-like" not in t
