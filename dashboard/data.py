@@ -65,6 +65,14 @@ def events_since(job_id: str, after_seq: int = 0) -> list[dict]:
     return api().events_since(job_id, after_seq=after_seq)
 
 
+def partial(job_id: str) -> dict | None:
+    """Partial results of a running comparison (uncached: they grow as the job goes)."""
+    try:
+        return api().load_partial(job_id)
+    except ValueError:
+        return None
+
+
 def submit(kind: str, spec: dict) -> dict:
     job = api().submit(kind, spec)
     invalidate_jobs()

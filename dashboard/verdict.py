@@ -134,6 +134,8 @@ def rows_vs_retrain(results: Mapping) -> list[dict]:
         r["probe_delta"] = diff(r["probe_mid"], (ret or {}).get("probe_mid"))
         r["forget_delta"] = diff(r["forget_acc"], (ret or {}).get("forget_acc"))
         r["retain_drop"] = diff((orig or {}).get("retain_acc"), r["retain_acc"])
+        r["original_retain_acc"] = (orig or {}).get("retain_acc")  # what the warnings quote
+        r["retrain_forget_acc"] = (ret or {}).get("forget_acc")
         d = signed(((runs.get(r["name"]) or {}).get("cka_vs_original") or {}).get("forget"), floor, inner)
         r["cka_distance"] = sum(abs(v) for v in d.values()) / len(d) if d else None
         r["layer_states"] = layer_states(results, r["name"])

@@ -9,7 +9,7 @@ import streamlit as st
 
 import pandas as pd
 
-from . import data, figures, logic, runinfo, verdict
+from . import data, figures, logic, progress, runinfo, verdict
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 RESULTS_KEY = "results_job"
@@ -171,8 +171,8 @@ def empty_state(all_jobs: list[dict]) -> None:
     if active is not None:
         what = "the default comparison" if active["kind"] == "compare" else logic.job_label(active)
         st.subheader(f"Computing {what}…")
-        st.caption("The pages fill in as soon as the first results are written. You can close this tab: "
-                   "the work runs in the background worker.")
+        st.caption("The reference rows and each method appear below as soon as they are evaluated; every page "
+                   "fills in when the comparison ends. You can close this tab: the work runs in the background worker.")
         _computing_fragment(active["id"])
         if not data.worker_alive() and not data.autostart_enabled():
             st.warning("No worker is running, so nothing will progress: start one with `python -m engine worker`.")
@@ -214,6 +214,34 @@ def _computing_fragment(job_id: str) -> None:
     if job["state"] not in logic.ACTIVE_STATES:
         data.invalidate_jobs()
         st.rerun(scope="app")
+    if job.get("kind") == "compare":
+        _first_results(job)
+
+
+def _first_results(job: dict) -> None:
+    """The stage checklist with an estimate, and the rows that exist already: the reference rows
+    once original and retrain are evaluated, then each method as soon as it is evaluated."""
+    part = data.partial(job["id"])
+    spec = job.get("spec") or {}
+    n = len(spec.get("methods") or []) or 10
+    check = progress.checklist(data.events_since(job["id"]), n, part, job["state"], time.time(),
+                               (spec.get("config") or {}).get("preset"))
+    st.markdown(progress.checklist_markdown(check))
+    if not part:
+        return
+    rows = verdict.rows_vs_retrain(part)
+    methods = [r for r in rows if r["role"] == "method"]
+    st.markdown(f"**Partial results** — {len(methods)} of {n} methods so far; the reference rows first. "
+                "All pages fill in when the comparison ends.")
+    st.dataframe(pd.DataFrame([{
+        "Run": fmt_run(r["name"]), "Forget acc": as_pct(r["forget_acc"]), "Retain acc": as_pct(r["retain_acc"]),
+        "Forget CKA (inner)": r["cka_mid"], "CKA − retrain": r["cka_delta"],
+        "Probe recovery (inner)": as_pct(r["probe_mid"]), "Verdict": r["verdict"]} for r in rows]),
+        hide_index=True, width="stretch", key="partial_rows",
+        column_config={"Forget acc": pct_col(), "Retain acc": pct_col(), "Probe recovery (inner)": pct_col(),
+                       "Forget CKA (inner)": st.column_config.NumberColumn(format="%.3f"),
+                       "CKA − retrain": st.column_config.NumberColumn(format="%+.3f")})
+    run_warnings(methods)
 
 
 def progress_block(job: dict, events: list[dict] | None = None) -> None:
@@ -276,18 +304,16 @@ def fmt_run(name: str) -> str:
 def run_warnings(rows: list[dict]) -> None:
     """One warning per damaging run (retain accuracy fell sharply or forget accuracy strays from
     retrain's): these runs are not counted as forgetting and stay off every Pareto front."""
-    ref = {r["name"]: r for r in rows if r.get("role") == "reference"}
-    orig, ret = ref.get("original") or {}, ref.get("retrain") or {}
     for r in rows:
         if not r.get("damaging"):
             continue
         why = []
         if "retain damaged" in r["flags"]:
             why.append(f"retain accuracy fell to {logic.pct(r['retain_acc'])} (original "
-                       f"{logic.pct(orig.get('retain_acc'))})")
+                       f"{logic.pct(r.get('original_retain_acc'))})")
         if "forget off retrain" in r["flags"]:
             why.append(f"forget accuracy {logic.pct(r['forget_acc'])} is more than {verdict.FORGET_TOL:.0%} from "
-                       f"retrain's {logic.pct(ret.get('forget_acc'))}")
+                       f"retrain's {logic.pct(r.get('retrain_forget_acc'))}")
         label = figures.display_name(r["name"]) + (f" ({r['settings']})" if r.get("settings") else "")
         st.warning(f"**{label} damaged the model**: " + "; ".join(why) + ". It is not counted as forgetting and is "
                    "kept off the trade-off front.", icon=":material/warning:")

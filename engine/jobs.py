@@ -455,6 +455,17 @@ def load_results(job_id: str) -> dict | None:
     return None if path is None else store.load_json(path)
 
 
+def load_partial(job_id: str) -> dict | None:
+    """partial.json of a running comparison (reference rows and the methods evaluated so far,
+    "partial": true, "pending": [...]); None when there is none (not started, or finished)."""
+    _check_job_id(job_id)
+    path = store.home() / "runs" / job_id / "partial.json"
+    try:
+        return store.load_json(path) if path.is_file() else None
+    except store.CheckpointError:  # replaced or removed while read: the next poll sees the new one
+        return None
+
+
 def load_arrays(job_id: str, name: str = "arrays.npz") -> dict | None:
     """An .npz of the job's run folder (or of the job it was cached from) as a dict of arrays."""
     _check_job_id(job_id)
@@ -687,6 +698,9 @@ class Progress:
         return self.value
 
 
+WARM_AFTER = ("method", "eval", "embed")  # stages after the base models: the UMAP warm-up may start
+
+
 class WorkerContext(JobContext):
     """Writes events to the job table (step events throttled) and reads the cancel flag (cached)."""
 
@@ -712,6 +726,8 @@ class WorkerContext(JobContext):
             return
         self._pending = None
         self._write(event)
+        if kind == "stage" and event.get("stage") in WARM_AFTER:
+            self.worker._warm_go.set()
         if kind in ("stage", "epoch", "log"):
             self._log_event(event)
 
@@ -800,6 +816,9 @@ class Worker:
         self._stop_event = threading.Event()
         self._interruptible = False
         self._threads: list[threading.Thread] = []
+        # UMAP's warm-up waits until the first job is past its base models (or the worker is idle), so
+        # numba's compilation does not compete with training the original and the retrained model.
+        self._warm_go = threading.Event()
 
     # logging to the worker's own stdout (worker.log when started by ensure_worker)
     def say(self, text: str) -> None:
@@ -845,6 +864,9 @@ class Worker:
 
     def _warm(self) -> None:
         info = "nothing to warm"
+        while not self._warm_go.wait(0.5):
+            if self._stop_event.is_set():
+                return
         try:
             if self.warm:
                 import importlib
@@ -925,7 +947,9 @@ class Worker:
                     self._stop_event.wait(min(30.0, self.poll * 2 ** min(errors, 5)))
                     continue
                 if job is not None:
+                    self._warm_go.set()
                     continue
+                self._warm_go.set()  # idle: nothing to compete with
                 if once:
                     break
                 self._stop_event.wait(self.poll)

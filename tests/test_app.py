@@ -492,3 +492,21 @@ def test_teach_prefers_the_teach_preset_and_honours_the_sidebar(store):
     at = app("teach", state={"results_job": ids["compare"], "_results_auto": False})
     t = texts(at)
     assert f"job `{ids['compare']}`" in t and "picked in the sidebar" in t and "Gabor-like" not in t
+
+
+def test_computing_comparison_shows_checklist_and_partial_rows(store):
+    from engine import store as engine_store
+    home, ids = store("computing")
+    at = app("overview")
+    t = texts(at)
+    assert "Train the original model" in t and "**Unlearn and evaluate each method** — 0/10 done" in t
+    assert "About **" in t  # an estimate for digits
+    part = FS.make_results("compare", ["ft"])
+    part.update(partial=True, pending=[m for m in FS.METHODS if m != "ft"])
+    engine_store.atomic_write_json(engine_store.run_dir(ids["compare"], create=True) / "partial.json", part)
+    at = app("overview")
+    t = texts(at)
+    assert "Partial results" in t and "1 of 10 methods so far" in t and "1/10 done (ft); next: ga" in t
+    df = at.dataframe[0].value
+    assert list(df["Run"]) == ["Original (reference)", "Retrain (reference)", "FT"]
+    assert df.iloc[2]["Forget acc"] == pytest.approx(100 * FS.PROFILES["ft"][0])

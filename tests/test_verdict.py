@@ -178,3 +178,23 @@ def test_live_flags_retain_any_epoch_forget_only_at_the_end():
     assert refs[0]["retain_acc"] == FS.PROFILES["original"][1] and refs[1]["forget_acc"] == 0.0
     other = make_config("digits", {"seed": 3}).model_dump()
     assert V.scenario_references([({"id": "a"}, res)], other) is None
+
+
+def test_stage_checklist_from_events_and_partial_results():
+    from dashboard import progress as PR
+    evs = [{"type": "stage", "stage": "data", "time": 0.0}, {"type": "stage", "stage": "original", "time": 1.0},
+           {"type": "stage", "stage": "retrain", "time": 3.0}]
+    c = PR.checklist(evs, 10, None, "running", now=5.0)
+    assert [i["status"] for i in c["items"]] == ["done", "done", "running", "pending", "pending", "pending", "pending"]
+    assert c["eta"] == pytest.approx((13 - 2) + 2 + 3 + 45 + 20)
+    part = {"runs": {"original": {}, "retrain": {}, "ft": {}, "ga": {}}, "pending": ["rl", "ec"]}
+    evs += [{"type": "stage", "stage": "eval", "name": "original", "time": 6.0},
+            {"type": "stage", "stage": "method", "name": "rl", "time": 9.0}]
+    c = PR.checklist(evs, 4, part, "running", now=10.0)
+    method = c["items"][5]
+    assert method["status"] == "running" and method["detail"] == "2/4 done (ft, ga); next: rl"
+    assert [i["status"] for i in c["items"]][:5] == ["done"] * 5  # aux was skipped (cached): done
+    assert c["eta"] == pytest.approx(2 * 4.5 + 20)
+    assert PR.checklist(evs, 4, part, "running", preset="cifar10")["eta"] is None
+    text = PR.checklist_markdown(c)
+    assert "**Unlearn and evaluate each method**" in text and "About **30 s** left" in text

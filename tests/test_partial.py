@@ -1,0 +1,44 @@
+"""A comparison writes partial results as it goes (partial.json: reference rows, then each method
+as soon as it is evaluated), atomically, and removes them once results.json is written."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from engine import runner, store
+
+TINY = {"model": {"width": 8}, "train": {"epochs": 1}, "ec": {"aux_epochs": 1},
+        "methods": {"ft": {"epochs": 1}, "ga": {"epochs": 1}},
+        "eval": {"umap": False, "probe_epochs": 5, "max_samples": 200, "embed_per_class": 5, "epoch_cka": False}}
+
+
+@pytest.mark.slow
+def test_compare_writes_partial_results_then_replaces_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("ECLAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    writes = []
+    real = store.atomic_write_json
+
+    def spy(path, obj):
+        if path.name == runner.PARTIAL:
+            assert not any(p.name.startswith(runner.PARTIAL) for p in path.parent.iterdir()
+                           if p.name != runner.PARTIAL), "a temporary file under the real name"
+            writes.append(copy.deepcopy(obj))
+        return real(path, obj)
+    monkeypatch.setattr(store, "atomic_write_json", spy)
+    spec, _ = runner.prepare("compare", {"preset": "digits", "overrides": TINY, "methods": ["ft", "ga"]})
+    run_dir = tmp_path / "run"
+    runner.execute("compare", spec, run_dir)
+
+    assert [sorted(w["runs"]) for w in writes] == [["original", "retrain"], ["ft", "original", "retrain"],
+                                                   ["ft", "ga", "original", "retrain"]]
+    assert [w["pending"] for w in writes] == [["ft", "ga"], ["ga"], []]
+    assert all(w["partial"] is True and w["layers"] == ["block1", "block2", "block3", "block4"] for w in writes)
+    ft = writes[1]["runs"]["ft"]
+    assert 0.0 <= ft["metrics"]["forget_acc"] <= 1.0 and ft["metrics"]["avg_gap"] is not None
+    assert not any(k.startswith("_") for k in ft)  # no arrays or features in the JSON
+    final = store.load_json(run_dir / "results.json")
+    assert not (run_dir / runner.PARTIAL).exists()
+    assert final["runs"]["ft"]["metrics"] == ft["metrics"]  # the partial row is the final row
+    assert "partial" not in final
