@@ -42,3 +42,39 @@ def test_compare_writes_partial_results_then_replaces_them(tmp_path, monkeypatch
     assert not (run_dir / runner.PARTIAL).exists()
     assert final["runs"]["ft"]["metrics"] == ft["metrics"]  # the partial row is the final row
     assert "partial" not in final
+
+
+def test_worker_warms_umap_only_after_the_base_models(tmp_path, monkeypatch):
+    """The UMAP warm-up (numba compilation) must not compete with training the original and the
+    retrained model: it starts once the first job reaches its method stage (or the worker is idle)."""
+    import time
+
+    from engine import api, embed, jobs
+    from engine.config import stable_hash
+    monkeypatch.setenv("ECLAB_HOME", str(tmp_path / "home"))
+    order = []
+    monkeypatch.setattr(embed, "warm_umap", lambda: order.append("warm"))
+
+    class Runner:
+        JOB_KINDS = ("run", "compare", "base", "embed")
+
+        @staticmethod
+        def prepare(kind, spec):
+            return {"config": dict(spec)}, stable_hash({"kind": kind, **spec})
+
+        @staticmethod
+        def execute(kind, spec, run_dir, ctx):
+            ctx.emit({"type": "stage", "stage": "original", "name": "original", "fraction": 0.0})
+            time.sleep(1.5)  # three polls of the warm-up thread: it must still wait
+            order.append("base models done")
+            ctx.emit({"type": "stage", "stage": "method", "name": "ec", "fraction": 0.0})
+            end = time.monotonic() + 10
+            while "warm" not in order and time.monotonic() < end:
+                time.sleep(0.05)
+            store.atomic_write_json(run_dir / "results.json", {"kind": kind, "runs": {}})
+            return {}
+
+    monkeypatch.setattr(jobs, "_runner", lambda: Runner)
+    api.submit("run", {"x": 1})
+    jobs.Worker(handle_signals=False, warm=True).run(once=True)
+    assert order == ["base models done", "warm"]
