@@ -314,9 +314,10 @@ def run_warnings(rows: list[dict]) -> None:
         if "forget off retrain" in r["flags"]:
             why.append(f"forget accuracy {logic.pct(r['forget_acc'])} is more than {verdict.FORGET_TOL:.0%} from "
                        f"retrain's {logic.pct(r.get('retrain_forget_acc'))}")
-        label = figures.display_name(r["name"]) + (f" ({r['settings']})" if r.get("settings") else "")
-        st.warning(f"**{label} damaged the model**: " + "; ".join(why) + ". It is not counted as forgetting and is "
-                   "kept off the trade-off front.", icon=":material/warning:")
+        label = figures.display_name(r["name"]) + (f" · {r['settings']}" if r.get("settings") else "")
+        kind = "damaging run" if "retain damaged" in r["flags"] else "off target"
+        st.warning(f"**{label}: {kind}** — " + "; ".join(why) + ". Not counted as forgetting; kept off the "
+                   "trade-off front.", icon=":material/warning:")
 
 
 def _history_rows(entries: list[dict]) -> list[dict]:

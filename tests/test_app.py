@@ -438,9 +438,10 @@ def test_overview_reads_against_retrain_and_warns_about_damage(store):
     assert "(superficial): " in t and "SCRUB" in t.split("(superficial): ")[1].split(";")[0]
     assert "(distorted, not forgotten): " in t and "EC" in t.split("(distorted, not forgotten): ")[1].split(";")[0]
     warnings = [w.value for w in at.warning]
-    assert any("GA damaged the model" in w and "retain accuracy fell to 90.2%" in w for w in warnings), warnings
-    assert any("Boundary shrink damaged the model" in w and "forget accuracy 8.0%" in w for w in warnings)
-    assert not any("EC damaged" in w for w in warnings)
+    assert any("**GA" in w and ": damaging run**" in w and "retain accuracy fell to 90.2%" in w for w in warnings), \
+        warnings
+    assert any("**Boundary shrink" in w and ": off target**" in w and "forget accuracy 8.0%" in w for w in warnings)
+    assert not any(w.startswith("**EC") for w in warnings)
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert any(a["text"] == "Retrain = 0" for a in fig["layout"]["annotations"])
 
