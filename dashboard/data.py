@@ -96,6 +96,30 @@ def autostart_enabled() -> bool:
     return os.environ.get("ECLAB_NO_AUTOSTART", "").strip().lower() not in ("1", "true", "yes")
 
 
+def sweep_command(preset: str, trials: int) -> list[str]:
+    """The command the Sweeps page's button runs (also shown to copy into a terminal)."""
+    if int(trials) < 1:
+        raise ValueError(f"trials must be at least 1 (got {trials})")
+    return ["python", "-m", "engine", "sweep", "--preset", str(preset), "--trials", str(int(trials))]
+
+
+def start_sweep(preset: str, trials: int) -> str:
+    """Start a small sweep as a detached background process (like the worker): its trials are
+    ordinary runs in the store. Returns the path of its log."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    log = Path(home()) / "sweeps" / f"dashboard-{int(__import__('time').time())}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable] + sweep_command(preset, trials)[1:]
+    env = dict(os.environ, ECLAB_HOME=home(), PYTHONPATH=str(root))
+    with open(log, "ab") as fh:
+        subprocess.Popen(cmd, cwd=str(root), env=env, stdout=fh, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+    return str(log)
+
+
 def ensure_worker() -> bool:
     """Start a background worker unless ECLAB_NO_AUTOSTART=1 (tests, or a worker run by hand)."""
     if not autostart_enabled():

@@ -447,10 +447,17 @@ def error_text(err: Exception) -> str:
         return msg
     sep = ": " if msg[:1].isupper() else " "
     text = f"Invalid option: `{option}`{sep}{msg}".rstrip(".") + "."
-    control = OPTION_CONTROLS.get(option)
+    control = OPTION_CONTROLS.get(option) or _method_control(option)
     if control:
         text += f" (Set by {control}.)"
     return text
+
+
+def _method_control(option: str) -> str | None:
+    """'methods.ec.epochs' -> 'Unlearning epochs' (the form's per-method controls)."""
+    if option.startswith("methods."):
+        return {"epochs": "Unlearning epochs", "lr": "Learning rate"}.get(option.rsplit(".", 1)[-1])
+    return None
 
 
 def prefill_config(prefill: Mapping):

@@ -14,7 +14,7 @@ STAGES = (
     ("aux", "Pretrain EC's auxiliary modules", 2.0),
     ("refs", "Evaluate the reference rows (original, retrain)", 3.0),
     ("method", "Unlearn and evaluate each method", 4.5),  # per method
-    ("embed", "Embed the penultimate features (UMAP)", 20.0),
+    ("embed", "Embed the penultimate features for the UMAP view", 20.0),
 )
 ESTIMATED_PRESETS = ("digits",)
 

@@ -511,3 +511,28 @@ def test_computing_comparison_shows_checklist_and_partial_rows(store):
     df = at.dataframe[0].value
     assert list(df["Run"]) == ["Original (reference)", "Retrain (reference)", "FT"]
     assert df.iloc[2]["Forget acc"] == pytest.approx(100 * FS.PROFILES["ft"][0])
+
+
+def test_launch_zero_epochs_is_refused_with_a_message(store):
+    store("full")
+    at = app("launch")
+    n = _n_jobs()
+    at.number_input(key="l_epochs__digits__ec").set_value(0).run()
+    at.button(key="l_submit").click().run()
+    errors = [e.value for e in at.error]
+    assert any("methods.ec.epochs" in e and "(Set by Unlearning epochs.)" in e and "Nothing was queued" in e
+               for e in errors), errors
+    assert _n_jobs() == n
+
+
+def test_sweeps_page_offers_a_small_sweep(store):
+    store("empty")
+    at = app("sweep")
+    assert "No sweep yet. Start one below" in texts(at)
+    at.number_input(key="sw_new_trials").set_value(6).run()
+    at.button(key="sw_start").click().run()
+    assert not at.exception
+    assert "`python -m engine sweep --preset digits --trials 6` in a terminal" in texts(at)  # autostart off here
+    from dashboard import data as D
+    with pytest.raises(ValueError, match="at least 1"):
+        D.sweep_command("digits", 0)

@@ -130,7 +130,7 @@ def test_first_start_shows_checklist_and_partial_rows_before_the_job_ends(lab, p
     partial.first.wait_for(state="visible", timeout=JOB_TIMEOUT * 1000)
     job = _api().get_job(lab["compare"])
     assert job["state"] == "running", job["state"]
-    assert page.locator('.st-key-partial_rows [data-testid="stDataFrame"]').count() == 1
+    assert page.locator('[data-testid="stMain"] [data-testid="stDataFrame"]').count() == 1  # the partial rows
     text = main_text(page)
     assert re.search(r"Unlearn and evaluate each method — [1-9]/10 done \(ft", text), text
     assert "About " in text and " s** left" not in text  # the estimate renders as bold text, not markup

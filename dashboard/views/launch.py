@@ -140,7 +140,8 @@ def form() -> None:
         ekey, lkey = f"l_epochs__{preset}__{method}", f"l_lr__{preset}__{method}"
         _init(ekey, int(mc["epochs"]))
         _init(lkey, float(mc["lr"]))
-        epochs = c1.number_input("Unlearning epochs", 1, 1000, step=1, key=ekey, persist_state=P)
+        # min 0, not 1: a typed 0 is then refused on submit with the option named, not a bare red box
+        epochs = c1.number_input("Unlearning epochs", 0, 1000, step=1, key=ekey, persist_state=P)
         lr = c2.select_slider("Learning rate (log scale)", logic.with_value(logic.LEARNING_RATES, ss[lkey]),
                               key=lkey, format_func=lambda v: f"{v:g}", persist_state=P)
     else:
