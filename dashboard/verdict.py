@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from .figures import display_name
 from . import runinfo
-from .logic import REFERENCE, headline_rows, inner_layers, num
+from .logic import REFERENCE, excess, headline_rows, inner_layers, num
 
 CKA_MARGIN = 0.02  # a per-layer CKA difference to retrain below this is "like retrain"
 PROBE_MARGIN = 0.05  # probe recovery below retrain's by more than this = information destroyed
@@ -20,20 +20,10 @@ FORGET_TOL = 0.05  # forget accuracy within 5 points of retrain's (the sweeps' f
 KEPT_SHARE = 0.5  # a layer that keeps more than half of the original-minus-retrain gap is "kept"
 
 
-def signed(values: Mapping | None, floor: Mapping | None, layers: Sequence[str]) -> dict[str, float]:
-    """{layer: values - floor} where both are known (the retrain-centred view: retrain is 0)."""
-    out = {}
-    for layer in layers:
-        v, f = num((values or {}).get(layer)), num((floor or {}).get(layer))
-        if v is not None and f is not None:
-            out[layer] = v - f
-    return out
-
-
 def to_retrain(per_layer: Mapping[str, Mapping | None], layers: Sequence[str]) -> dict[str, dict]:
     """{run: {layer: v - retrain's v}} for every run of a per-layer field; retrain itself is 0."""
     floor = per_layer.get("retrain") or {}
-    return {n: signed(v, floor, layers) for n, v in per_layer.items()}
+    return {n: excess(v, floor, layers) for n, v in per_layer.items()}
 
 
 def layer_state(run_cka: float | None, retrain_cka: float | None, original_cka: float = 1.0) -> str | None:
@@ -136,7 +126,7 @@ def rows_vs_retrain(results: Mapping) -> list[dict]:
         r["retain_drop"] = diff((orig or {}).get("retain_acc"), r["retain_acc"])
         r["original_retain_acc"] = (orig or {}).get("retain_acc")  # what the warnings quote
         r["retrain_forget_acc"] = (ret or {}).get("forget_acc")
-        d = signed(((runs.get(r["name"]) or {}).get("cka_vs_original") or {}).get("forget"), floor, inner)
+        d = excess(((runs.get(r["name"]) or {}).get("cka_vs_original") or {}).get("forget"), floor, inner)
         r["cka_distance"] = sum(abs(v) for v in d.values()) / len(d) if d else None
         r["layer_states"] = layer_states(results, r["name"])
         r["flags"] = flags(r, orig, ret, r["layer_states"])

@@ -17,19 +17,9 @@ import sys
 import pytest
 
 from tests import browser_helpers as H
+# The same markers (browser, slow, skipped without Chromium or playwright), Chromium and page fixtures.
+from tests.test_browser import ARTIFACTS, ROOT, browser, page, pytestmark  # noqa: F401
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(H.chromium_path() is None,
-                                 reason="no system Chromium (`chromium` on PATH or $ECLAB_CHROMIUM); "
-                                        "these tests never download a browser"),
-              pytest.mark.timeout(600)]
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-
-ROOT = H.ROOT
-ARTIFACTS = ROOT / "test-artifacts" / "browser"
-VIEWPORT = {"width": 1400, "height": 900}
-UI_TIMEOUT = 90_000  # ms; the machine may be busy
 JOB_TIMEOUT = 420  # s, a tiny comparison of ten methods on a loaded 2-core CPU
 TINY = ["model.width=8", "train.epochs=2", "ec.aux_epochs=1", "eval.umap=false", "eval.probe_epochs=5",
         "eval.max_samples=200", "eval.embed_per_class=5"]
@@ -78,27 +68,6 @@ def lab(tmp_path_factory):
             if log.exists():
                 shutil.copy(log, ARTIFACTS / f"truth_{log.name}")
         mp.undo()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = H.launch_browser(p)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport=VIEWPORT)
-    ctx.set_default_timeout(UI_TIMEOUT)
-    pg = ctx.new_page()
-    try:
-        yield pg
-    finally:
-        ctx.close()
 
 
 def shot(page, name: str) -> None:
