@@ -665,8 +665,8 @@ class Progress:
     Epoch and step events belong to the stage announced last; in a compare job's "method" stage the
     stage event's fraction says which method (i / n) and epochs advance within it."""
 
-    SPANS = {"original": (0.0, 0.3), "retrain": (0.3, 0.5), "aux": (0.5, 0.6), "method": (0.6, 0.9),
-             "eval": (0.9, 0.96), "embed": (0.96, 1.0)}
+    SPANS = {"original": (0.0, 0.3), "retrain": (0.3, 0.5), "aux": (0.5, 0.55), "refs": (0.55, 0.6),
+             "method": (0.6, 0.9), "eval": (0.9, 0.96), "embed": (0.96, 1.0)}
 
     def __init__(self, n_methods: int = 1):
         self.n = max(1, int(n_methods))
@@ -685,6 +685,8 @@ class Progress:
         kind = event.get("type")
         if kind == "stage":
             self.stage = event.get("stage")
+            if self.stage == "eval" and event.get("name") in ("original", "retrain"):
+                self.stage = "refs"  # the reference rows are evaluated before the methods, not after
             if self.stage == "method" and frac is not None:
                 self.method_index = min(self.n - 1, int(round(frac * self.n)))
                 frac = self.method_index / self.n

@@ -78,3 +78,14 @@ def test_worker_warms_umap_only_after_the_base_models(tmp_path, monkeypatch):
     api.submit("run", {"x": 1})
     jobs.Worker(handle_signals=False, warm=True).run(once=True)
     assert order == ["base models done", "warm"]
+
+
+def test_progress_of_the_reference_rows_comes_before_the_methods():
+    from engine import jobs
+    p = jobs.Progress(n_methods=10)
+    vals = [p.update(e) for e in (
+        {"type": "stage", "stage": "aux", "fraction": 1.0},
+        {"type": "stage", "stage": "eval", "name": "original", "fraction": 0.5},
+        {"type": "stage", "stage": "eval", "name": "retrain", "fraction": 0.5},
+        {"type": "stage", "stage": "method", "name": "ft", "fraction": 0.0})]
+    assert vals[1] <= 0.6 and vals[3] == pytest.approx(0.6)  # never 93% before the first method
