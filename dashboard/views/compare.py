@@ -84,7 +84,9 @@ st.dataframe(df, hide_index=True, width="stretch", height=min(600, 38 + 35 * max
                      format="%+.1f%%", help="Probe recovery (linear probe on forget-class test samples, inner layers) "
                                             "minus the retrained model's"),
                  "Verdict": st.column_config.TextColumn(help="Judged against retrain (see the Overview's table help)"),
-                 "Time (s)": st.column_config.NumberColumn(format="%.1f", help="Unlearning time in seconds"),
+                 "Time (s)": st.column_config.NumberColumn(
+                     format="%.1f", help="Unlearning time in seconds. Original and Retrain: the time their job spent "
+                                         "on them (training, or loading them from the cache)"),
                  "Job": st.column_config.TextColumn(width=170, help="The job that produced this run "
                                                                      "(Launch and tune shows it)"),
              })
