@@ -350,8 +350,15 @@ def last_stage(events: Sequence[Mapping]) -> Mapping | None:
 
 TEMPERATURES = [0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0]
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.05, 0.1, 0.3, 1.0]
-PRESET_CHOICES = ["digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "cifar10-vit"]
+def _known_presets(names: Sequence[str]) -> list[str]:
+    """The presets of this list that engine.config defines (the synthetic "teach" preset is newer)."""
+    from engine.config import PRESETS
+    return [n for n in names if n in PRESETS]
+
+
+PRESET_CHOICES = _known_presets(["digits", "teach", "mnist", "fashion-mnist", "cifar10", "cifar100", "cifar10-vit"])
 PRESET_NOTES = {"digits": "8×8 handwritten digits, built in (CPU, ~1 min)",
+                "teach": "synthetic oriented textures, built in (CPU): made to show superficial forgetting",
                 "mnist": "MNIST 28×28 (needs the data set on disk)",
                 "fashion-mnist": "Fashion-MNIST 28×28 (needs the data set on disk)",
                 "cifar10": "CIFAR-10, ResNet-18 (GPU)", "cifar100": "CIFAR-100, ResNet-50 (GPU)",
