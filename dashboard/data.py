@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import streamlit as st
 
-from . import logic
+from . import logic, verdict
 
 ARRAY_PREFIXES_SKIPPED = ("feat__",)  # pooled features: the engine's, not the dashboard's
 
@@ -65,6 +65,14 @@ def events_since(job_id: str, after_seq: int = 0) -> list[dict]:
     return api().events_since(job_id, after_seq=after_seq)
 
 
+def partial(job_id: str) -> dict | None:
+    """Partial results of a running comparison (uncached: they grow as the job goes)."""
+    try:
+        return api().load_partial(job_id)
+    except ValueError:
+        return None
+
+
 def submit(kind: str, spec: dict) -> dict:
     job = api().submit(kind, spec)
     invalidate_jobs()
@@ -86,6 +94,30 @@ def worker_alive() -> bool:
 
 def autostart_enabled() -> bool:
     return os.environ.get("ECLAB_NO_AUTOSTART", "").strip().lower() not in ("1", "true", "yes")
+
+
+def sweep_command(preset: str, trials: int) -> list[str]:
+    """The command the Sweeps page's button runs (also shown to copy into a terminal)."""
+    if int(trials) < 1:
+        raise ValueError(f"trials must be at least 1 (got {trials})")
+    return ["python", "-m", "engine", "sweep", "--preset", str(preset), "--trials", str(int(trials))]
+
+
+def start_sweep(preset: str, trials: int) -> str:
+    """Start a small sweep as a detached background process (like the worker): its trials are
+    ordinary runs in the store. Returns the path of its log."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    log = Path(home()) / "sweeps" / f"dashboard-{int(__import__('time').time())}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable] + sweep_command(preset, trials)[1:]
+    env = dict(os.environ, ECLAB_HOME=home(), PYTHONPATH=str(root))
+    with open(log, "ab") as fh:
+        subprocess.Popen(cmd, cwd=str(root), env=env, stdout=fh, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+    return str(log)
 
 
 def ensure_worker() -> bool:
@@ -157,7 +189,7 @@ def _all_rows(home_dir: str, keys: tuple) -> tuple[list[dict], list[tuple[str, s
             continue
         if res:
             items.append(({"id": job_id, "kind": kind, "finished_at": finished}, res))
-    return logic.all_run_rows(items), damaged
+    return logic.all_run_rows(items, rows_of=verdict.compare_rows), damaged
 
 
 def all_run_rows(all_jobs: list[dict]) -> tuple[list[dict], list[tuple[str, str]]]:

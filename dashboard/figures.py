@@ -160,19 +160,31 @@ def forgetting_bars(rows: Sequence[Mapping]) -> go.Figure:
 
 # -- layers ------------------------------------------------------------------------------------
 
+def zoomed_floor(values, step: float = 0.05) -> float:
+    """The lower end of a zoomed 0..1 scale: the smallest finite value rounded down to `step`
+    (at most 1 - step), so differences of 0.92-1.00 get the whole colour range."""
+    vals = [_num(v) for v in values]
+    vals = [v for v in vals if not math.isnan(v)]
+    lo = min(vals, default=0.0)
+    return max(0.0, min(1.0 - step, math.floor(lo / step + 1e-9) * step))
+
+
 def cka_heatmap(cka: Mapping[str, Mapping[str, float] | None], layers: Sequence[str],
-                names: Sequence[str] | None = None, title: str | None = None) -> go.Figure:
+                names: Sequence[str] | None = None, title: str | None = None, zoom: bool = False) -> go.Figure:
     """Methods x layers heatmap of CKA (rows in the order of `names`, default the dict order).
 
-    cka: {run name: {layer: value}} ; a missing run or layer shows as an empty cell."""
+    cka: {run name: {layer: value}} ; a missing run or layer shows as an empty cell. The scale is
+    fixed at 0..1, or with `zoom` runs from the lowest value (rounded down to 0.05) to 1."""
     names = list(names) if names is not None else list(cka)
     z = [[_num((cka.get(n) or {}).get(layer)) for layer in layers] for n in names]
     text = [["" if math.isnan(v) else f"{v:.2f}" for v in row] for row in z]
     ylabels = [display_name(n) + (" (ref)" if n in REFERENCE_RUNS else "") for n in names]
+    zmin = zoomed_floor(v for row in z for v in row) if zoom else 0.0
+    ticks = [round(zmin + (1.0 - zmin) * i / 4, 3) for i in range(5)]
     fig = go.Figure(go.Heatmap(
-        z=z, x=list(layers), y=ylabels, zmin=0.0, zmax=1.0, colorscale=CKA_COLORSCALE,
+        z=z, x=list(layers), y=ylabels, zmin=zmin, zmax=1.0, colorscale=CKA_COLORSCALE,
         text=text, texttemplate="%{text}", hovertemplate="%{y} · %{x}<br>CKA %{z:.3f}<extra></extra>",
-        colorbar=dict(title="CKA", tickvals=[0, 0.25, 0.5, 0.75, 1.0]), xgap=1, ygap=1))
+        colorbar=dict(title="CKA" + (" (zoomed)" if zoom else ""), tickvals=ticks), xgap=1, ygap=1))
     fig.update_yaxes(autorange="reversed", title=None)
     fig.update_xaxes(title="supervision point (input → output)", side="bottom")
     return _layout(fig, title, height=max(260, 70 + 34 * len(names)))
@@ -235,29 +247,50 @@ def probe_lines(probe: Mapping[str, Mapping[str, float] | None], layers: Sequenc
 
 # -- training curves (live and stored history) ------------------------------------------------
 
+TOTAL_LOSS = "loss"  # the training loop's name for the total loss of a step
+# 20 distinct colours (Tableau 20 order, strong then light), so 11 loss terms never share one.
+SERIES_COLORS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+                 "#9c755f", "#bab0ac", "#a0cbe8", "#ffbe7d", "#ff9d9a", "#86bcb6", "#8cd17d", "#f1ce63",
+                 "#d4a6c8", "#fabfd2", "#d7b5a6", "#79706e"]
+
+
+def series_colors(n: int) -> list[str]:
+    """n distinct colours (cycling only beyond 20)."""
+    return [SERIES_COLORS[i % len(SERIES_COLORS)] for i in range(n)]
+
+
 def training_curves(history: Sequence[Mapping], title: str | None = None) -> go.Figure:
     """Losses (left) and forget / retain accuracy (right) by epoch.
 
     history: [{"epoch", "losses": {name: v}, "forget_acc", "retain_acc"}] (the "history" of a run or
     the accumulated "epoch" events of a running job)."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Losses", "Accuracy"), horizontal_spacing=0.2)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Losses", "Accuracy"), horizontal_spacing=0.2,
+                        specs=[[{"secondary_y": True}, {}]])
     epochs = [h.get("epoch") for h in history]
     loss_names: list[str] = []
     for h in history:
         for k in (h.get("losses") or {}):
             if k not in loss_names:
                 loss_names.append(k)
-    palette = ["#4e79a7", "#e15759", "#59a14f", "#b07aa1", "#f28e2b", "#76b7b2", "#9c755f"]
-    for i, k in enumerate(loss_names):
+    # The total ("loss") is a weighted sum of the per-layer terms and can be 100x larger (or
+    # negative): with other terms present it gets its own axis on the right, drawn thick and black.
+    total_apart = TOTAL_LOSS in loss_names and len(loss_names) > 1
+    others = [k for k in loss_names if not (total_apart and k == TOTAL_LOSS)]
+    colors = dict(zip(others, series_colors(len(others))))
+    for k in loss_names:
+        apart = total_apart and k == TOTAL_LOSS
+        line = dict(color="#111111", width=3) if apart else dict(color=colors[k], width=2)
         fig.add_trace(go.Scatter(x=epochs, y=[_num((h.get("losses") or {}).get(k)) for h in history],
-                                 mode="lines+markers", name=k, line=dict(color=palette[i % len(palette)])),
-                      row=1, col=1)
+                                 mode="lines+markers", name=k, line=line),
+                      row=1, col=1, secondary_y=apart)
     for key, label, color in (("forget_acc", "forget acc", "#d62839"), ("retain_acc", "retain acc", "#222")):
         fig.add_trace(go.Scatter(x=epochs, y=[_num(h.get(key)) for h in history], mode="lines+markers",
                                  name=label, line=dict(color=color, dash="dash" if key == "forget_acc" else "solid")),
                       row=1, col=2)
     fig.update_xaxes(title="epoch", dtick=1 if len(epochs) <= 20 else None)
-    fig.update_yaxes(title="loss", row=1, col=1)
+    fig.update_yaxes(title="loss terms" if total_apart else "loss", row=1, col=1, secondary_y=False)
+    if total_apart:
+        fig.update_yaxes(title=f"total ({TOTAL_LOSS}, thick black)", row=1, col=1, secondary_y=True, showgrid=False)
     fig.update_yaxes(title="accuracy", tickformat=".0%", range=[0, 1.05], row=1, col=2)
     # The legend goes on one line above both panels (below the title, if any), clear of the subplot
     # titles: a legend on the right takes width from the panels and ends up between them in a column.
@@ -386,36 +419,62 @@ def pareto_front(x: Sequence[float | None], y: Sequence[float | None]) -> list[b
     return out
 
 
-def tradeoff_scatter(rows: Sequence[Mapping], x_key: str = "cka_mid", y_key: str = "retain_acc") -> go.Figure:
-    """Retain accuracy vs forget CKA for every run; the Pareto front (low CKA, high retain
-    accuracy) is highlighted and joined by a line.
+def _variant_label(r: Mapping) -> str:
+    return display_name(r["name"]) + (f" · {r['settings']}" if r.get("settings") else "")
 
-    rows: dicts with "name" (method label), "id" (shown on hover), x_key and y_key."""
+
+def tradeoff_scatter(rows: Sequence[Mapping], x_key: str = "cka_mid", y_key: str = "retain_acc",
+                     centred: bool = False) -> go.Figure:
+    """Retain accuracy vs forget CKA for every run; the Pareto front is highlighted and joined.
+
+    rows: dicts with "name" (method label), "id" (shown on hover), x_key and y_key; optional
+    "settings" (short form: each distinct setting of a method is its own legend entry and shade)
+    and "damaging" (True: drawn as an x, never on the front, as the sweeps do).
+    centred: x is a signed difference to retrain (x_key "cka_delta"): the front minimises |x|
+    (closer to retrain), and retrain is the dashed line at 0."""
     xs = [_num(r.get(x_key)) for r in rows]
     ys = [_num(r.get(y_key)) for r in rows]
-    front = pareto_front(xs, ys)
+    ok = [not r.get("damaging") for r in rows]
+    front_x = [abs(x) if centred else x for x in xs]
+    front = pareto_front([x if k else None for x, k in zip(front_x, ok)], [y if k else None for y, k in zip(ys, ok)])
     fig = go.Figure()
-    by_method: dict[str, list[int]] = {}
+    groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):
-        by_method.setdefault(r["name"], []).append(i)
-    for name, idx in by_method.items():
+        groups.setdefault((r["name"], r.get("settings") or ""), []).append(i)
+    shade_of: dict[str, int] = {}
+    for (name, settings), idx in groups.items():
+        n = shade_of[name] = shade_of.get(name, -1) + 1
+        color = method_color(name) if n == 0 else _shade(method_color(name), (0.6, 1.35, 0.8, 1.2)[(n - 1) % 4])
         fig.add_trace(go.Scattergl(
-            x=[xs[i] for i in idx], y=[ys[i] for i in idx], mode="markers", name=display_name(name),
-            marker=dict(color=method_color(name), size=[14 if front[i] else 9 for i in idx],
+            x=[xs[i] for i in idx], y=[ys[i] for i in idx], mode="markers", name=_variant_label(rows[idx[0]]),
+            marker=dict(color=color, size=[14 if front[i] else 9 for i in idx],
                         line=dict(color=["#000" if front[i] else "rgba(0,0,0,0)" for i in idx], width=2),
-                        symbol="diamond" if name in REFERENCE_RUNS else "circle"),
-            customdata=[[str(rows[i].get("id", "")), "Pareto front" if front[i] else ""] for i in idx],
-            hovertemplate=display_name(name) + " · %{customdata[0]}<br>forget CKA %{x:.3f}<br>"
-                          "retain acc %{y:.1%}<br>%{customdata[1]}<extra></extra>"))
-    fidx = sorted((i for i, f in enumerate(front) if f), key=lambda i: xs[i])
+                        symbol=["diamond" if name in REFERENCE_RUNS else ("x" if not ok[i] else "circle")
+                                for i in idx]),
+            customdata=[[str(rows[i].get("id", "")), "Pareto front" if front[i] else
+                         ("damaging: kept off the front" if not ok[i] else "")] for i in idx],
+            hovertemplate=_variant_label(rows[idx[0]]) + " · %{customdata[0]}<br>forget CKA"
+                          + (" − retrain %{x:+.3f}" if centred else " %{x:.3f}")
+                          + "<br>retain acc %{y:.1%}<br>%{customdata[1]}<extra></extra>"))
+    fidx = sorted((i for i, f in enumerate(front) if f), key=lambda i: front_x[i])
     if fidx:
         fig.add_trace(go.Scatter(x=[xs[i] for i in fidx], y=[ys[i] for i in fidx], mode="lines",
                                  name="Pareto front", line=dict(color="#000", width=1.5, dash="dot"),
-                                 line_shape="hv", hoverinfo="skip"))
+                                 line_shape="linear" if centred else "hv", hoverinfo="skip"))
     xr, yr = tradeoff_ranges(xs, ys)
-    fig.update_xaxes(title="forget CKA to original, inner layers (lower = more erased)", range=xr)
+    if centred:  # symmetric about retrain (0), zoomed to the furthest run
+        lim = 1.15 * max([abs(x) for x in xs if not math.isnan(x)] + [0.02])
+        xr = [-lim, lim]
+        fig.add_vline(x=0, line=dict(color="#222", width=2, dash="dash"), annotation_text="retrain",
+                      annotation_position="top")
+        fig.update_xaxes(title="forget CKA to original minus retrain's, inner layers "
+                               "(0 = like retrain; below 0 = pushed past it, distorted)", range=xr, tickformat="+.2f")
+    else:
+        fig.update_xaxes(title="forget CKA to original, inner layers", range=xr)
     fig.update_yaxes(title="retain accuracy", tickformat=".0%", range=yr)
-    fig = _legend_right(_layout(fig, "Trade-off: retain accuracy vs representation-level forgetting", height=440))
+    title = "Trade-off: retain accuracy vs closeness to retrain" if centred else \
+        "Trade-off: retain accuracy vs representation-level forgetting"
+    fig = _legend_right(_layout(fig, title, height=440))
     fig.update_layout(legend=dict(itemsizing="constant"))  # front points are larger; legend symbols are not
     return fig
 

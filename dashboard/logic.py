@@ -215,15 +215,16 @@ def forget_phrase(scenario: Mapping) -> str:
     return "the forget set"
 
 
-def all_run_rows(items: Sequence[tuple[Mapping, Mapping]]) -> list[dict]:
-    """One row per run across (job, results) pairs, for the Compare table."""
+def all_run_rows(items: Sequence[tuple[Mapping, Mapping]], rows_of=None) -> list[dict]:
+    """One row per run across (job, results) pairs, for the Compare table. `rows_of(results)` makes
+    the rows of one results file (default: run_summary of each run)."""
     rows = []
     for job, res in items:
         if not res:
             continue
         s = res.get("scenario") or {}
-        for name in run_names(res):
-            r = run_summary(res, name)
+        for r in (rows_of(res) if rows_of else [run_summary(res, n) for n in run_names(res)]):
+            name = r["name"]
             r.update({
                 "id": f"{job.get('id')}/{name}", "job": job.get("id"), "kind": job.get("kind"),
                 "dataset": s.get("dataset"), "arch": s.get("arch"),
@@ -360,8 +361,15 @@ def last_stage(events: Sequence[Mapping]) -> Mapping | None:
 
 TEMPERATURES = [0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0]
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.05, 0.1, 0.3, 1.0]
-PRESET_CHOICES = ["digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "cifar10-vit"]
+def _known_presets(names: Sequence[str]) -> list[str]:
+    """The presets of this list that engine.config defines (the synthetic "teach" preset is newer)."""
+    from engine.config import PRESETS
+    return [n for n in names if n in PRESETS]
+
+
+PRESET_CHOICES = _known_presets(["digits", "teach", "mnist", "fashion-mnist", "cifar10", "cifar100", "cifar10-vit"])
 PRESET_NOTES = {"digits": "8×8 handwritten digits, built in (CPU, ~1 min)",
+                "teach": "synthetic oriented textures, built in (CPU): made to show superficial forgetting",
                 "mnist": "MNIST 28×28 (needs the data set on disk)",
                 "fashion-mnist": "Fashion-MNIST 28×28 (needs the data set on disk)",
                 "cifar10": "CIFAR-10, ResNet-18 (GPU)", "cifar100": "CIFAR-100, ResNet-50 (GPU)",
@@ -458,10 +466,17 @@ def error_text(err: Exception) -> str:
         return msg
     sep = ": " if msg[:1].isupper() else " "
     text = f"Invalid option: {code(option)}{sep}{msg}".rstrip(".") + "."
-    control = OPTION_CONTROLS.get(option)
+    control = OPTION_CONTROLS.get(option) or _method_control(option)
     if control:
         text += f" (Set by {control}.)"
     return text
+
+
+def _method_control(option: str) -> str | None:
+    """'methods.ec.epochs' -> 'Unlearning epochs' (the form's per-method controls)."""
+    if option.startswith("methods."):
+        return {"epochs": "Unlearning epochs", "lr": "Learning rate"}.get(option.rsplit(".", 1)[-1])
+    return None
 
 
 def prefill_config(prefill: Mapping):

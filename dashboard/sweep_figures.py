@@ -100,7 +100,8 @@ def pareto_scatter(rows: Sequence[Mapping], reference: Mapping | None = None,
             x=[_num(reference["forget_cka"])], y=[_num(reference.get("retain_acc"))], mode="markers",
             name="default EC", marker=dict(symbol="star", size=16, color=DEFAULT, line=dict(color="#000", width=1)),
             hovertemplate="default EC settings<br>forget CKA %{x:.3f}<br>retain %{y:.1%}<extra></extra>"))
-    fig.update_xaxes(title="forget CKA to original, inner layers (lower = more erased)")
+    fig.update_xaxes(title="forget CKA to original, inner layers (the sweep minimises it: judge the front "
+                           "against retrain's CKA, not the lowest value)")
     fig.update_yaxes(title="retain accuracy", tickformat=".1%")
     # The title at the very top, the legend on its own line just above the plot (never on the title).
     fig.update_layout(title=dict(text=title, x=0.0, xanchor="left", xref="container", yref="container", y=1.0,
@@ -126,7 +127,8 @@ def param_columns(rows: Sequence[Mapping]) -> list[str]:
 
 def parcoords(rows: Sequence[Mapping]) -> go.Figure:
     """Parallel coordinates of the swept settings against both objectives (completed trials),
-    coloured by forget CKA (darker = lower = more erased)."""
+    coloured by forget CKA (darker = lower = further from the original, which is
+    forgetting only down to retrain's value)."""
     done = complete(rows)
     cols = param_columns(done)
     dims = []

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from . import data, figures, logic, text
+import pandas as pd
+
+from . import data, figures, logic, progress, runinfo, text, verdict
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 RESULTS_KEY = "results_job"
@@ -112,6 +114,8 @@ def sidebar() -> None:
             except Exception:
                 res = None
             lines = [f"Job {text.code(job['id'])} ({job.get('kind')})"]
+            if runinfo.job_settings(job):
+                lines.append(f"Settings: {text.md(runinfo.job_settings(job))}")
             if res:
                 s = res.get("scenario") or {}
                 lines += [text.md(logic.scenario_line(res)),
@@ -121,7 +125,9 @@ def sidebar() -> None:
         if watched:
             wj = data.get_job(watched)
             if wj is not None:
-                st.caption(f"**Watching job** {text.code(wj['id'])}  \n{text.md(logic.job_label(wj))} · {wj['state']}")
+                settings = runinfo.job_settings(wj)
+                st.caption(f"**Watching job** {text.code(wj['id'])}  \n{text.md(logic.job_label(wj))} · {wj['state']}"
+                           + (f"  \n{text.md(settings)}" if settings else ""))
 
 
 # -- page guards ---------------------------------------------------------------------------------
@@ -173,8 +179,8 @@ def empty_state(all_jobs: list[dict]) -> None:
     if active is not None:
         what = "the default comparison" if active["kind"] == "compare" else logic.job_label(active)
         st.subheader(f"Computing {text.md(what)}…")
-        st.caption("The pages fill in as soon as the first results are written. You can close this tab: "
-                   "the work runs in the background worker.")
+        st.caption("The reference rows and each method appear below as soon as they are evaluated; every page "
+                   "fills in when the comparison ends. You can close this tab: the work runs in the background worker.")
         _computing_fragment(active["id"])
         if not data.worker_alive() and not data.autostart_enabled():
             st.warning("No worker is running, so nothing will progress: start one with `python -m engine worker`.")
@@ -216,6 +222,34 @@ def _computing_fragment(job_id: str) -> None:
     if job["state"] not in logic.ACTIVE_STATES:
         data.invalidate_jobs()
         st.rerun(scope="app")
+    if job.get("kind") == "compare":
+        _first_results(job)
+
+
+def _first_results(job: dict) -> None:
+    """The stage checklist with an estimate, and the rows that exist already: the reference rows
+    once original and retrain are evaluated, then each method as soon as it is evaluated."""
+    part = data.partial(job["id"])
+    spec = job.get("spec") or {}
+    n = len(spec.get("methods") or []) or 10
+    check = progress.checklist(data.events_since(job["id"]), n, part, job["state"], time.time(),
+                               (spec.get("config") or {}).get("preset"))
+    st.markdown(progress.checklist_markdown(check))
+    if not part:
+        return
+    rows = verdict.rows_vs_retrain(part)
+    methods = [r for r in rows if r["role"] == "method"]
+    st.markdown(f"**Partial results** — {len(methods)} of {n} methods so far; the reference rows first. "
+                "All pages fill in when the comparison ends.")
+    st.dataframe(pd.DataFrame([{
+        "Run": fmt_run(r["name"]), "Forget acc": as_pct(r["forget_acc"]), "Retain acc": as_pct(r["retain_acc"]),
+        "Forget CKA (inner)": r["cka_mid"], "CKA − retrain": r["cka_delta"],
+        "Probe recovery (inner)": as_pct(r["probe_mid"]), "Verdict": r["verdict"]} for r in rows]),
+        hide_index=True, width="stretch", key="partial_rows",
+        column_config={"Forget acc": pct_col(), "Retain acc": pct_col(), "Probe recovery (inner)": pct_col(),
+                       "Forget CKA (inner)": st.column_config.NumberColumn(format="%.3f"),
+                       "CKA − retrain": st.column_config.NumberColumn(format="%+.3f")})
+    run_warnings(methods)
 
 
 def progress_block(job: dict, events: list[dict] | None = None) -> None:
@@ -271,3 +305,60 @@ def run_options(results: dict, include_reference: bool = True) -> list[str]:
 def fmt_run(name: str) -> str:
     label = figures.display_name(name)
     return label + " (reference)" if name in logic.REFERENCE else label
+
+
+# -- retrain-centred warnings and the history of one scenario ----------------------------------------
+
+def run_warnings(rows: list[dict]) -> None:
+    """One warning per damaging run (retain accuracy fell sharply or forget accuracy strays from
+    retrain's): these runs are not counted as forgetting and stay off every Pareto front."""
+    for r in rows:
+        if not r.get("damaging"):
+            continue
+        why = []
+        if "retain damaged" in r["flags"]:
+            why.append(f"retain accuracy fell to {logic.pct(r['retain_acc'])} (original "
+                       f"{logic.pct(r.get('original_retain_acc'))})")
+        if "forget off retrain" in r["flags"]:
+            why.append(f"forget accuracy {logic.pct(r['forget_acc'])} is more than {verdict.FORGET_TOL:.0%} from "
+                       f"retrain's {logic.pct(r.get('retrain_forget_acc'))}")
+        label = figures.display_name(r["name"]) + (f" · {r['settings']}" if r.get("settings") else "")
+        kind = "damaging run" if "retain damaged" in r["flags"] else "off target"
+        st.warning(f"**{label}: {kind}** — " + "; ".join(why) + ". Not counted as forgetting; kept off the "
+                   "trade-off front.", icon=":material/warning:")
+
+
+def _history_rows(entries: list[dict]) -> list[dict]:
+    out = []
+    for h in entries:
+        rows = {r["name"]: r for r in verdict.rows_vs_retrain(h["results"])}
+        r = rows.get(h["name"]) or {}
+        out.append({"": h.get("tag", ""), "Job": h["job"], "Settings": h["settings"],
+                    "Forget acc": as_pct(r.get("forget_acc")), "Retain acc": as_pct(r.get("retain_acc")),
+                    "CKA − retrain": r.get("cka_delta"), "Probe − retrain": as_pct(r.get("probe_delta")),
+                    "Verdict": r.get("verdict", ""), "Finished": logic.fmt_time(h.get("finished"))})
+    return out
+
+
+def scenario_history(job: dict, res: dict, limit: int = 12) -> None:
+    """This run against the default settings and the previous run of the same scenario (same data,
+    forget request, seed, model and training): a history of settings vs results, newest first."""
+    label = next(iter(logic.method_runs(res)), None)
+    if label is None:
+        return
+    items = data.all_results(data.jobs())
+    hist = runinfo.scenario_history(items, res.get("config") or {}, label)
+    dflt = runinfo.config_settings({**runinfo.defaults((res.get("config") or {}).get("preset")),
+                                    "method": (res["runs"][label].get("method") or label.split("+")[0]),
+                                    "plugin": "ec" if label.endswith("+ec") else "none"})
+    tagged = runinfo.tag_history(hist, job["id"], dflt)[:limit]
+    st.subheader(f"{figures.display_name(label)} on this scenario: settings vs results")
+    if len(tagged) <= 1:
+        st.caption(f"No other {figures.display_name(label)} run of this scenario yet (default settings: {dflt}). "
+                   "Queue one from Launch and tune to compare.")
+    rows = _history_rows(tagged)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=f"hist_{job['id']}",
+                 column_config={"Forget acc": pct_col(), "Retain acc": pct_col(),
+                                "CKA − retrain": st.column_config.NumberColumn(format="%+.3f"),
+                                "Probe − retrain": st.column_config.NumberColumn(format="%+.1f%%")})
+    st.caption(f"Closer to 0 in CKA − retrain is better (0 = like the retrained model). Default settings: {dflt}.")

@@ -19,6 +19,7 @@ from .jobs import (
     list_jobs,
     list_results,
     load_arrays,
+    load_partial,
     load_results,
     record_external,
     submit,
@@ -27,6 +28,6 @@ from .jobs import (
 )
 from .jobs import headline as headline_metrics
 
-__all__ = ["submit", "get_job", "list_jobs", "events_since", "cancel", "load_results", "load_arrays",
+__all__ = ["submit", "get_job", "list_jobs", "events_since", "cancel", "load_results", "load_arrays", "load_partial",
            "list_results", "record_external", "worker_alive", "ensure_worker", "workers", "headline_metrics",
            "save_upload", "MAX_UPLOAD_MB"]

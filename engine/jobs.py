@@ -482,6 +482,17 @@ def load_results(job_id: str) -> dict | None:
     return None if path is None else results_schema.load(path)
 
 
+def load_partial(job_id: str) -> dict | None:
+    """partial.json of a running comparison (reference rows and the methods evaluated so far,
+    "partial": true, "pending": [...]); None when there is none (not started, or finished)."""
+    _check_job_id(job_id)
+    path = store.home() / "runs" / job_id / "partial.json"
+    try:
+        return store.load_json(path) if path.is_file() else None
+    except store.CheckpointError:  # replaced or removed while read: the next poll sees the new one
+        return None
+
+
 def load_arrays(job_id: str, name: str = "arrays.npz") -> dict | None:
     """An .npz of the job's run folder (or of the job it was cached from) as a dict of arrays."""
     _check_job_id(job_id)
@@ -689,8 +700,8 @@ class Progress:
     Epoch and step events belong to the stage announced last; in a compare job's "method" stage the
     stage event's fraction says which method (i / n) and epochs advance within it."""
 
-    SPANS = {"original": (0.0, 0.3), "retrain": (0.3, 0.5), "aux": (0.5, 0.6), "method": (0.6, 0.9),
-             "eval": (0.9, 0.96), "embed": (0.96, 1.0)}
+    SPANS = {"original": (0.0, 0.3), "retrain": (0.3, 0.5), "aux": (0.5, 0.55), "refs": (0.55, 0.6),
+             "method": (0.6, 0.9), "eval": (0.9, 0.96), "embed": (0.96, 1.0)}
 
     def __init__(self, n_methods: int = 1):
         self.n = max(1, int(n_methods))
@@ -709,6 +720,8 @@ class Progress:
         kind = event.get("type")
         if kind == "stage":
             self.stage = event.get("stage")
+            if self.stage == "eval" and event.get("name") in ("original", "retrain"):
+                self.stage = "refs"  # the reference rows are evaluated before the methods, not after
             if self.stage == "method" and frac is not None:
                 self.method_index = min(self.n - 1, int(round(frac * self.n)))
                 frac = self.method_index / self.n
@@ -720,6 +733,9 @@ class Progress:
         lo, hi = span
         self.value = max(self.value, lo + (hi - lo) * frac)
         return self.value
+
+
+WARM_AFTER = ("method", "eval", "embed")  # stages after the base models: the UMAP warm-up may start
 
 
 class WorkerContext(JobContext):
@@ -747,6 +763,8 @@ class WorkerContext(JobContext):
             return
         self._pending = None
         self._write(event)
+        if kind == "stage" and event.get("stage") in WARM_AFTER:
+            self.worker._warm_go.set()
         if kind in ("stage", "epoch", "log"):
             self._log_event(event)
 
@@ -835,6 +853,9 @@ class Worker:
         self._stop_event = threading.Event()
         self._interruptible = False
         self._threads: list[threading.Thread] = []
+        # UMAP's warm-up waits until the first job is past its base models (or the worker is idle), so
+        # numba's compilation does not compete with training the original and the retrained model.
+        self._warm_go = threading.Event()
 
     # logging to the worker's own stdout (worker.log when started by ensure_worker)
     def say(self, text: str) -> None:
@@ -880,6 +901,9 @@ class Worker:
 
     def _warm(self) -> None:
         info = "nothing to warm"
+        while not self._warm_go.wait(0.5):
+            if self._stop_event.is_set():
+                return
         try:
             if self.warm:
                 import importlib
@@ -960,7 +984,9 @@ class Worker:
                     self._stop_event.wait(min(30.0, self.poll * 2 ** min(errors, 5)))
                     continue
                 if job is not None:
+                    self._warm_go.set()
                     continue
+                self._warm_go.set()  # idle: nothing to compete with
                 if once:
                     break
                 self._stop_event.wait(self.poll)

@@ -373,15 +373,14 @@ def _finish_runs(sc: Scenario, ev: EvalSet, bases: Bases, refs: dict, ref_arrays
     epoch_feats = {}
     for i, (label, model, entry) in enumerate(results):
         ctx.check()
-        ctx.emit({"type": "stage", "stage": "eval", "name": label, "fraction": (i + 1) / len(results),
-                  "message": f"evaluating {label}"})
-        ev_entry, arr = evaluate(model, ev, ref_names=tuple(refs))
+        if "_arrays" not in entry:  # not yet evaluated (a compare job evaluates each method as it ends)
+            ctx.emit({"type": "stage", "stage": "eval", "name": label, "fraction": (i + 1) / len(results),
+                      "message": f"evaluating {label}"})
+            _evaluate_into(ev, model, entry, refs)
         if "_epoch_feats" in entry:
             epoch_feats[label] = entry.pop("_epoch_feats")
-        entry.update(ev_entry)
-        entry["metrics"]["avg_gap"] = avg_gap(entry["metrics"], runs.get("retrain", {}).get("metrics") or {})
+        arrays[label] = entry.pop("_arrays")
         runs[label] = entry
-        arrays[label] = arr
         store.atomic_save_safetensors(run_dir / f"weights__{label.replace('+', '_')}.safetensors", model.state_dict())
     if cfg.eval.relearn:
         ctx.emit({"type": "stage", "stage": "eval", "name": "relearn", "fraction": 0.0, "message": "relearning test"})
@@ -412,7 +411,30 @@ def _finish_runs(sc: Scenario, ev: EvalSet, bases: Bases, refs: dict, ref_arrays
     store.atomic_save_npz(run_dir / "arrays.npz", flat)
     save_splits(sc.splits, run_dir / "splits.npz")
     store.atomic_write_json(run_dir / "results.json", results_json)
+    (run_dir / PARTIAL).unlink(missing_ok=True)  # results.json supersedes the partial results
     return results_json
+
+
+PARTIAL = "partial.json"
+
+
+def _evaluate_into(ev: EvalSet, model: nn.Module, entry: dict, refs: dict) -> None:
+    """Evaluate an unlearned model into its run entry (arrays kept under "_arrays" for the npz) against
+    the reference rows there are (an audit may lack the retrained model)."""
+    ev_entry, arr = evaluate(model, ev, ref_names=tuple(refs))
+    entry.update(ev_entry)
+    entry["metrics"]["avg_gap"] = avg_gap(entry["metrics"], refs.get("retrain", {}).get("metrics") or {})
+    entry["_arrays"] = arr
+
+
+def _write_partial(run_dir: Path, sc: Scenario, ev: EvalSet, refs: dict, results: list, methods: list[str]) -> None:
+    """partial.json while a comparison runs: results.json's format with "partial": true, the reference
+    rows and every method evaluated so far, and the methods still "pending". Written atomically, so
+    a reader sees the previous or the next state, never half of one; removed once results.json is."""
+    done = {label: {k: v for k, v in entry.items() if not k.startswith("_")} for label, _, entry in results}
+    store.atomic_write_json(run_dir / PARTIAL, {
+        "kind": "compare", "partial": True, "scenario": sc.info(), "layers": list(ev.points),
+        "config": sc.cfg.model_dump(), "runs": {**refs, **done}, "pending": [m for m in methods if m not in done]})
 
 
 def _load(cfg: RunConfig, ctx: JobContext) -> Scenario:
@@ -440,11 +462,16 @@ def run_compare(cfg: RunConfig, methods: list[str], run_dir: Path, ctx: JobConte
     prepare_references(ev, {"original": bases.original, "retrain": bases.retrain})
     refs, ref_arrays = _reference_rows(sc, ev, bases, ctx)
     results = []
+    _write_partial(run_dir, sc, ev, refs, results, methods)
     for i, name in enumerate(methods):
         ctx.emit({"type": "stage", "stage": "method", "name": name, "fraction": i / len(methods),
                   "message": f"unlearning {i + 1}/{len(methods)}: {name}"})
         model, entry = unlearn(sc, ev, bases, name, ctx)
+        ctx.check()
+        _evaluate_into(ev, model, entry, refs)
         results.append((name, model, entry))
+        ctx.emit({"type": "log", "message": f"evaluated {name} ({i + 1}/{len(methods)})"})
+        _write_partial(run_dir, sc, ev, refs, results, methods)
     return _finish_runs(sc, ev, bases, refs, ref_arrays, results, run_dir, ctx, "compare")
 
 

@@ -318,6 +318,7 @@ def test_compare_use_these_settings_goes_to_launch(store):
 def test_layers_heatmap_follows_split_and_reference(store):
     store("full")
     at = app("layers")
+    at.radio(key="ly_view").set_value("fixed").run()  # the absolute CKA view (the default is centred on retrain)
     heat = at.get("plotly_chart")[0]
     fig = json.loads(heat.proto.spec)
     z = fig["data"][0]["z"]
@@ -365,7 +366,7 @@ def test_compare_table_filters_and_exports(store):
     at.multiselect(key="cmp_methods").set_value(["ec"]).run()
     assert list(at.dataframe[0].value["Method"]) == ["EC"]
     at.toggle(key="cmp_refs").set_value(True).run()
-    assert len(at.dataframe[0].value) == 1 + 4  # EC + original/retrain of both jobs
+    assert len(at.dataframe[0].value) == 1 + 2  # EC + original/retrain once: both jobs share the scenario
     assert "On the front" in texts(at)
     assert len(at.get("plotly_chart")) == 4  # scatter, per-class, confusion, MIA
 
@@ -404,3 +405,134 @@ print("TORCH", "torch" in sys.modules, "UMAP", "umap" in sys.modules)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "TORCH False UMAP False" in out.stdout
     assert not (home / "worker.spawned").exists()
+
+
+# -- retrain as the zero point, settings, warnings (issue 13) -------------------------------------------
+
+def test_layers_default_view_is_centred_on_retrain(store):
+    store("full")
+    at = app("layers")
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    hm = fig["data"][0]
+    assert hm["zmid"] == 0 and hm["zmin"] == -hm["zmax"] and hm["zmax"] < 1  # diverging, zoomed
+    rows = dict(zip(hm["y"], hm["z"]))
+    assert rows["Retrain (ref)"] == [0, 0, 0, 0]
+    ec = [a - b for a, b in zip(FS.PROFILES["ec"][4], FS.PROFILES["retrain"][4])]
+    assert rows["EC"] == [pytest.approx(v) for v in ec]
+    probe = json.loads(at.get("plotly_chart")[2].proto.spec)
+    assert probe["data"][0]["name"] == "Retrain (0)" and probe["data"][0]["y"] == [0, 0, 0, 0]
+
+
+def test_overview_reads_against_retrain_and_warns_about_damage(store):
+    store("full")
+    at = app("overview")
+    df = at.dataframe[0].value
+    row = df[df["Run"] == "EC"].iloc[0]
+    cka = FS.PROFILES["ec"][4][:3]
+    assert row["CKA − retrain"] == pytest.approx(sum(cka) / 3 - sum(FS.PROFILES["retrain"][4][:3]) / 3)
+    assert "past retrain" in row["Verdict"]
+    assert "superficial" in df[df["Run"] == "SCRUB"].iloc[0]["Verdict"]
+    assert df[df["Run"] == "Retrain (reference)"].iloc[0]["CKA − retrain"] == 0
+    t = texts(at)
+    assert "more than 0.10 above" not in t
+    assert "(superficial): " in t and "SCRUB" in t.split("(superficial): ")[1].split(";")[0]
+    assert "(distorted, not forgotten): " in t and "EC" in t.split("(distorted, not forgotten): ")[1].split(";")[0]
+    warnings = [w.value for w in at.warning]
+    assert any("**GA" in w and ": damaging run**" in w and "retain accuracy fell to 90.2%" in w for w in warnings), \
+        warnings
+    assert any("**Boundary shrink" in w and ": off target**" in w and "forget accuracy 8.0%" in w for w in warnings)
+    assert not any(w.startswith("**EC") for w in warnings)
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert any(a["text"] == "Retrain = 0" for a in fig["layout"]["annotations"])
+
+
+def test_compare_names_settings_and_keeps_damaging_runs_off_the_front(store):
+    store("full")
+    at = app("compare")
+    df = at.dataframe[0].value
+    ec = df[df["Method"] == "EC"].iloc[0]
+    assert ec["Settings"].startswith("w 1/1/1/1 tau 0.7")
+    assert df[df["Method"] == "FT + EC"].iloc[0]["Settings"].startswith("w 1/1/1/1 tau 0.7")
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    ga = next(t for t in fig["data"] if t["name"].startswith("GA"))
+    assert ga["marker"]["symbol"] == ["x"] and ga["marker"]["size"] == [9]
+    front = next(t for t in fig["data"] if t["name"] == "Pareto front")
+    assert all(x is not None for x in front["x"])
+    front_caption = next(c.value for c in at.caption if c.value.startswith("On the front"))
+    assert "GA" not in front_caption and "Boundary shrink" not in front_caption
+    assert any(s.startswith("EC · w 1/1/1/1") for s in at.selectbox(key="cmp_pick").options)
+
+
+def test_launch_form_restored_from_job_in_url(store):
+    store("full")
+    job = api().submit("run", {"preset": "digits", "overrides": {
+        "method": "ec", "ec": {"weights": [0.0, 2.5, 2.5, 1.0], "tau": 0.3}, "forget": {"classes": [5]}}})
+    at = app("launch", query={"job": job["id"]})
+    assert [s.value for s in at.slider] == [0.0, 2.5, 2.5, 1.0]
+    assert at.select_slider(key="l_tau").value == 0.3
+    assert at.multiselect(key="l_classes__digits").value == [5]
+    assert any("w 0/2.5/2.5/1 tau 0.3" in h.value for h in at.subheader)
+    assert f"job `{job['id']}` (from the address bar)" in texts(at)
+    df = at.dataframe[0].value
+    assert any("w 0/2.5/2.5/1 tau 0.3" in w for w in df["What"])
+
+
+def test_teach_prefers_the_teach_preset_and_honours_the_sidebar(store):
+    from engine import store as engine_store
+    home, ids = store("full")
+    job = api().submit("compare", {"preset": "digits", "methods": ["ec", "scrub"]})
+    res = FS.make_results("compare", ["scrub", "ec"])
+    res["scenario"]["preset"] = "teach"
+    folder = engine_store.run_dir(job["id"], create=True)
+    engine_store.atomic_write_json(folder / "results.json", res)
+    FS._set_job(job["id"], "done", FS.time.time() - 2000, FS.time.time() - 1990, FS.time.time() - 1900)
+    at = app("teach")
+    t = texts(at)
+    assert f"job `{job['id']}`" in t and "preset **teach**" in t and "class **3**" in t and "seed **0**" in t
+    assert "Gabor-like patch" in t
+    at = app("teach", state={"results_job": ids["compare"], "_results_auto": False})
+    t = texts(at)
+    assert f"job `{ids['compare']}`" in t and "picked in the sidebar" in t and "Gabor-like" not in t
+
+
+def test_computing_comparison_shows_checklist_and_partial_rows(store):
+    from engine import store as engine_store
+    home, ids = store("computing")
+    at = app("overview")
+    t = texts(at)
+    assert "Train the original model" in t and "**Unlearn and evaluate each method** — 0/10 done" in t
+    assert "About **" in t  # an estimate for digits
+    part = FS.make_results("compare", ["ft"])
+    part.update(partial=True, pending=[m for m in FS.METHODS if m != "ft"])
+    engine_store.atomic_write_json(engine_store.run_dir(ids["compare"], create=True) / "partial.json", part)
+    at = app("overview")
+    t = texts(at)
+    assert "Partial results" in t and "1 of 10 methods so far" in t and "1/10 done (ft); next: ga" in t
+    df = at.dataframe[0].value
+    assert list(df["Run"]) == ["Original (reference)", "Retrain (reference)", "FT"]
+    assert df.iloc[2]["Forget acc"] == pytest.approx(100 * FS.PROFILES["ft"][0])
+
+
+def test_launch_zero_epochs_is_refused_with_a_message(store):
+    store("full")
+    at = app("launch")
+    n = _n_jobs()
+    at.number_input(key="l_epochs__digits__ec").set_value(0).run()
+    at.button(key="l_submit").click().run()
+    errors = [e.value for e in at.error]
+    assert any("methods.ec.epochs" in e and "(Set by Unlearning epochs.)" in e and "Nothing was queued" in e
+               for e in errors), errors
+    assert _n_jobs() == n
+
+
+def test_sweeps_page_offers_a_small_sweep(store):
+    store("empty")
+    at = app("sweep")
+    assert "No sweep yet. Start one below" in texts(at)
+    at.number_input(key="sw_new_trials").set_value(6).run()
+    at.button(key="sw_start").click().run()
+    assert not at.exception
+    assert "`python -m engine sweep --preset digits --trials 6` in a terminal" in texts(at)  # autostart off here
+    from dashboard import data as D
+    with pytest.raises(ValueError, match="at least 1"):
+        D.sweep_command("digits", 0)

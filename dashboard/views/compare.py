@@ -3,7 +3,7 @@ membership-inference views of one run, CSV and HTML export."""
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, figures, logic, text, widgets
+from dashboard import data, figures, logic, text, verdict, widgets
 
 st.title("Compare")
 all_jobs = data.jobs()
@@ -40,18 +40,22 @@ def keep(r: dict) -> bool:
     return not (f_forget and str(r["forget"]) not in f_forget)
 
 
-shown = [r for r in rows if keep(r)]
+# Original and Retrain once per scenario (not once per job that shares them).
+shown = verdict.one_reference_pair([r for r in rows if keep(r)])
 P = widgets.as_pct
+COLUMNS = ["Method", "Settings", "Data set", "Model", "Forget", "Seed", "Forget acc", "Retain acc", "MIA",
+           "CKA − retrain", "Probe − retrain", "Avg gap", "Verdict", "Time (s)", "Job"]
 df = pd.DataFrame([{
-    "Method": widgets.fmt_run(r["name"]), "Data set": r["dataset"], "Model": r["arch"],
-    "Forget": r["forget"], "Seed": r["seed"], "Forget acc": P(r["forget_acc"]), "Retain acc": P(r["retain_acc"]),
-    "Test acc": P(r["test_acc"]), "MIA": P(r["mia"]), "Forget CKA": r["cka_mid"],
-    "Probe": P(r["probe_mid"]), "Avg gap": P(r["avg_gap"]), "Time (s)": r["seconds"], "Job": r["job"],
-} for r in shown], columns=["Method", "Data set", "Model", "Forget", "Seed", "Forget acc", "Retain acc", "Test acc",
-                            "MIA", "Forget CKA", "Probe", "Avg gap", "Time (s)", "Job"])
-CSV_COLUMNS = ["id", "job", "kind", "name", "role", "dataset", "arch", "forget", "seed", "forget_acc", "retain_acc",
-               "test_acc", "forget_test_acc", "mia", "cka_mid", "cka_mid_retrain", "probe_mid", "probe_max", "avg_gap",
-               "seconds", "finished"]
+    "Method": widgets.fmt_run(r["name"]), "Settings": r.get("settings") or "", "Data set": r["dataset"],
+    "Model": r["arch"], "Forget": r["forget"], "Seed": r["seed"], "Forget acc": P(r["forget_acc"]),
+    "Retain acc": P(r["retain_acc"]), "MIA": P(r["mia"]), "CKA − retrain": r.get("cka_delta"),
+    "Probe − retrain": P(r.get("probe_delta")), "Avg gap": P(r["avg_gap"]), "Verdict": r.get("verdict", ""), "Time (s)": r["seconds"],
+    "Job": r["job"],
+} for r in shown], columns=COLUMNS)
+CSV_COLUMNS = ["id", "job", "kind", "name", "role", "settings", "dataset", "arch", "forget", "seed", "forget_acc",
+               "retain_acc", "test_acc", "forget_test_acc", "mia", "cka_mid", "cka_mid_retrain", "cka_delta",
+               "cka_distance", "probe_mid", "probe_max", "probe_delta", "avg_gap", "verdict", "damaging", "seconds",
+               "finished"]
 csv = pd.DataFrame([{k: r.get(k) for k in CSV_COLUMNS} for r in shown], columns=CSV_COLUMNS)
 # Scenario columns with one value in every row shown say nothing per row: fold them into a caption.
 SCENARIO_COLUMNS = ("Data set", "Model", "Forget", "Seed")
@@ -69,17 +73,23 @@ st.dataframe(df, hide_index=True, width="stretch", height=min(600, 38 + 35 * max
              column_config={
                  "Method": st.column_config.TextColumn(width=125, pinned=True),
                  "Forget": st.column_config.TextColumn(help="The forget request: classes or a random share"),
-                 "Forget acc": pct, "Retain acc": pct, "Test acc": pct,
+                 "Settings": st.column_config.TextColumn(
+                     width=150, help="What was tuned: EC's layer weights (w) and temperature (tau), and any option "
+                                     "that differs from the preset's defaults"),
+                 "Forget acc": pct, "Retain acc": pct,
                  "MIA": widgets.pct_col("MIA efficacy: share of forget samples a confidence attack calls "
                                         "non-members (higher = looks more forgotten)"),
-                 "Forget CKA": st.column_config.NumberColumn(
-                     format="%.3f", help="Mean CKA to the original on the forget set over the intermediate "
-                                         "supervision points (all but the last). 1 = unchanged."),
-                 "Probe": widgets.pct_col("Probe recovery: linear-probe accuracy on forget-class test samples, "
-                                          "mean over the intermediate supervision points"),
-                 "Avg gap": widgets.pct_col("Mean absolute gap to the retrained model over forget, retain and "
-                                            "test accuracy and MIA efficacy (lower = closer to retrain)"),
-                 "Time (s)": st.column_config.NumberColumn(format="%.1f", help="Unlearning time in seconds"),
+                 "CKA − retrain": st.column_config.NumberColumn(
+                     format="%+.3f", help="Mean forget CKA to the original over the intermediate supervision points, "
+                                          "minus the retrained model's. 0 = like retrain (the goal); below 0 = pushed "
+                                          "past retrain (distorted, not forgotten)."),
+                 "Probe − retrain": st.column_config.NumberColumn(
+                     format="%+.1f%%", help="Probe recovery (linear probe on forget-class test samples, inner layers) "
+                                            "minus the retrained model's"),
+                 "Verdict": st.column_config.TextColumn(help="Judged against retrain (see the Overview's table help)"),
+                 "Time (s)": st.column_config.NumberColumn(
+                     format="%.1f", help="Unlearning time in seconds. Original and Retrain: the time their job spent "
+                                         "on them (training, or loading them from the cache)"),
                  "Job": st.column_config.TextColumn(width=170, help="The job that produced this run "
                                                                      "(Launch and tune shows it)"),
              })
@@ -90,12 +100,18 @@ if not shown:
     st.stop()
 
 st.subheader("Trade-off front")
-widgets.show(figures.tradeoff_scatter(shown), key="cmp_scatter", export="tradeoff_front")
-front = [r for r, f in zip(shown, figures.pareto_front([r["cka_mid"] for r in shown],
-                                                       [r["retain_acc"] for r in shown])) if f]
+widgets.run_warnings([r for r in shown if r["role"] == "method"])
+widgets.show(figures.tradeoff_scatter(shown, x_key="cka_delta", centred=True), key="cmp_scatter",
+             export="tradeoff_front")
+front = [r for r, f in zip(shown, figures.pareto_front(
+    [None if r.get("damaging") or r.get("cka_delta") is None else abs(r["cka_delta"]) for r in shown],
+    [r["retain_acc"] for r in shown])) if f]
 if front:
-    st.caption("On the front (no other run keeps more retain accuracy with less forget CKA): "
-               + ", ".join(f"{text.md(figures.display_name(r['name']))} ({text.code(r['job'])})" for r in front) + ".")
+    st.caption("On the front (no other run keeps more retain accuracy while staying closer to retrain's inner-layer "
+               "CKA; damaging runs, drawn as ×, are left out): "
+               + ", ".join(text.md(figures.display_name(r['name'])
+                                   + (f" · {r['settings']}" if r.get("settings") else "")) + f" ({text.code(r['job'])})"
+                           for r in front) + ".")
 
 st.subheader("One run up close")
 candidates = [r for r in shown if r["role"] == "method"] or shown
@@ -103,8 +119,9 @@ ids = [r["id"] for r in candidates]
 by_id = {r["id"]: r for r in candidates}
 default = next((r["id"] for r in candidates if r["name"] == "ec"), ids[0])
 pick = st.selectbox("Run", ids, index=ids.index(default), key="cmp_pick",
-                    format_func=lambda i: f"{figures.display_name(by_id[i]['name'])} · {by_id[i]['dataset']} · "
-                                          f"{by_id[i]['forget']} · job {by_id[i]['job']}")
+                    format_func=lambda i: f"{figures.display_name(by_id[i]['name'])}"
+                                          + (f" · {by_id[i]['settings']}" if by_id[i].get("settings") else "")
+                                          + f" · {by_id[i]['dataset']} · {by_id[i]['forget']} · job {by_id[i]['job']}")
 row = by_id[pick]
 job = next((j for j in all_jobs if j["id"] == row["job"]), None)
 try:

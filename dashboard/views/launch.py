@@ -3,7 +3,7 @@ progress of the job in the URL (?job=), cancel, and the list of recent jobs."""
 import pandas as pd
 import streamlit as st
 
-from dashboard import audit_form, data, figures, logic, text, widgets
+from dashboard import audit_form, data, figures, logic, runinfo, text, verdict, widgets
 from engine.config import DATASET_CLASSES, METHOD_NAMES, SUPERVISION_POINTS, ConfigError, make_config
 
 ss = st.session_state
@@ -55,6 +55,19 @@ def apply_prefill() -> None:
     ss["l_device"] = cfg.device
     ss["l_extra"] = {"preset": preset, "overrides": logic.extra_overrides(cfg, preset_defaults(preset))}
     ss["_prefill_note"] = str(pre.get("source") or "handed-over settings")
+
+
+def restore_from_url() -> None:
+    """A reload of `?job=ID` (or a shared link) fills the form with that run's settings, once per job:
+    never the defaults above another run's results."""
+    job_id = st.query_params.get("job")
+    if not job_id or ss.get("_restored_job") == job_id or "prefill" in ss:
+        return
+    ss["_restored_job"] = job_id
+    job = data.get_job(job_id)
+    cfg = ((job or {}).get("spec") or {}).get("config")
+    if job and job.get("kind") == "run" and cfg:
+        ss["prefill"] = {"config": cfg, "source": f"job `{job_id}` (from the address bar)"}
 
 
 def _init(key: str, value) -> None:
@@ -127,7 +140,8 @@ def form() -> None:
         ekey, lkey = f"l_epochs__{preset}__{method}", f"l_lr__{preset}__{method}"
         _init(ekey, int(mc["epochs"]))
         _init(lkey, float(mc["lr"]))
-        epochs = c1.number_input("Unlearning epochs", 1, 1000, step=1, key=ekey, persist_state=P)
+        # min 0, not 1: a typed 0 is then refused on submit with the option named, not a bare red box
+        epochs = c1.number_input("Unlearning epochs", 0, 1000, step=1, key=ekey, persist_state=P)
         lr = c2.select_slider("Learning rate (log scale)", logic.with_value(logic.LEARNING_RATES, ss[lkey]),
                               key=lkey, format_func=lambda v: f"{v:g}", persist_state=P)
     else:
@@ -203,6 +217,7 @@ def queue(values: dict, extra: dict | None = None) -> None:
         st.error(f"Could not queue the run: {text.md(err)}", icon=":material/error:")
         return
     data.ensure_worker()
+    ss["_restored_job"] = job["id"]  # the form already holds these settings
     st.query_params["job"] = job["id"]
     if job.get("cached"):
         st.success(f"The same configuration already ran (job `{job.get('cached_from')}`): its results were reused "
@@ -229,9 +244,35 @@ def _events(job_id: str) -> list[dict]:
     return store["events"]
 
 
+def _state_caption(job: dict) -> None:
+    st.caption(f"state **{job['state']}** · created {logic.fmt_time(data.jt(job, 'created'))}"
+               + (f" · took {logic.elapsed(job)}" if job["state"] in ("done", "failed") and data.jt(job, 'started') else ""))
+
+
+def _live_warnings(job: dict, last: dict) -> None:
+    """Damage warnings while the run goes, against the reference rows of the same scenario (from any
+    finished comparison or run of it; none yet: no warning)."""
+    refs = verdict.scenario_references(data.all_results(data.jobs()), (job.get("spec") or {}).get("config"))
+    if refs is None:
+        return
+    orig, ret = refs
+    for f in verdict.live_flags(last, orig, ret):
+        if f == "retain damaged":
+            st.warning(f"Retain accuracy fell to **{logic.pct(last.get('retain_acc'))}** at epoch {last.get('epoch')} "
+                       f"(original {logic.pct(orig.get('retain_acc'))}): this run is damaging the model.",
+                       icon=":material/warning:")
+        else:
+            st.warning(f"Forget accuracy ended at **{logic.pct(last.get('forget_acc'))}**, more than "
+                       f"{verdict.FORGET_TOL:.0%} from retrain's {logic.pct(ret.get('forget_acc'))}.",
+                       icon=":material/warning:")
+
+
 def _render_progress(job: dict, events: list[dict]) -> None:
+    _state_caption(job)
     widgets.progress_block(job, events)
     run, hist = logic.epoch_history(events)
+    if hist and job.get("kind") == "run":
+        _live_warnings(job, hist[-1])
     if hist:
         st.caption(f"Live curves of **{text.md(figures.display_name(run))}** (epoch {hist[-1].get('epoch')}/"
                    f"{hist[-1].get('epochs', '?')})")
@@ -312,16 +353,21 @@ def final(job: dict) -> None:
         return
     note = f" (reused from job `{job['cached_from']}`)" if job.get("cached_from") else ""
     st.success(f"Job `{job['id']}` is done{note}: {text.md(logic.scenario_line(res))}.")
-    rows = [r for r in logic.headline_rows(res)]
+    rows = verdict.rows_vs_retrain(res)
     P = widgets.as_pct
-    st.dataframe(pd.DataFrame([{"Run": widgets.fmt_run(r["name"]), "Forget acc": P(r["forget_acc"]),
-                                "Retain acc": P(r["retain_acc"]), "Test acc": P(r["test_acc"]),
-                                "MIA efficacy": P(r["mia"]), "Forget CKA (inner)": r["cka_mid"],
-                                "Probe recovery (inner)": P(r["probe_mid"])} for r in rows]),
+    st.dataframe(pd.DataFrame([{"Run": widgets.fmt_run(r["name"]), "Settings": runinfo.run_settings(res, r["name"]),
+                                "Forget acc": P(r["forget_acc"]), "Retain acc": P(r["retain_acc"]),
+                                "Test acc": P(r["test_acc"]), "MIA efficacy": P(r["mia"]),
+                                "Forget CKA (inner)": r["cka_mid"], "CKA − retrain": r["cka_delta"],
+                                "Probe recovery (inner)": P(r["probe_mid"]), "Verdict": r["verdict"]} for r in rows]),
                  hide_index=True, width="stretch",
                  column_config={k: widgets.pct_col() for k in
                                 ("Forget acc", "Retain acc", "Test acc", "MIA efficacy", "Probe recovery (inner)")}
-                 | {"Forget CKA (inner)": st.column_config.NumberColumn(format="%.2f")})
+                 | {"Forget CKA (inner)": st.column_config.NumberColumn(format="%.3f"),
+                    "CKA − retrain": st.column_config.NumberColumn(format="%+.3f")})
+    widgets.run_warnings([{**r, "settings": runinfo.run_settings(res, r["name"])} for r in rows])
+    if job.get("kind") == "run":
+        widgets.scenario_history(job, res)
     label = next((n for n in logic.method_runs(res)), None)
     hist = ((res.get("runs") or {}).get(label) or {}).get("history") if label else None
     if hist:
@@ -342,9 +388,10 @@ def watched() -> None:
     if job is None:
         st.warning(f"No job {text.code(job_id)} in this store (from the address bar).")
         return
-    st.subheader(f"Job {text.code(job_id)} · {text.md(logic.job_label(job))}")
-    st.caption(f"state **{job['state']}** · created {logic.fmt_time(data.jt(job, 'created'))}"
-               + (f" · took {logic.elapsed(job)}" if job["state"] in ("done", "failed") and data.jt(job, 'started') else ""))
+    settings = runinfo.job_settings(job)
+    st.subheader(f"Job {text.code(job_id)} · {text.md(logic.job_label(job))}" + (f" · {text.md(settings)}" if settings else ""))
+    if job["state"] not in logic.ACTIVE_STATES:
+        _state_caption(job)
     if job["state"] in logic.ACTIVE_STATES:
         if job["state"] == "queued" and not data.worker_alive():
             st.warning("No worker is running: this job waits until one starts"
@@ -359,6 +406,12 @@ def _watch(job_id: str | None) -> None:
         st.query_params["job"] = job_id
 
 
+def _what(job: dict) -> str:
+    """'run ec · digits · w 0/2.5/2.5/1 tau 0.3': the job and, for a run, its settings."""
+    settings = runinfo.job_settings(job)
+    return logic.job_label(job) + (f" · {settings}" if settings else "")
+
+
 def recent_jobs() -> None:
     st.divider()
     st.subheader("Recent jobs")
@@ -367,7 +420,7 @@ def recent_jobs() -> None:
         st.caption("No jobs yet.")
         return
     df = pd.DataFrame([{
-        "Job": j["id"], "What": logic.job_label(j), "State": j["state"],
+        "Job": j["id"], "What": _what(j), "State": j["state"],
         "Progress": 100.0 * float(j.get("progress") or 0.0), "Stage": j.get("stage") or "",
         "Created": logic.fmt_time(data.jt(j, "created")),
     } for j in jobs])
@@ -377,7 +430,7 @@ def recent_jobs() -> None:
                                 "Progress": st.column_config.ProgressColumn(format="%.0f%%", min_value=0, max_value=100),
                                 "Created": st.column_config.TextColumn(width=150)})
     ids = [j["id"] for j in jobs]
-    labels = {j["id"]: f"{j['id']} · {logic.job_label(j)}" for j in jobs}
+    labels = {j["id"]: f"{j['id']} · {_what(j)}" for j in jobs}
     cur = st.query_params.get("job")
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     pick = c1.selectbox("Show a job", ids, index=ids.index(cur) if cur in ids else None, key="l_pick",
@@ -392,6 +445,7 @@ def recent_jobs() -> None:
 st.title("Launch and tune")
 st.caption("Runs go to the background worker; this page only queues them and follows their progress. "
            "Every option is checked before anything is queued.")
+restore_from_url()
 apply_prefill()
 form()
 audit_form.section()

@@ -1,7 +1,7 @@
 """Layers (CKA): methods x layers heatmap, the layer x layer matrix of one run, probe recovery."""
 import streamlit as st
 
-from dashboard import figures, logic, widgets
+from dashboard import delta_figures, figures, logic, verdict, widgets
 
 st.title("Layers (CKA)")
 ctx = widgets.require_results()
@@ -19,27 +19,50 @@ if not splits or not layers:
     st.warning("This job stored no per-layer CKA.")
     st.stop()
 
-c1, c2 = st.columns(2)
+VIEWS = {"delta": "Difference to retrain (0 = retrain)", "zoom": "CKA, zoomed scale", "fixed": "CKA, fixed 0-1 scale"}
+c1, c2, c3 = st.columns([1, 1, 1])
 split = c1.selectbox("Samples (split)", splits, format_func=lambda k: logic.SPLIT_LABELS.get(k, k), key="ly_split",
                      persist_state="session")
-refs = ["original"] if logic.lacks_retrain(res) else ["original", "retrain"]  # an audit may have no retrain
+no_retrain = logic.lacks_retrain(res)  # an audit may have no retrained model
+refs = ["original"] if no_retrain else ["original", "retrain"]
 if st.session_state.get("ly_ref") not in (None, *refs):
     st.session_state["ly_ref"] = "original"
-reference = c2.radio("Reference model", refs, horizontal=True, key="ly_ref",
+views = [v for v in VIEWS if not (no_retrain and v == "delta")]
+if st.session_state.get("ly_view") not in (None, *views):
+    st.session_state["ly_view"] = views[0]
+view = c2.radio("Scale", views, format_func=VIEWS.get, key="ly_view", persist_state="session",
+                help="Difference to retrain: each cell is the run's CKA to the original minus the retrained model's, "
+                     "on a diverging scale centred at 0. Closer to 0 is better; below 0 the run was pushed further "
+                     "from the original than retrain is (distorted, not forgotten).")
+reference = c3.radio("Reference model", refs, horizontal=True, key="ly_ref",
                      format_func=lambda r: "Original (before unlearning)" if r == "original" else "Retrained (the target)",
-                     persist_state="session")
-field = "cka_vs_original" if reference == "original" else "cka_vs_retrain"
-names = [n for n in logic.run_names(res) if n != reference]
-cka = logic.per_layer(res, field, split, names)
-title = (f"CKA to the {'original' if reference == 'original' else 'retrained model'} · "
-         f"{logic.SPLIT_LABELS.get(split, split)}")
-widgets.show(figures.cka_heatmap(cka, layers, names, title), key="ly_heat", export=f"cka_{split}_vs_{reference}")
-if reference == "original":
-    st.caption("Read across a row: a superficially forgotten model stays bright (≈ original) in the early and middle "
-               "layers and darkens only near the output. The Retrain row is how far real forgetting moves each layer.")
+                     persist_state="session", disabled=view == "delta",
+                     help="For the CKA scales: the model each run is compared with.")
+if view == "delta":
+    names = logic.run_names(res)
+    deltas = verdict.to_retrain(logic.per_layer(res, "cka_vs_original", split, names), layers)
+    title = f"CKA to the original minus retrain's · {logic.SPLIT_LABELS.get(split, split)}"
+    widgets.show(delta_figures.delta_heatmap(deltas, layers, names, title), key="ly_heat",
+                 export=f"cka_{split}_minus_retrain")
+    st.caption("Read across a row: 0 (white) means the layer is as far from the original as in the retrained model, "
+               "the goal. Orange (above 0): the run still holds more of the original than retrain does, superficial "
+               "forgetting when it stays orange in the inner layers. Purple (below 0): pushed past retrain, "
+               "distortion rather than forgetting.")
 else:
-    st.caption("Against the retrained model, higher is better: the run's features look like those of a model that "
-               "never saw the forget set.")
+    field = "cka_vs_original" if reference == "original" else "cka_vs_retrain"
+    names = [n for n in logic.run_names(res) if n != reference]
+    cka = logic.per_layer(res, field, split, names)
+    title = (f"CKA to the {'original' if reference == 'original' else 'retrained model'} · "
+             f"{logic.SPLIT_LABELS.get(split, split)}")
+    widgets.show(figures.cka_heatmap(cka, layers, names, title, zoom=view == "zoom"), key="ly_heat",
+                 export=f"cka_{split}_vs_{reference}")
+    if reference == "original":
+        st.caption("Read across a row and compare it with the Retrain row: real forgetting moves each layer as far as "
+                   "retrain moved it, no further. A row brighter than Retrain in the inner layers is superficial "
+                   "forgetting; a row darker than Retrain is distorted.")
+    else:
+        st.caption("Against the retrained model, higher is better: the run's features look like those of a model that "
+                   "never saw the forget set.")
 
 st.subheader("Layer × layer")
 runs = [n for n in logic.run_names(res) if n != "original" and (res["runs"].get(n) or {}).get("cka_matrix_vs_original")]
@@ -61,11 +84,21 @@ if probe:
     default = [n for n in all_names if n in ("original", "retrain", "ec")] + \
               [n for n in all_names if n not in ("original", "retrain", "ec")][:3]
     shown = st.multiselect("Runs", all_names, default=default, format_func=widgets.fmt_run, key="ly_probe_runs")
-    n_classes = s.get("num_classes")
-    chance = 1.0 / n_classes if n_classes else None
-    widgets.show(figures.probe_lines({n: probe[n] for n in shown}, layers, chance=chance), key="ly_probe",
-                 export="probe_recovery")
+    centred = st.toggle("Relative to retrain", value=True, key="ly_probe_delta",
+                        help="Probe recovery minus the retrained model's at each layer (retrain = the dashed line "
+                             "at 0). Off: the raw probe accuracy with the chance level.")
+    if centred:
+        deltas = verdict.to_retrain(probe, layers)
+        widgets.show(delta_figures.delta_lines({n: deltas[n] for n in shown if n in deltas}, layers,
+                                               "Linear-probe recovery minus retrain's", "probe accuracy − retrain"),
+                     key="ly_probe", export="probe_recovery_minus_retrain")
+    else:
+        n_classes = s.get("num_classes")
+        chance = 1.0 / n_classes if n_classes else None
+        widgets.show(figures.probe_lines({n: probe[n] for n in shown}, layers, chance=chance), key="ly_probe",
+                     export="probe_recovery")
     st.caption("A linear probe trained on each layer's features tries to recover the forget classes' labels on test "
-               "samples. The retrained model is the floor: anything above it is information unlearning left behind.")
+               "samples. The retrained model is the reference: above it is information unlearning left behind, "
+               "below it is damage beyond what forgetting needs.")
 else:
     st.caption("No probe results stored for this job.")

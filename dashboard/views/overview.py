@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, figures, logic, text, widgets
+from dashboard import data, delta_figures, figures, logic, runinfo, text, verdict, widgets
 
 st.title("Overview")
 
@@ -28,15 +28,17 @@ st.info("**Superficial forgetting**: a method can bring forget accuracy to retra
         "its intermediate layers still hold the forgotten data: their features stay similar to the original "
         "model's (high CKA) and a linear probe still recovers the class.", icon=":material/visibility:")
 
-rows = logic.headline_rows(res)
+rows = verdict.rows_vs_retrain(res)
 ref = {r["name"]: r for r in rows}
 table = pd.DataFrame([{
     "Run": widgets.fmt_run(r["name"]),
     "Row": "reference" if r["role"] == "reference" else "method",
+    "Settings": runinfo.run_settings(res, r["name"]),
     "Forget acc": widgets.as_pct(r["forget_acc"]), "Retain acc": widgets.as_pct(r["retain_acc"]),
     "Test acc": widgets.as_pct(r["test_acc"]), "MIA efficacy": widgets.as_pct(r["mia"]),
-    "Forget CKA (inner)": r["cka_mid"], "CKA above retrain": r["cka_excess"],
-    "Probe recovery (inner)": widgets.as_pct(r["probe_mid"]),
+    "Forget CKA (inner)": r["cka_mid"], "CKA − retrain": r["cka_delta"],
+    "Probe recovery (inner)": widgets.as_pct(r["probe_mid"]), "Probe − retrain": widgets.as_pct(r["probe_delta"]),
+    "Verdict": r["verdict"],
 } for r in rows])
 pct = widgets.pct_col()
 st.subheader("Headline")
@@ -46,35 +48,49 @@ st.dataframe(
         "Run": st.column_config.TextColumn(pinned=True),
         "Row": st.column_config.TextColumn(help="Original and Retrain are reference rows, not unlearning methods: "
                                                 "the starting point and the target."),
+        "Settings": st.column_config.TextColumn(help="What was tuned, in short: EC's layer weights (w) and "
+                                                     "temperature (tau), and any option that differs from the "
+                                                     "preset's defaults."),
         "Forget acc": widgets.pct_col("Logit level: accuracy on the forget set"),
         "Retain acc": pct, "Test acc": pct,
         "MIA efficacy": widgets.pct_col("Share of forget samples a confidence attack calls non-members "
                                         "(higher = looks more forgotten)"),
         "Forget CKA (inner)": st.column_config.NumberColumn(
-            format="%.2f", help=f"Representation level: mean CKA to the original on the forget set over the "
+            format="%.3f", help=f"Representation level: mean CKA to the original on the forget set over the "
                                 f"intermediate supervision points ({text.md(', '.join(inner))}). 1 = unchanged."),
-        "CKA above retrain": st.column_config.NumberColumn(
-            format="%+.2f", help="Inner forget CKA minus the retrained model's: what is left beyond the target."),
+        "CKA − retrain": st.column_config.NumberColumn(
+            format="%+.3f", help="Inner forget CKA minus the retrained model's. 0 = like retrain (the goal); "
+                                 "above 0 = keeps more of the original; below 0 = pushed past retrain (distorted)."),
         "Probe recovery (inner)": widgets.pct_col(
             f"Linear-probe accuracy on forget-class test samples, mean over {text.md(', '.join(inner))}"),
+        "Probe − retrain": st.column_config.NumberColumn(
+            format="%+.1f%%", help="Probe recovery minus the retrained model's: above 0 = information left "
+                                   "behind; below 0 = features destroyed beyond retrain."),
+        "Verdict": st.column_config.TextColumn(
+            help="Judged against retrain: 'close to retrain', 'superficial' (an inner layer keeps most of the "
+                 "original), 'past retrain' (distorted), 'probe below retrain', 'retain damaged' (retain accuracy "
+                 f"more than {verdict.RETAIN_DROP:.0%} below the original's), 'forget off retrain' (forget "
+                 f"accuracy more than {verdict.FORGET_TOL:.0%} from retrain's)."),
     })
 st.caption(f"Logit level: forget / retain / test accuracy and MIA. Representation level: the intermediate "
            f"supervision points {text.md(', '.join(inner))} (all but the last, {text.md(layers[-1]) if layers else '?'}). "
            "Reference rows: **Original** (before unlearning) and **Retrain** (trained without the forget set, the "
-           "gold standard).")
+           "gold standard: closer to retrain is better, in either direction).")
+widgets.run_warnings(rows)
 
-# One data-driven sentence on the gap.
-retr = ref.get("retrain") or {}
-methods = [r for r in rows if r["role"] == "method"]
-if retr.get("forget_acc") is not None and retr.get("cka_mid") is not None and methods:
-    looks = [r for r in methods if r["forget_acc"] is not None and abs(r["forget_acc"] - retr["forget_acc"]) <= 0.05]
-    deep = [r for r in looks if r["cka_mid"] is not None and r["cka_mid"] - retr["cka_mid"] > 0.1]
-    st.markdown(f"**{len(looks)} of {len(methods)}** methods bring forget accuracy within 5 points of retrain's "
-                f"({logic.pct(retr['forget_acc'])}); **{len(deep)}** of them keep inner-layer CKA more than 0.10 above "
-                f"retrain's ({logic.dec(retr['cka_mid'])})"
-                + (": " + text.md(", ".join(figures.display_name(r["name"]) for r in deep)) + "." if deep else "."))
+sentence = verdict.overview_sentence(rows, inner)
+if sentence:
+    st.markdown(sentence)
+flat = verdict.uninformative_layers(res)
+if flat:
+    st.caption(f"At {text.md(', '.join(flat))} the retrained model itself stays within {verdict.CKA_MARGIN:.2f} of the "
+               "original's CKA: there the layer barely separates a model that saw the forget set from one that "
+               "did not, so a lower CKA there is distortion, not forgetting.")
 
+widgets.show(delta_figures.retrain_bars(rows), key="ov_retrain")
 widgets.show(figures.forgetting_bars(rows), key="ov_bars")
+if job.get("kind") == "run":
+    widgets.scenario_history(job, res)
 
 recent_failed = [j for j in data.jobs()[:20] if j.get("state") == "failed"][:3]
 for j in recent_failed:

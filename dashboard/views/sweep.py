@@ -28,6 +28,32 @@ def table(study: str, storage: str) -> dict:
     return engine_sweep.study_table(study, storage)
 
 
+def start_form(expanded: bool) -> None:
+    """A small sweep from the browser: the same command as in a terminal, started in the background."""
+    from dashboard import data as D
+    with st.expander("Start a small sweep", expanded=expanded, icon=":material/play_arrow:"):
+        c1, c2 = st.columns([1, 1])
+        preset = c1.selectbox("Preset", ["digits"], key="sw_new_preset",
+                              help="The built-in digits scenario (forget class 3); other presets from a terminal.")
+        trials = c2.number_input("Trials", 2, 48, value=8, step=2, key="sw_new_trials",
+                                 help="About 8-60 s per digits trial on a 2-core CPU")
+        cmd = " ".join(D.sweep_command(preset, trials))
+        st.caption(f"Runs `{cmd}`: the default EC once as the reference, then the trials, each an ordinary run "
+                   "in the store. Several machines: see docs/SWEEPS.md.")
+        if st.button("Start sweep", key="sw_start", type="primary", icon=":material/tune:"):
+            if not D.autostart_enabled():
+                st.info(f"Background processes are off here (ECLAB_NO_AUTOSTART=1): run `{cmd}` in a terminal.")
+                return
+            try:
+                log = D.start_sweep(preset, trials)
+            except (OSError, ValueError) as err:
+                st.error(f"Could not start the sweep: {err}")
+                return
+            studies.clear()
+            st.success(f"Sweep started in the background (log: `{log}`). Press Refresh in a few seconds to see it.",
+                       icon=":material/schedule:")
+
+
 st.title("Sweeps")
 found = studies(str(store.home()), os.environ.get("ECLAB_SWEEP_STORAGE", ""))
 errors = [s for s in found if s.get("error")]
@@ -35,13 +61,15 @@ found = [s for s in found if not s.get("error")]
 for s in errors:
     st.warning(f"Could not read the sweep storage {text.md(s['label'])}: {text.md(s['error'])}", icon=":material/error:")
 if not found:
-    st.info("No sweep yet. Start one from a terminal, e.g.\n\n"
+    st.info("No sweep yet. Start one below, or from a terminal, e.g.\n\n"
             "`python -m engine sweep --preset digits --trials 24`\n\n"
             "Studies are read from the `sweeps` folder of the run store and, when set, from the database in "
             "`ECLAB_SWEEP_STORAGE`. More machines join a study with `python -m engine sweep-worker`.",
             icon=":material/tune:")
+    start_form(expanded=True)
     st.stop()
 
+start_form(expanded=False)
 labels = {f"{s['label']}": s for s in found}
 c1, c2 = st.columns([4, 1])
 pick = c1.selectbox("Study", list(labels), key="sw_study")

@@ -1,13 +1,49 @@
-"""Teach: a guided walk through superficial forgetting on the default results (the newest finished
-comparison). Every number comes from the results shown; nothing is hard-coded."""
+"""Teach: a guided walk through superficial forgetting on a comparison: the one picked in the sidebar,
+else the newest of the teach preset, else the newest. Every number comes from the results shown; nothing is hard-coded."""
 import streamlit as st
 
-from dashboard import data, figures, logic, text, widgets
+from dashboard import data, delta_figures, figures, logic, text, verdict, widgets
+
+TEACH_PRESET = "teach"
+TEACH_NOTE = ("This scenario is synthetic: each class is a small oriented texture motif (a Gabor-like patch with a "
+              "class-specific orientation and wavelength) placed at random positions on backgrounds shared by all "
+              "classes with distractor shapes, so a network must build dedicated inner-layer detectors for each "
+              "class. A model that never saw the forget class has no such detector; a model that only learned to "
+              "hide it at the output still has it. The images are generated from the run's seed "
+              "(engine/data/synthetic.py; README: the teach scenario).")
+
+
+def _preset(j: dict) -> str | None:
+    """The scenario preset of a finished job (from its results; None when unreadable)."""
+    try:
+        res = data.results(j)
+    except Exception:
+        return None
+    return ((res or {}).get("scenario") or {}).get("preset")
+
+
+def walk_job(done: list[dict]) -> tuple[dict | None, str]:
+    """The comparison to walk through and why: the one picked in the sidebar ("Results shown") when
+    the user picked a comparison; else the newest comparison of the teach preset, else the newest."""
+    compares = [j for j in done if j.get("kind") == "compare"]
+    picked = st.session_state.get(widgets.RESULTS_KEY)
+    if not st.session_state.get(widgets.AUTO_KEY, True) and picked:
+        pj = next((j for j in done if j["id"] == picked), None)
+        if pj is not None and pj.get("kind") == "compare":
+            return pj, "the comparison picked in the sidebar"
+        if pj is not None:
+            st.info("The sidebar shows a single run; the guided walk needs a comparison of several methods, so it "
+                    "uses a comparison instead.", icon=":material/info:")
+    teach = next((j for j in compares if _preset(j) == TEACH_PRESET), None)
+    if teach is not None:
+        return teach, "the newest comparison of the teach preset"
+    return (compares[0], "the newest comparison") if compares else (None, "")
+
 
 st.title("Teach: forgotten at the logits, kept in the layers")
 all_jobs = data.jobs()
 done = data.done_result_jobs(all_jobs)
-job = next((j for j in done if j.get("kind") == "compare"), None)
+job, why = walk_job(done)
 if job is None:
     if done:
         st.info("The guided walk needs a comparison of several methods; only single runs are finished so far.")
@@ -30,7 +66,15 @@ inner = logic.inner_layers(layers)
 rows = {r["name"]: r for r in logic.headline_rows(res)}
 orig, retr = rows.get("original"), rows.get("retrain")
 base = logic.teaching_baseline(res)
-st.caption(f"On the newest comparison (job {text.code(job['id'])}: {text.md(logic.scenario_line(res))}).")
+sc = res.get("scenario") or {}
+classes = logic.forget_classes(res)
+st.markdown(f"This walk goes through **{why}** (job {text.code(job['id'])}): preset **{text.md(sc.get('preset', '?'))}**, "
+            "forget " + (f"class{'es' if len(classes) > 1 else ''} **{text.md(', '.join(map(str, classes)))}**" if classes
+                         else f"**{text.md(logic.forget_label(sc))}**")
+            + f", seed **{text.md(sc.get('seed', '?'))}** ({text.md(logic.scenario_line(res))}). Pick another "
+            "comparison under “Results shown” in the sidebar.")
+if sc.get("preset") == TEACH_PRESET:
+    st.info(TEACH_NOTE, icon=":material/texture:")
 if base is None or retr is None or orig is None:
     st.warning("This comparison lacks a baseline or a reference row, so the walk cannot be shown.")
     st.stop()
@@ -117,8 +161,18 @@ else:
                 f"**{logic.pct(ec['forget_acc'])}** (retain {logic.pct(ec['retain_acc'])}), and the inner layers move "
                 f"too: mean inner CKA **{logic.dec(ec['cka_mid'])}** (vs {Bm}'s {logic.dec(b['cka_mid'])}), probe "
                 f"recovery **{logic.pct(ec['probe_mid'])}** (vs {logic.pct(b['probe_mid'])}).")
-    widgets.show(figures.cka_heatmap(cka_o, layers, [n for n in ("original", base, "ec", "retrain") if n in cka_o],
-                                     "Forget-set CKA to the original"), key="teach_heat")
+    ec_v = next((r for r in verdict.rows_vs_retrain(res) if r["name"] == "ec"), None)
+    if ec_v and "past retrain" in ec_v["flags"]:
+        st.warning(f"Judged against retrain, EC went too far here: its inner CKA is {ec_v['cka_delta']:+.3f} from "
+                   "retrain's, pushed further from the original than the model that never saw the forget set. "
+                   "That is distortion, not forgetting; the goal is 0.", icon=":material/warning:")
+    elif ec_v and ec_v["verdict"] == "close to retrain":
+        st.success("Judged against retrain, EC stays close to it at every inner layer: the goal.",
+                   icon=":material/check_circle:")
+    names = [n for n in ("original", base, "ec", "retrain") if n in cka_o]
+    widgets.show(delta_figures.delta_heatmap(verdict.to_retrain(cka_o, layers), layers, names,
+                                             "Forget-set CKA to the original minus retrain's (0 = retrain)"),
+                 key="teach_heat")
 
 # Step 4
 step(4, "What the retrained model shows")
@@ -130,6 +184,7 @@ st.markdown(f"The retrained model never saw {what}. Its inner-layer CKA to the o
 gap_b = (b["cka_mid"] - retr["cka_mid"]) if b["cka_mid"] is not None and retr["cka_mid"] is not None else None
 gap_e = (ec["cka_mid"] - retr["cka_mid"]) if ec and ec["cka_mid"] is not None and retr["cka_mid"] is not None else None
 if gap_b is not None:
-    st.success(f"Distance to the floor (mean inner CKA above retrain's): {Bm} {gap_b:+.2f}"
-               + (f", EC {gap_e:+.2f}." if gap_e is not None else "."), icon=":material/flag:")
+    st.success(f"Difference to retrain (mean inner CKA minus retrain's; 0 = like retrain, the goal, in either "
+               f"direction): {Bm} {gap_b:+.3f}" + (f", EC {gap_e:+.3f}." if gap_e is not None else "."),
+               icon=":material/flag:")
 st.page_link("views/layers.py", label="See every method layer by layer", icon=":material/layers:")
