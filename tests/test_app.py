@@ -472,7 +472,7 @@ def test_launch_form_restored_from_job_in_url(store):
     assert at.select_slider(key="l_tau").value == 0.3
     assert at.multiselect(key="l_classes__digits").value == [5]
     assert any("w 0/2.5/2.5/1 tau 0.3" in h.value for h in at.subheader)
-    assert f"job `{job['id']}` (from the address bar)" in texts(at)
+    assert f"job {job['id']} (from the address bar)" in texts(at)
     df = at.dataframe[0].value
     assert any("w 0/2.5/2.5/1 tau 0.3" in w for w in df["What"])
 

@@ -67,7 +67,7 @@ def restore_from_url() -> None:
     job = data.get_job(job_id)
     cfg = ((job or {}).get("spec") or {}).get("config")
     if job and job.get("kind") == "run" and cfg:
-        ss["prefill"] = {"config": cfg, "source": f"job `{job_id}` (from the address bar)"}
+        ss["prefill"] = {"config": cfg, "source": f"job {job_id} (from the address bar)"}
 
 
 def _init(key: str, value) -> None:
