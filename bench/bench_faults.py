@@ -240,8 +240,8 @@ def run(args, home: Path, api, jobs, rng: random.Random, faults: Faults, t_start
     print(f"machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end; "
           f"{time.monotonic() - t_start:.0f} s in all")
     print(f"faults injected: {sum(faults.counts.values())} ({', '.join(f'{k} {v}' for k, v in faults.counts.items())})")
-    print(f"jobs: {len(ids)} submitted, {ran} run to done by a worker, states {by_state}, {attempts} attempts; "
-          f"failed ones spent both attempts on kills")
+    print(f"jobs: {len(ids)} submitted, {ran} run to done by a worker, states {by_state}, {attempts} attempts "
+          f"(a job killed or taken over mid-run counts 2; SIGTERM requeues do not count)")
     print(f"bad inputs tried: {tried}, refused: {tried - len(accepted)}"
           + (f", accepted: {len(accepted)} ({'; '.join(accepted)})" if accepted else ""))
     print(f"lost: {len(lost)} {lost or ''}")
