@@ -87,8 +87,7 @@ class Faults:
             time.sleep(STALE_S + 1.5 + self.rng.random() * 2)
             w.send_signal(signal.SIGCONT)
             return
-        w.send_signal(signal.SIGKILL if kind == "kill" else signal.SIGTERM)
-        w.wait(30)
+        stop(w, signal.SIGKILL if kind == "kill" else signal.SIGTERM, timeout=60)
         self.spawn()
 
     def add(self, kind: str, n: int = 1) -> None:
@@ -119,18 +118,27 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="eclab-faults-")).resolve()
     os.environ["ECLAB_HOME"] = str(home)
     from engine import api, jobs
-    from engine.cachecheck import folder_problem
-    from engine.config import ConfigError
     rng = random.Random(args.seed)
     t_start = time.monotonic()
     log(f"home {home}; building the tiny scenario's base models")
     first = api.submit("run", spec("ft"))["id"]
     w = start_worker(home, "--once", log_name="seed")
-    w.wait(300)
+    w.wait(600)
     assert api.get_job(first)["state"] == "done", "the seeding job failed"
 
-    # -- phase 1: jobs under kills, SIGTERMs and pauses ----------------------------------------------
     faults = Faults(home, rng)
+    try:
+        return run(args, home, api, jobs, rng, faults, t_start)
+    finally:  # never leave a worker of this run behind
+        faults.stop_all()
+        if not args.keep:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def run(args, home: Path, api, jobs, rng: random.Random, faults: Faults, t_start: float) -> int:
+    from engine.cachecheck import folder_problem
+    from engine.config import ConfigError
+    # -- phase 1: jobs under kills, SIGTERMs and pauses ----------------------------------------------
     faults.spawn()
     faults.spawn()
     specs = [spec("ft", ft={"lr": round(0.002 * (i + 1), 4), "epochs": 15}) for i in range(args.jobs)]
@@ -232,8 +240,8 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end; "
           f"{time.monotonic() - t_start:.0f} s in all")
     print(f"faults injected: {sum(faults.counts.values())} ({', '.join(f'{k} {v}' for k, v in faults.counts.items())})")
-    print(f"jobs: {len(ids)} submitted, {ran} run to done by a worker, states {by_state}, {attempts} attempts; "
-          f"failed ones spent both attempts on kills")
+    print(f"jobs: {len(ids)} submitted, {ran} run to done by a worker, states {by_state}, {attempts} attempts "
+          f"(a job killed or taken over mid-run counts 2; SIGTERM requeues do not count)")
     print(f"bad inputs tried: {tried}, refused: {tried - len(accepted)}"
           + (f", accepted: {len(accepted)} ({'; '.join(accepted)})" if accepted else ""))
     print(f"lost: {len(lost)} {lost or ''}")
@@ -243,8 +251,6 @@ def main() -> int:
           f"jobs queued on the full disk: {full_disk_queued}")
     print(f"database integrity_check: {'ok' if integrity_ok(home) else 'FAILED'}; damaged run-folder files: "
           f"{len(problems)}")
-    if not args.keep:
-        shutil.rmtree(home, ignore_errors=True)
     return 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from engine import api, cachecheck, jobs, store
+from engine.results import Metrics
 from engine.cli import build_parser
 from engine.cli import main as cli_main
 from engine.config import ConfigError, stable_hash
@@ -82,7 +83,7 @@ def job_events(job_id, state):
 # -- unit tests with a fake runner (in-process) ----------------------------------------------------
 def fake_results(kind: str, do: str) -> dict:
     """A cache hit is served only from results that pass the basic schema: one run with its metrics."""
-    return {"kind": kind, "runs": {"ft": {"metrics": dict.fromkeys(cachecheck.METRIC_KEYS)}}, "do": do}
+    return {"kind": kind, "runs": {"ft": {"metrics": dict.fromkeys(Metrics.model_fields)}}, "do": do}
 
 
 class FakeRunner:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shutil
 import signal
@@ -257,10 +258,16 @@ def test_sigterm_to_serve_stops_streamlit_and_its_worker(home):
     log = open(home / "serve.log", "ab")
     serve = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--port", str(port)], cwd=str(ROOT),
                              env=worker_env(home), stdout=log, stderr=subprocess.STDOUT)
+    kids: list[int] = []
+
+    def both_started() -> bool:
+        kids[:] = _children(serve.pid)
+        return len(kids) >= 2
+
     try:
+        wait_for(both_started, 120, interval=0.3, what="serve to start its worker and streamlit")
         wait_for(lambda: _port_open(port), 240, interval=0.3, what="the dashboard to listen")
         wait_for(lambda: api.worker_alive(), 240, interval=0.3, what="serve's worker to register")
-        kids = _children(serve.pid)
         assert len(kids) == 2, kids  # the worker and streamlit
         t0 = time.monotonic()
         serve.send_signal(signal.SIGTERM)
@@ -272,10 +279,11 @@ def test_sigterm_to_serve_stops_streamlit_and_its_worker(home):
         with socket.socket() as s:  # the port is free again
             s.bind(("127.0.0.1", port))
         assert not api.worker_alive()
-    finally:
-        if serve.poll() is None:
-            serve.kill()
-            serve.wait(10)
+    finally:  # whatever happened, leave no process of this test behind (by their own pids)
+        stop(serve, signal.SIGTERM, timeout=30)
+        for pid in kids:
+            if jobs._pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
         log.close()
     assert "Traceback" not in (home / "serve.log").read_text(errors="replace")
 
