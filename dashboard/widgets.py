@@ -322,7 +322,7 @@ def run_warnings(rows: list[dict]) -> None:
         if "forget off retrain" in r["flags"]:
             why.append(f"forget accuracy {logic.pct(r['forget_acc'])} is more than {verdict.FORGET_TOL:.0%} from "
                        f"retrain's {logic.pct(r.get('retrain_forget_acc'))}")
-        label = figures.display_name(r["name"]) + (f" · {r['settings']}" if r.get("settings") else "")
+        label = text.md(figures.display_name(r["name"]) + (f" · {r['settings']}" if r.get("settings") else ""))
         kind = "damaging run" if "retain damaged" in r["flags"] else "off target"
         st.warning(f"**{label}: {kind}** — " + "; ".join(why) + ". Not counted as forgetting; kept off the "
                    "trade-off front.", icon=":material/warning:")
@@ -352,13 +352,15 @@ def scenario_history(job: dict, res: dict, limit: int = 12) -> None:
                                     "method": (res["runs"][label].get("method") or label.split("+")[0]),
                                     "plugin": "ec" if label.endswith("+ec") else "none"})
     tagged = runinfo.tag_history(hist, job["id"], dflt)[:limit]
-    st.subheader(f"{figures.display_name(label)} on this scenario: settings vs results")
+    name = text.md(figures.display_name(label))  # run names come from results files: plain text
+    st.subheader(f"{name} on this scenario: settings vs results")
     if len(tagged) <= 1:
-        st.caption(f"No other {figures.display_name(label)} run of this scenario yet (default settings: {dflt}). "
+        st.caption(f"No other {name} run of this scenario yet (default settings: {text.md(dflt)}). "
                    "Queue one from Launch and tune to compare.")
     rows = _history_rows(tagged)
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=f"hist_{job['id']}",
                  column_config={"Forget acc": pct_col(), "Retain acc": pct_col(),
                                 "CKA − retrain": st.column_config.NumberColumn(format="%+.3f"),
                                 "Probe − retrain": st.column_config.NumberColumn(format="%+.1f%%")})
-    st.caption(f"Closer to 0 in CKA − retrain is better (0 = like the retrained model). Default settings: {dflt}.")
+    st.caption(f"Closer to 0 in CKA − retrain is better (0 = like the retrained model). Default settings: "
+               f"{text.md(dflt)}.")
