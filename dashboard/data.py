@@ -158,6 +158,17 @@ def arrays(job: Mapping, name: str = "arrays.npz", token=None) -> dict | None:
     return out
 
 
+def first_start_jobs() -> list[str]:
+    """Ids of the default comparisons of the first start, in queue order (teach first)."""
+    return api().first_start_jobs()
+
+
+def queue_defaults() -> list[str]:
+    ids = api().queue_defaults()
+    invalidate_jobs()
+    return ids
+
+
 def done_result_jobs(all_jobs: list[dict]) -> list[dict]:
     """Done run/compare/audit jobs, newest first; a cache hit whose source is listed is left out."""
     done = [j for j in all_jobs if j.get("state") == "done" and j.get("kind") in logic.RESULT_KINDS]

@@ -14,7 +14,6 @@ from . import data, figures, logic, progress, runinfo, text, verdict
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 RESULTS_KEY = "results_job"
 AUTO_KEY = "_results_auto"
-DEFAULT_COMPARE_SPEC = {"preset": "digits"}
 
 
 def inject_css() -> None:
@@ -47,8 +46,13 @@ def _result_label(job: dict) -> str:
 
 
 def default_results_job(done: list[dict]) -> dict | None:
-    """The newest done compare job, else the newest done run job."""
-    return next((j for j in done if j.get("kind") == "compare"), done[0] if done else None)
+    """The newest done compare job, else the newest done run job. While the only comparisons are the
+    first start's defaults, the first of them (teach, where the effect shows) rather than the newest."""
+    compares = [j for j in done if j.get("kind") == "compare"]
+    first = data.first_start_jobs()
+    if compares and all(j["id"] in first for j in compares):
+        return min(compares, key=lambda j: first.index(j["id"]))
+    return compares[0] if compares else (done[0] if done else None)
 
 
 def results_picker(all_jobs: list[dict]) -> dict | None:
@@ -194,9 +198,10 @@ def empty_state(all_jobs: list[dict]) -> None:
             st.warning(f"The last {failed['kind']} job (`{failed['id']}`) was cancelled.")
     st.subheader("No results yet")
     st.markdown("EC Lab compares **Erase at the Core** with ten baselines on one scenario. The default "
-                "comparison (scikit-learn's 8×8 digits, a small CNN, forget class 3) runs on a laptop CPU "
-                "in about a minute.")
-    if st.button("Queue the default comparison", type="primary", key="queue_default",
+                "comparisons (a small CNN, forget class 3) run on a laptop CPU in a few minutes: first **teach**, "
+                "synthetic textures where superficial forgetting is plain to see, then **digits**, scikit-learn's "
+                "8×8 real handwriting.")
+    if st.button("Queue the default comparisons", type="primary", key="queue_default",
                  icon=":material/play_arrow:"):
         queue_default_compare()
 
@@ -204,12 +209,12 @@ def empty_state(all_jobs: list[dict]) -> None:
 def queue_default_compare() -> None:
     try:
         with st.spinner("Queueing…"):
-            job = data.submit("compare", dict(DEFAULT_COMPARE_SPEC))
+            ids = data.queue_defaults()
             data.ensure_worker()
     except Exception as err:
         st.error(logic.error_text(err))
         return
-    st.toast(f"Queued job {job['id']}", icon=":material/schedule:")
+    st.toast(f"Queued jobs {', '.join(ids)}", icon=":material/schedule:")
     st.rerun()
 
 

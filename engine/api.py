@@ -10,6 +10,7 @@ cancel_requested (bool), summary (dict from the runner), run_dir (path).
 """
 from __future__ import annotations
 
+from . import store
 from .audit import MAX_UPLOAD_MB, save_upload
 from .jobs import (
     cancel,
@@ -28,6 +29,29 @@ from .jobs import (
 )
 from .jobs import headline as headline_metrics
 
-__all__ = ["submit", "get_job", "list_jobs", "events_since", "cancel", "load_results", "load_arrays", "load_partial",
+# The comparisons a fresh store starts with, queued in this order (the worker takes the oldest first):
+# `teach`, where superficial forgetting is plain to see, then `digits`, real handwriting.
+DEFAULT_PRESETS = ("teach", "digits")
+_FIRST_START = "first_start.json"
+
+
+def queue_defaults() -> list[str]:
+    """Queue the default comparisons and remember their ids, so the pages show them in this order
+    until the user runs a comparison of their own (see first_start_jobs)."""
+    ids = [submit("compare", {"preset": p, "overrides": {}})["id"] for p in DEFAULT_PRESETS]
+    store.atomic_write_json(store.home() / _FIRST_START, {"jobs": ids})
+    return ids
+
+
+def first_start_jobs() -> list[str]:
+    """Ids of the default comparisons queued on the first start, in queue order ([] if none)."""
+    try:
+        ids = store.load_json(store.home() / _FIRST_START).get("jobs")
+    except Exception:  # absent or damaged: no preference, the newest comparison is shown
+        return []
+    return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+
+
+__all__ = ["queue_defaults", "first_start_jobs", "DEFAULT_PRESETS", "submit", "get_job", "list_jobs", "events_since", "cancel", "load_results", "load_arrays", "load_partial",
            "list_results", "record_external", "worker_alive", "ensure_worker", "workers", "headline_metrics",
            "save_upload", "MAX_UPLOAD_MB"]

@@ -16,21 +16,13 @@ import sys
 from .store import PROJECT_ROOT, home
 
 
-# queued in this order on the first start: the worker takes the oldest job first
-DEFAULT_PRESETS = ("teach", "digits")
-
-
-def default_compare_specs() -> list[dict]:
-    return [{"preset": p, "overrides": {}} for p in DEFAULT_PRESETS]
-
-
 def queue_defaults_if_empty() -> list[str]:
     """Queue the default comparisons when the store has no comparison yet; returns their job ids."""
     from . import api
     jobs = api.list_jobs(kinds=["compare"], limit=50)
     if any(j["state"] in ("queued", "running", "done") for j in jobs):
         return []
-    return [api.submit("compare", spec)["id"] for spec in default_compare_specs()]
+    return api.queue_defaults()
 
 
 def _interrupt(signum, frame):
@@ -63,7 +55,7 @@ def cmd_serve(args) -> int:
             print(f"started a worker (pid {worker.pid}, log {root / 'worker.log'})")
         jobs = queue_defaults_if_empty()
         if jobs:
-            print(f"queued the default comparisons ({', '.join(DEFAULT_PRESETS)}) as jobs {', '.join(jobs)}; "
+            print(f"queued the default comparisons ({', '.join(api.DEFAULT_PRESETS)}) as jobs {', '.join(jobs)}; "
                   f"the pages fill in as they run (about a minute each)")
         print(f"EC Lab: http://{args.address}:{args.port}  (run store: {root})")
         cmd = [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "dashboard" / "app.py"),

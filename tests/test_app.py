@@ -163,7 +163,7 @@ def test_empty_store_offers_the_default_comparison(store, page):
     store("empty")
     at = app(page)
     assert "No results yet" in texts(at)
-    assert at.button(key="queue_default").label == "Queue the default comparison"
+    assert at.button(key="queue_default").label == "Queue the default comparisons"
 
 
 def test_queue_default_comparison_from_empty_store(store):
@@ -171,8 +171,10 @@ def test_queue_default_comparison_from_empty_store(store):
     at = app("overview")
     at.button(key="queue_default").click().run()
     assert not at.exception
-    jobs = api().list_jobs()
-    assert [(j["kind"], j["state"]) for j in jobs] == [("compare", "queued")]
+    jobs = api().list_jobs()  # newest first: teach is queued first, so it runs first
+    assert [(j["kind"], j["state"], j["spec"]["config"]["preset"]) for j in jobs] == [
+        ("compare", "queued", "digits"), ("compare", "queued", "teach")]
+    assert api().first_start_jobs() == [jobs[1]["id"], jobs[0]["id"]]
     assert "Computing the default comparison" in texts(at)
 
 
@@ -536,3 +538,14 @@ def test_sweeps_page_offers_a_small_sweep(store):
     from dashboard import data as D
     with pytest.raises(ValueError, match="at least 1"):
         D.sweep_command("digits", 0)
+
+
+def test_first_start_defaults_show_teach_until_the_user_runs_a_comparison(monkeypatch):
+    """While the only comparisons are the first start's (teach, then digits), the pages show teach,
+    where the effect is visible; the user's own comparison then takes over as the newest."""
+    from dashboard import widgets
+    teach, digits, mine = ({"id": i, "kind": "compare"} for i in ("j-teach", "j-digits", "j-mine"))
+    monkeypatch.setattr(widgets.data, "first_start_jobs", lambda: ["j-teach", "j-digits"])
+    assert widgets.default_results_job([digits, teach])["id"] == "j-teach"  # newest first
+    assert widgets.default_results_job([mine, digits, teach])["id"] == "j-mine"
+    assert widgets.default_results_job([{"id": "j-run", "kind": "run"}])["id"] == "j-run"

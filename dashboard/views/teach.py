@@ -47,7 +47,7 @@ job, why = walk_job(done)
 if job is None:
     if done:
         st.info("The guided walk needs a comparison of several methods; only single runs are finished so far.")
-        if st.button("Queue the default comparison", key="teach_queue", type="primary"):
+        if st.button("Queue the default comparisons", key="teach_queue", type="primary"):
             widgets.queue_default_compare()
     else:
         widgets.empty_state(all_jobs)
