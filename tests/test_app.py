@@ -492,6 +492,11 @@ def test_teach_prefers_the_teach_preset_and_honours_the_sidebar(store):
     t = texts(at)
     assert f"job `{job['id']}`" in t and "preset **teach**" in t and "class **3**" in t and "seed **0**" in t
     assert "Gabor-like patch" in t
+    # the gap the walk is about: the baseline's inner CKA above retrain's, from this fixture's numbers
+    rows = {r["name"]: r for r in logic.headline_rows(res)}
+    base = logic.teaching_baseline(res)
+    gap = rows[base]["cka_mid"] - rows["retrain"]["cka_mid"]
+    assert abs(gap) > 0.01 and f"{gap:+.3f}" in t and "Difference to retrain" in t
     at = app("teach", state={"results_job": ids["compare"], "_results_auto": False})
     t = texts(at)
     assert f"job `{ids['compare']}`" in t and "picked in the sidebar" in t and "Gabor-like" not in t
