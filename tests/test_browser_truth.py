@@ -154,12 +154,12 @@ def test_tuned_settings_in_compare_and_restored_from_the_url(lab, page):
     wait_job(job_id)
     page.goto(f"{lab['url']}/compare", wait_until="domcontentloaded")
     H.settle(page, SETTLE)
-    pick = page.locator(".st-key-cmp_pick")
-    # the selected option is the text of the select or the value of its search input (Streamlit versions)
-    picked = pick.inner_text() + " " + " ".join(i.input_value() for i in pick.locator("input").all())
-    picked += " " + (pick.locator('[data-baseweb="select"]').first.get_attribute("aria-label") or "")
+    # the selected option: text, input values and aria labels inside the select (they differ by Streamlit version)
+    picked = page.locator(".st-key-cmp_pick").evaluate(
+        """el => [el.textContent, ...[...el.querySelectorAll('input')].map(i => i.value),
+                  ...[...el.querySelectorAll('[aria-label]')].map(e => e.getAttribute('aria-label'))].join(' ')""")
     assert "EC · w 0/2.5/2.5/1 tau 0.3" in picked and job_id in picked, picked
-    legend = page.locator(".st-key-cmp_scatter .legendtext").all_inner_texts()
+    legend = page.locator(".st-key-cmp_scatter .legendtext").evaluate_all("els => els.map(e => e.textContent)")
     assert any(t.startswith("EC · w 0/2.5/2.5/1 tau 0.3") for t in legend), legend
     assert any(t.startswith("EC · w 1/1/1/1 tau 0.7") for t in legend), legend  # the comparison's EC
     shot(page, "05_compare_settings")
