@@ -178,11 +178,14 @@ def damaged_card(job_id: str, err) -> None:
 
 def empty_state(all_jobs: list[dict]) -> None:
     """No finished results: show the computing comparison, the failure, or a button to queue one."""
-    active = next((j for j in all_jobs if j.get("kind") in ("compare", "run")
-                   and j.get("state") in logic.ACTIVE_STATES), None)
+    active = [j for j in all_jobs if j.get("kind") in ("compare", "run") and j.get("state") in logic.ACTIVE_STATES]
+    # the job the worker is on (else the next it takes, the oldest queued): all_jobs is newest first
+    active = next((j for j in active if j["state"] == "running"), active[-1] if active else None)
     if active is not None:
-        what = "the default comparison" if active["kind"] == "compare" else logic.job_label(active)
-        st.subheader(f"Computing {text.md(what)}…")
+        preset = ((active.get("spec") or {}).get("config") or {}).get("preset")
+        what = (("the default comparison" + (f" ({text.md(preset)})" if preset else ""))
+                if active["kind"] == "compare" else text.md(logic.job_label(active)))
+        st.subheader(f"Computing {what}…")
         st.caption("The reference rows and each method appear below as soon as they are evaluated; every page "
                    "fills in when the comparison ends. You can close this tab: the work runs in the background worker.")
         _computing_fragment(active["id"])

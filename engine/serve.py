@@ -56,7 +56,7 @@ def cmd_serve(args) -> int:
         jobs = queue_defaults_if_empty()
         if jobs:
             print(f"queued the default comparisons ({', '.join(api.DEFAULT_PRESETS)}) as jobs {', '.join(jobs)}; "
-                  f"the pages fill in as they run (about a minute each)")
+                  f"the pages fill in as they run (a few minutes on two CPU cores)")
         print(f"EC Lab: http://{args.address}:{args.port}  (run store: {root})")
         cmd = [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "dashboard" / "app.py"),
                "--server.address", args.address, "--server.port", str(args.port), "--server.headless", "true",
