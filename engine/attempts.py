@@ -37,6 +37,12 @@ def owner_of(folder: Path) -> tuple[str, int] | None:
         return None
 
 
+def folders_of(runs: Path, job_id: str) -> list[Path]:
+    """The attempt folders of one job, newest attempt last."""
+    found = [(owner_of(f), f) for f in Path(runs).glob(f"{PREFIX}{job_id}-*")]
+    return [f for o, f in sorted((o, f) for o, f in found if o and o[0] == job_id)]
+
+
 def remove(folder: Path) -> None:
     """Rename a folder to a .trash- name first (so nothing reads it half-deleted), then delete it."""
     folder = Path(folder)

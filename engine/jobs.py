@@ -486,9 +486,12 @@ def load_partial(job_id: str) -> dict | None:
     """partial.json of a running comparison (reference rows and the methods evaluated so far,
     "partial": true, "pending": [...]); None when there is none (not started, or finished)."""
     _check_job_id(job_id)
-    path = store.home() / "runs" / job_id / "partial.json"
+    runs = store.home() / "runs"
+    # a running attempt writes into its own attempt folder (engine.attempts) until it is published
+    folders = [*attempts.folders_of(runs, job_id)[::-1], runs / job_id]
+    path = next((f / "partial.json" for f in folders if (f / "partial.json").is_file()), None)
     try:
-        return store.load_json(path) if path.is_file() else None
+        return store.load_json(path) if path is not None else None
     except store.CheckpointError:  # replaced or removed while read: the next poll sees the new one
         return None
 

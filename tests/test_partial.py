@@ -89,3 +89,24 @@ def test_progress_of_the_reference_rows_comes_before_the_methods():
         {"type": "stage", "stage": "eval", "name": "retrain", "fraction": 0.5},
         {"type": "stage", "stage": "method", "name": "ft", "fraction": 0.0})]
     assert vals[1] <= 0.6 and vals[3] == pytest.approx(0.6)  # never 93% before the first method
+
+
+def test_partial_results_are_read_from_the_running_attempt_folder(tmp_path, monkeypatch):
+    """A worker writes into its attempt folder until it publishes the run folder; the pages must find
+    the partial rows there (the newest attempt first), else in the run folder itself."""
+    from engine import api, attempts
+    monkeypatch.setenv("ECLAB_HOME", str(tmp_path / "home"))
+    runs = store.home() / "runs"
+    job = "j-20261202-0000-abcdef"
+    assert api.load_partial(job) is None
+    old = attempts.new_folder(runs, job, 1)
+    store.atomic_write_json(old / "partial.json", {"runs": {}, "pending": ["ft", "ec"]})
+    new = attempts.new_folder(runs, job, 2)
+    store.atomic_write_json(new / "partial.json", {"runs": {}, "pending": ["ec"]})
+    attempts.new_folder(runs, "j-20261202-0000-abcdeg", 3)  # another job's attempt is ignored
+    assert api.load_partial(job)["pending"] == ["ec"]
+    attempts.remove(new)
+    attempts.remove(old)
+    (runs / job).mkdir(parents=True)
+    store.atomic_write_json(runs / job / "partial.json", {"runs": {}, "pending": []})
+    assert api.load_partial(job)["pending"] == []
