@@ -79,7 +79,7 @@ def check_claims(results: dict) -> dict:
 
 def print_readings(results: dict, verdict: dict) -> None:
     """Both readings side by side: CKA to the original (paper) and signed distance to retrain (gold)."""
-    runs, layers = results["runs"], results["layers"]
+    runs = results["runs"]
     r = verdict["retrain_cka"]
     print(f"{'run':<16} {'CKA mid':>8} {'- retrain':>10}  reading")
     for n, d in sorted(verdict["distance_to_retrain"].items(), key=lambda kv: abs(kv[1])):
@@ -136,7 +136,7 @@ def main():
     for c, seed, v in summary:
         print(f"{'':>{len(args.preset) + 1}} {c:>5} {seed:>4}  {v['retrain_cka']:.3f}  "
               f"{v['probe_original']:.2f}/{v['probe_retrain']:.2f}  {len(v['superficial']):>11}  "
-              f"{v['ec_distance']:>+10.3f}  {v['median_baseline_excess'] or float('nan'):>13.3f}  "
+              f"{v['distance_to_retrain'].get('ec', float('nan')):>+10.3f}  {v['median_baseline_excess'] or float('nan'):>13.3f}  "
               + "  ".join("y" if v[k] else "n" for k in keys))
 
 
