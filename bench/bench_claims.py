@@ -2,6 +2,7 @@
 
     python bench/bench_claims.py [--preset teach] [--classes 3,0,8] [--seeds 0,1] [--set key=value ...]
     python bench/bench_claims.py --preset teach --scenarios 3:0,0:1,8:2    # class:seed pairs
+    python bench/bench_claims.py --preset digits --scenarios 3:0,3+5:0,r0.1:0  # two classes, random 10%
 
 For each scenario it runs the full default comparison and prints the table, both readings of the
 inner-layer forget CKA (the paper's, lower CKA to the original; and the gold standard's, distance
@@ -94,11 +95,18 @@ def print_readings(results: dict, verdict: dict) -> None:
         print(f"{n:<16} {r + d:>8.3f} {d:>+10.3f}  {word}")
 
 
-def run_scenario(preset: str, cls: int, seed: int, sets: list[str]) -> tuple[dict, float]:
+def forget_request(text: str) -> dict:
+    """'3' -> class 3, '3+5' -> classes 3 and 5, 'r0.1' -> a random 10% of the training samples."""
+    if text.startswith("r"):
+        return {"random": float(text[1:])}
+    return {"classes": [int(c) for c in text.split("+")]}
+
+
+def run_scenario(preset: str, cls: str, seed: int, sets: list[str]) -> tuple[dict, float]:
     from engine.config import apply_sets
     from engine.events import JobContext
     from engine.runner import execute, prepare
-    spec = {"preset": preset, "overrides": apply_sets({"seed": seed, "forget": {"classes": [cls]}}, sets)}
+    spec = {"preset": preset, "overrides": apply_sets({"seed": seed, "forget": forget_request(str(cls))}, sets)}
     norm, key = prepare("compare", spec)
     out = Path(os.environ["ECLAB_HOME"]) / f"claims-{key}"
     t = time.perf_counter()
@@ -114,14 +122,14 @@ def main():
     ap.add_argument("--scenarios", default="", help="class:seed pairs instead of the classes x seeds grid")
     ap.add_argument("--set", action="append", default=[])
     args = ap.parse_args()
-    pairs = ([tuple(map(int, p.split(":"))) for p in args.scenarios.split(",")] if args.scenarios else
-             [(c, s) for s in map(int, args.seeds.split(",")) for c in map(int, args.classes.split(","))])
+    pairs = ([(p.split(":")[0], int(p.split(":")[1])) for p in args.scenarios.split(",")] if args.scenarios else
+             [(c, s) for s in map(int, args.seeds.split(",")) for c in args.classes.split(",")])
     os.environ.setdefault("ECLAB_HOME", tempfile.mkdtemp(prefix="eclab-claims-"))
     from engine.compare import format_table
 
     keys = ("A_baselines_forget", "B_ec_keeps_retain", "C_ec_lowest_cka", "R_retrain_differs", "S_superficial",
             "E_ec_near_retrain")
-    summary = []
+    summary, grid = [], []
     for c, seed in pairs:
         res, secs = run_scenario(args.preset, c, seed, args.set)
         v = check_claims(res)
@@ -131,6 +139,7 @@ def main():
         print({k: v[k] for k in keys}, "superficial:", ",".join(v["superficial"]) or "-",
               "| not forgotten:", ",".join(v["A_failures"]) or "-", flush=True)
         summary.append((c, seed, v))
+        grid.append((f"{c}:{seed}", res))
     print(f"\n{args.preset}: class seed  retrain  probe o/r    superficial  EC-retrain  median excess  "
           + "  ".join(k.split("_")[0] for k in keys))
     for c, seed, v in summary:
@@ -138,6 +147,35 @@ def main():
               f"{v['probe_original']:.2f}/{v['probe_retrain']:.2f}  {len(v['superficial']):>11}  "
               f"{v['distance_to_retrain'].get('ec', float('nan')):>+10.3f}  {v['median_baseline_excess'] or float('nan'):>13.3f}  "
               + "  ".join("y" if v[k] else "n" for k in keys))
+    print_grid(grid)
+
+
+def print_grid(grid: list[tuple[str, dict]]) -> None:
+    """Scenarios x methods: forget / retain accuracy and inner forget CKA (minus retrain's), and how
+    many cells reach logit-level forgetting (forget accuracy within 0.05 of retrain's)."""
+    if not grid:
+        return
+    methods = [n for n in grid[0][1]["runs"] if n not in ("original", "retrain")]
+    print("\nscenario x method: forget acc / retain acc / inner forget CKA - retrain's "
+          "(* = did not reach logit-level forgetting; c = calibrated setting)")
+    print(f"{'scenario':<10}" + "".join(f"{m[:15]:>19}" for m in methods))
+    ok = total = 0
+    for name, res in grid:
+        runs, layers = res["runs"], res["layers"]
+        r_f, r_mid = runs["retrain"]["metrics"]["forget_acc"], _mid(runs["retrain"], layers)
+        cells = []
+        for m in methods:
+            run = runs.get(m)
+            if run is None:
+                cells.append(f"{'-':>19}")
+                continue
+            f, ret = run["metrics"]["forget_acc"], run["metrics"]["retain_acc"]
+            hit = abs(f - r_f) <= FORGET_TOL
+            ok, total = ok + hit, total + 1
+            cal = "c" if (run.get("calibration") or {}).get("used") else " "
+            cells.append(f"{f:.2f}/{ret:.2f}/{_mid(run, layers) - r_mid:+.2f}{'' if hit else '*'}{cal}".rjust(19))
+        print(f"{name:<10}" + "".join(cells))
+    print(f"{ok} of {total} cells reach logit-level forgetting")
 
 
 if __name__ == "__main__":

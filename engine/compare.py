@@ -44,6 +44,8 @@ def scenario_overrides(args) -> dict:
         over.setdefault("data", {})["data_dir"] = args.data_dir
     if getattr(args, "download", False):
         over.setdefault("data", {})["download"] = True
+    if getattr(args, "calibrate", None):
+        over["calibrate"] = args.calibrate
     return apply_sets(over, getattr(args, "sets", None) or [])
 
 
@@ -56,6 +58,9 @@ def add_scenario_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default auto: CUDA, then MPS, then CPU")
     p.add_argument("--data-dir", help="where downloadable data sets live ($ECLAB_DATA, ~/.cache/eclab/data)")
     p.add_argument("--download", action="store_true", help="download the data set if it is missing")
+    p.add_argument("--calibrate", choices=["auto", "on", "off"],
+                   help="per-scenario calibration of each method's lr x epochs under one rule: on searches (and caches) "
+                        "the setting; off / auto (the default, for now) keep the recipes")
     add_set_flag(p)
 
 
@@ -84,7 +89,8 @@ class PrintingContext(JobContext):
 def format_table(results: dict) -> str:
     from .runner import mean_mid_cka
     layers = results["layers"]
-    head = f"{'run':<16}{'forget':>8}{'retain':>8}{'test':>8}{'MIA':>7}{'gap':>7}{'CKA mid':>9}{'probe':>7}{'sec':>7}"
+    head = (f"{'run':<16}{'forget':>8}{'retain':>8}{'test':>8}{'MIA':>7}{'gap':>7}{'CKA mid':>9}{'probe':>7}{'sec':>7}"
+            f"  setting")
     lines = [head, "-" * len(head)]
     fmt = lambda v, w, p=3: f"{v:>{w}.{p}f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"  # noqa: E731
     for name, run in results["runs"].items():
@@ -94,10 +100,27 @@ def format_table(results: dict) -> str:
         probe = sum(probes) / len(probes) if probes else None
         lines.append(f"{name:<16}{fmt(m['forget_acc'], 8)}{fmt(m['retain_acc'], 8)}{fmt(m['test_acc'], 8)}"
                      f"{fmt(m['mia_efficacy'], 7)}{fmt(m.get('avg_gap'), 7)}{fmt(mean_mid_cka(run, layers), 9)}"
-                     f"{fmt(probe, 7)}{fmt(run.get('seconds'), 7, 1)}")
+                     f"{fmt(probe, 7)}{fmt(run.get('seconds'), 7, 1)}  {setting_text(run)}")
     lines.append(f"CKA mid: mean forget-split CKA to the original over {', '.join(layers[:-1])}; "
                  f"probe: linear-probe accuracy on forget-class test samples at those layers")
+    misses = [name for name, run in results["runs"].items() if (run.get("calibration") or {}).get("reached") is False]
+    if misses:
+        lines.append(f"DID NOT REACH logit-level forgetting (no calibrated setting came within the tolerance of "
+                     f"retrain's forget accuracy): {', '.join(misses)}")
     return "\n".join(lines)
+
+
+def setting_text(run: dict) -> str:
+    """'lr 0.1 x 4 ep (calibrated)' / 'lr 0.3 x 10 ep (recipe)' / '' for the reference rows."""
+    cal = run.get("calibration")
+    if not cal:
+        return ""
+    if cal.get("used") and cal.get("choice"):
+        c = cal["choice"]
+        mark = "calibrated" if cal.get("reached") else "calibrated, NOT forgotten"
+        return f"lr {c['lr']:.3g} x {c['epochs']} ep ({mark}, {cal.get('source', 'searched')})"
+    r = cal.get("recipe") or {}
+    return f"lr {r.get('lr', 0):.3g} x {r.get('epochs')} ep (recipe)"
 
 
 def cmd_compare(args) -> int:

@@ -215,6 +215,20 @@ class EvalConfig(_Strict):
     epoch_cka: bool = True  # per-epoch CKA events where cheap
 
 
+class CalibrationConfig(_Strict):
+    """Per-scenario calibration of each method's strength (engine/calibrate.py): a grid of learning
+    rates (recipe x factors) x epochs (1..recipe), one rule for every method."""
+    lr_factors: list[float] = Field(default_factory=lambda: [1 / 3, 3.0], min_length=0, max_length=8)  # besides 1
+    tolerance: float = Field(0.05, ge=0, le=1)  # forget accuracy within this of retrain's qualifies
+    collapse: float = Field(0.5, ge=0, le=1)  # stop a candidate whose retain acc falls below this x original's
+
+    @model_validator(mode="after")
+    def _factors(self):
+        if any(not (math.isfinite(f) and 0 < f <= 100) for f in self.lr_factors):
+            raise ValueError(f"calibration.lr_factors must be numbers in (0, 100] (got {self.lr_factors})")
+        return self
+
+
 class RunConfig(_Strict):
     preset: Literal["digits", "teach", "mnist", "fashion-mnist", "cifar10", "cifar100", "cifar10-vit", "custom"] = "digits"
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -229,6 +243,10 @@ class RunConfig(_Strict):
     plugin: Literal["none", "ec"] = "none"  # add EC's loss on top of `method`
     beta: float = Field(1.0, gt=0, le=1000)  # weight of the EC plug-in loss
     eval: EvalConfig = EvalConfig()
+    # on: calibrate each method's lr x epochs per scenario (engine/calibrate.py); off / auto: the recipes
+    # (auto is meant to turn on for the CPU presets once the test suite's time with it is measured)
+    calibrate: Literal["auto", "on", "off"] = "auto"
+    calibration: CalibrationConfig = CalibrationConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self):

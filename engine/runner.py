@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import calibrate
 from . import results as results_schema
 from . import store
 from .config import (METHOD_NAMES, ConfigError, RunConfig, aux_key, make_config, original_key, retrain_key,
@@ -302,9 +303,13 @@ def _unflatten_arrays(flat: dict, points: list[str]) -> dict:
 # -- one unlearning run ----------------------------------------------------------------------------
 
 def unlearn(sc: Scenario, ev: EvalSet, bases: Bases, method_name: str, ctx: JobContext,
-            plugin: bool = False, epoch_embed: bool = False) -> tuple[nn.Module, dict]:
-    """Copy the original, run the method through the shared loop; returns (model, partial run entry)."""
-    cfg = sc.cfg if plugin or sc.cfg.plugin == "none" else sc.cfg.model_copy(update={"plugin": "none"})
+            plugin: bool = False, epoch_embed: bool = False, cfg: RunConfig | None = None,
+            epoch_hook=None) -> tuple[nn.Module, dict]:
+    """Copy the original, run the method through the shared loop; returns (model, partial run entry).
+    `cfg` replaces the scenario's config for this run (calibration's candidates); `epoch_hook(epoch,
+    state, seconds)` sees the model after every epoch (and may end the run by setting state.stop)."""
+    cfg = cfg or sc.cfg
+    cfg = cfg if plugin or cfg.plugin == "none" else cfg.model_copy(update={"plugin": "none"})
     method = build_method(cfg, method_name)
     hp = method.hp
     label = method.name if plugin else method_name
@@ -321,6 +326,8 @@ def unlearn(sc: Scenario, ev: EvalSet, bases: Bases, method_name: str, ctx: JobC
         if epoch_embed:
             _, feats = forward_all(model, ev.x[ev.embed_idx])
             epoch_feats.append(feats[-1].cpu().numpy())
+        if epoch_hook is not None:
+            epoch_hook(epoch, state, t - t0 - eval_seconds[0])
         model.train()
         eval_seconds[0] += time.perf_counter() - t
         return extra
@@ -331,13 +338,47 @@ def unlearn(sc: Scenario, ev: EvalSet, bases: Bases, method_name: str, ctx: JobC
     seconds = time.perf_counter() - t0 - eval_seconds[0]
     params = hp.model_dump()
     if method_name in ("ec",) or plugin:
-        params.update({"ec": sc.cfg.ec.model_dump(), "layer_weights": sc.cfg.layer_weights})
+        params.update({"ec": cfg.ec.model_dump(), "layer_weights": cfg.layer_weights})
         if plugin:
-            params["beta"] = sc.cfg.beta
+            params["beta"] = cfg.beta
     entry = {"method": method_name, "label": label, "seconds": seconds, "params": params, "history": history}
     if epoch_feats:
         entry["_epoch_feats"] = epoch_feats
     return model.eval(), entry
+
+
+def calibrated_unlearn(sc: Scenario, ev: EvalSet, bases: Bases, method_name: str, ctx: JobContext, kind: str,
+                       plugin: bool = False, epoch_embed: bool = False) -> tuple[nn.Module, dict]:
+    """`unlearn` at the scenario's calibrated strength (engine/calibrate.py): the cached choice, or a
+    search now (whose chosen model is kept when the run's config is the calibration config). The run
+    entry carries the `calibration` block."""
+    cfg = sc.cfg
+    hp = cfg.method_config(method_name)
+    recipe = {"lr": hp.lr, "epochs": hp.epochs}
+    mode = calibrate.resolve_mode(cfg, kind)
+    if mode == "off":
+        model, entry = unlearn(sc, ev, bases, method_name, ctx, plugin=plugin, epoch_embed=epoch_embed)
+        why = "calibrate: off" if cfg.calibrate == "off" else "calibrate: auto keeps the recipes; --calibrate on searches"
+        entry["calibration"] = calibrate.off_block(recipe, f"recipe as given ({why})")
+        return model, entry
+    key = calibrate.calibration_key(cfg, method_name)
+    with store.cache_lock(key, wait=ctx.check):  # a second worker waits, then reuses this one's choice
+        found = calibrate.load_cached(key)
+        if found is not None:
+            found = {**found, "source": "cached"}
+        else:
+            same = (not plugin and not epoch_embed and
+                    calibrate.calibration_config(cfg, method_name).ec == cfg.ec)
+            result = calibrate.search(sc, ev, bases, method_name, ctx, unlearn, keep_model=same)
+            if result.model is not None:
+                return result.model, {**result.entry, "calibration": result.block}
+            found = result.block
+    run_cfg = cfg.model_copy(deep=True)
+    # no choice: every candidate diverged; the recipe runs and fails with the loop's own message
+    setattr(run_cfg.methods, method_name, hp.model_copy(update=found["choice"] or {}))
+    model, entry = unlearn(sc, ev, bases, method_name, ctx, plugin=plugin, epoch_embed=epoch_embed, cfg=run_cfg)
+    entry["calibration"] = found
+    return model, entry
 
 
 def relearn_curve(sc: Scenario, ev: EvalSet, model: nn.Module, ctx: JobContext) -> dict:
@@ -451,7 +492,7 @@ def run_single(cfg: RunConfig, run_dir: Path, ctx: JobContext) -> dict:
     prepare_references(ev, {"original": bases.original, "retrain": bases.retrain})
     refs, ref_arrays = _reference_rows(sc, ev, bases, ctx)
     ctx.emit({"type": "stage", "stage": "method", "name": cfg.run_label, "fraction": 0.0, "message": f"unlearning: {cfg.run_label}"})
-    model, entry = unlearn(sc, ev, bases, cfg.method, ctx, plugin=plugin, epoch_embed=True)
+    model, entry = calibrated_unlearn(sc, ev, bases, cfg.method, ctx, "run", plugin=plugin, epoch_embed=True)
     return _finish_runs(sc, ev, bases, refs, ref_arrays, [(entry["label"], model, entry)], run_dir, ctx, "run")
 
 
@@ -466,7 +507,7 @@ def run_compare(cfg: RunConfig, methods: list[str], run_dir: Path, ctx: JobConte
     for i, name in enumerate(methods):
         ctx.emit({"type": "stage", "stage": "method", "name": name, "fraction": i / len(methods),
                   "message": f"unlearning {i + 1}/{len(methods)}: {name}"})
-        model, entry = unlearn(sc, ev, bases, name, ctx)
+        model, entry = calibrated_unlearn(sc, ev, bases, name, ctx, "compare")
         ctx.check()
         _evaluate_into(ev, model, entry, refs)
         results.append((name, model, entry))

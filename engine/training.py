@@ -81,6 +81,7 @@ class LoopState:
     extra: dict = field(default_factory=dict)  # per-method state
     forget_batch_idx: torch.Tensor | None = None  # pool indices of the current batches
     retain_batch_idx: torch.Tensor | None = None
+    stop: bool = False  # set by an epoch hook to end the run after this epoch (calibration's early stop)
 
     def batch(self, idx: torch.Tensor | None):
         if idx is None:
@@ -160,5 +161,7 @@ def run_loop(method, state: LoopState, *, epochs: int, lr: float, momentum: floa
             row.update(on_epoch(epoch, row) or {})
         history.append(row)
         state.job.emit({"type": "epoch", "run": run_name, "epochs": epochs, "fraction": (epoch + 1) / epochs, **row})
+        if state.stop:
+            break
     method.teardown(state)
     return history

@@ -73,6 +73,7 @@ class RandomLabel(_Joint):
 @register("l1_sparse")
 class L1Sparse(Method):
     """l1-sparse: FT plus alpha_t * ||theta||_1, alpha_t decaying linearly to 0 over the epochs."""
+    schedule_uses_epochs = True  # alpha_t depends on the total: an e-epoch prefix is not the e-epoch run
     uses_forget = False
 
     def loss(self, state, xf, yf, xr, yr):
