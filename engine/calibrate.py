@@ -136,13 +136,15 @@ def calibration_key(cfg: RunConfig, method: str) -> str:
     return "calib-" + stable_hash(d)
 
 
-def block(choice: Choice, recipe: dict, target: float, tolerance: float, seconds: float) -> dict:
-    """The results.json `calibration` block of one run."""
+def block(choice: Choice, grid: list[Candidate], recipe: dict, target: float, tolerance: float,
+          seconds: float) -> dict:
+    """The results.json `calibration` block of one run; `grid` is every candidate tried, the diverged
+    ones (which `choice` never saw) included."""
     c = choice.candidates[choice.index] if choice.index is not None else None
     return {"used": c is not None, "mode": "on", "source": "searched", "recipe": recipe,
             "choice": {"lr": c.lr, "epochs": c.epochs} if c else None,
             "target": {"forget_acc": target, "tolerance": tolerance},
-            "grid": [x.row() for x in choice.candidates], "reached": choice.reached, "reason": choice.reason,
+            "grid": [x.row() for x in grid], "reached": choice.reached, "reason": choice.reason,
             "seconds": seconds}
 
 
@@ -205,8 +207,8 @@ def search(sc, ev, bases, method: str, ctx: JobContext, unlearn, keep_model: boo
     prefix_exact = not getattr(create_method(method, cal_cfg), "schedule_uses_epochs", False)
     t0 = time.perf_counter()
     candidates: list[Candidate] = []
-    best: dict = {}  # the best-ranked candidate so far: rank, (lr, epochs), model state, seconds
-    entries: dict[float, tuple] = {}  # lr -> (model, entry) of that training run
+    best: dict = {}  # the best-ranked scored candidate so far: rank, (lr, epochs), model state, seconds
+    kept: tuple | None = None  # (lr, model, entry) of the training run the best candidate came from
     first_error: DivergenceError | None = None
     lrs = lr_grid(hp.lr, knobs.lr_factors)
     for i, lr in enumerate(lrs):
@@ -226,6 +228,8 @@ def search(sc, ev, bases, method: str, ctx: JobContext, unlearn, keep_model: boo
             if c.retain_acc < floor and prev is not None and c.retain_acc <= prev.retain_acc:
                 c.stopped, state.stop = "retain collapsed", True
             candidates.append(c)
+            if c.forget_acc != c.forget_acc:  # NaN: the outputs overflowed; never a choice
+                return
             rank = _rank(c, target)
             if keep_model and (not best or rank > best["rank"]):
                 best.update(rank=rank, at=(lr, epoch + 1), state=copy.deepcopy(state.model.state_dict()),
@@ -233,7 +237,9 @@ def search(sc, ev, bases, method: str, ctx: JobContext, unlearn, keep_model: boo
 
         n_before = len(candidates)
         try:
-            entries[lr] = unlearn(sc, ev, bases, method, ctx, cfg=run_cfg, epoch_hook=score)
+            model, entry = unlearn(sc, ev, bases, method, ctx, cfg=run_cfg, epoch_hook=score)
+            if best and best["at"][0] == lr:
+                kept = (lr, model, entry)  # an earlier run's model is no longer needed
         except DivergenceError as err:
             first_error = first_error or err
             if len(candidates) > n_before:
@@ -247,13 +253,14 @@ def search(sc, ev, bases, method: str, ctx: JobContext, unlearn, keep_model: boo
     if not scored and first_error is not None:
         raise first_error
     choice = choose(scored, target, knobs.tolerance)
-    out = block(choice, recipe, target, knobs.tolerance, time.perf_counter() - t0)
-    out["grid"] = [c.row() for c in candidates]  # the diverged ones too, for the record
+    out = block(choice, candidates, recipe, target, knobs.tolerance, time.perf_counter() - t0)
     save_cached(calibration_key(sc.cfg, method), out)
     chosen = out["choice"]
-    if not keep_model or not best or best["at"] != (chosen["lr"], chosen["epochs"]) or chosen["lr"] not in entries:
+    # the streamed best is the choice (same ranking); anything else (none, or its run diverged later)
+    # is trained again by the caller
+    if chosen is None or kept is None or best["at"] != (chosen["lr"], chosen["epochs"]) or kept[0] != chosen["lr"]:
         return Search(out)
-    model, entry = entries[chosen["lr"]]
+    _, model, entry = kept
     model.load_state_dict(best["state"])
     entry["history"] = entry["history"][:chosen["epochs"]]
     entry["params"] = {**entry["params"], "lr": chosen["lr"], "epochs": chosen["epochs"]}
