@@ -15,6 +15,30 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from engine.events import JobContext  # noqa: E402
+
+
+class Timer(JobContext):
+    """Seconds per stage, from the engine's own progress events."""
+
+    def __init__(self):
+        self.t0 = self.last = time.perf_counter()
+        self.stage = "load data"
+        self.seconds: dict[str, float] = {}
+
+    def emit(self, e):
+        if e.get("type") != "stage":
+            return
+        name = e["stage"] if e["stage"] in ("original", "retrain", "aux", "embed") else f"{e['stage']}: {e['name']}"
+        if name != self.stage:
+            now = time.perf_counter()
+            self.seconds[self.stage] = self.seconds.get(self.stage, 0.0) + now - self.last
+            self.stage, self.last = name, now
+
+    def close(self):
+        now = time.perf_counter()
+        self.seconds[self.stage] = self.seconds.get(self.stage, 0.0) + now - self.last
+        return now - self.t0
 
 
 def main():
@@ -27,28 +51,7 @@ def main():
     import torch
 
     from engine.config import apply_sets
-    from engine.events import JobContext
     from engine.runner import execute, prepare
-
-    class Timer(JobContext):
-        def __init__(self):
-            self.t0 = self.last = time.perf_counter()
-            self.stage = "load data"
-            self.seconds: dict[str, float] = {}
-
-        def emit(self, e):
-            if e.get("type") != "stage":
-                return
-            name = e["stage"] if e["stage"] in ("original", "retrain", "aux", "embed") else f"{e['stage']}: {e['name']}"
-            if name != self.stage:
-                now = time.perf_counter()
-                self.seconds[self.stage] = self.seconds.get(self.stage, 0.0) + now - self.last
-                self.stage, self.last = name, now
-
-        def close(self):
-            now = time.perf_counter()
-            self.seconds[self.stage] = self.seconds.get(self.stage, 0.0) + now - self.last
-            return now - self.t0
 
     spec = {"preset": args.preset, "overrides": apply_sets({}, args.set)}
     if args.methods:

@@ -44,7 +44,6 @@ from .events import DivergenceError, JobContext
 # presets whose recipes are calibrated under `calibrate: auto` (small, CPU-sized); the CIFAR presets
 # keep their published recipes unless asked (`--calibrate on`)
 AUTO_PRESETS = ("digits", "teach", "mnist", "fashion-mnist")
-AUTO_ON = False
 CACHE_VERSION = 1
 
 
@@ -72,14 +71,33 @@ class Choice:
     candidates: list[Candidate] = field(default_factory=list)
 
 
-def resolve_mode(cfg: RunConfig, kind: str) -> str:
-    """"on" or "off" for this job. `auto` (with AUTO_ON): on for a comparison or run on a CPU preset;
-    a single run uses the scenario's calibrated strength (searched once, then cached)."""
-    if cfg.calibrate != "auto":
-        return cfg.calibrate
-    # Not yet on by default: the test suite's time with calibrated comparisons is unmeasured, so
-    # `auto` keeps every recipe for now; AUTO_ON flips it for the CPU presets once measured.
-    return "on" if AUTO_ON and kind in ("compare", "run") and cfg.preset in AUTO_PRESETS else "off"
+def resolve_mode(cfg: RunConfig, kind: str, method: str) -> tuple[str, str]:
+    """("on" | "cached" | "off", why) for `method` in this job.
+
+    `auto` calibrates where a recipe cannot be trusted and keeps it where it can:
+    - off for the CIFAR presets (their published recipes stand) and for sweeps (a trial's lr and
+      epochs are what the sweep searches);
+    - off for a method whose lr or epochs the user set: that is the user's choice of strength;
+    - off on the preset's own scenario (its default class, seed, data, model and training), the one
+      its recipes were tuned on under this same rule; the run is still checked against retrain;
+    - otherwise on for a comparison; a single run uses a comparison's cached choice when there is
+      one and the recipe when there is not (a run is not made 3x slower by a search it did not ask for).
+    """
+    if cfg.calibrate == "off":
+        return "off", "calibrate: off"
+    if cfg.calibrate == "on":
+        return ("on" if kind in ("compare", "run") else "off"), "calibrate: on"
+    if kind not in ("compare", "run") or cfg.preset not in AUTO_PRESETS:
+        return "off", f"calibrate: auto keeps the {cfg.preset} recipes (--calibrate on searches)"
+    d = make_config(cfg.preset)
+    hp, rec = cfg.method_config(method), d.method_config(method)
+    if (hp.lr, hp.epochs) != (rec.lr, rec.epochs):
+        return "off", "lr / epochs set by the user"
+    if scenario_dict(cfg) == scenario_dict(d):
+        return "off", f"the {cfg.preset} recipe, tuned on this scenario under the same rule"
+    if kind == "run":
+        return "cached", "calibrate: auto (a comparison's choice when one exists)"
+    return "on", "calibrate: auto (not the scenario the recipe was tuned on)"
 
 
 def qualifies(forget_acc: float, target: float, tolerance: float) -> bool:
@@ -148,8 +166,17 @@ def block(choice: Choice, grid: list[Candidate], recipe: dict, target: float, to
             "seconds": seconds}
 
 
-def off_block(recipe: dict, reason: str) -> dict:
-    return {"used": False, "mode": "off", "recipe": recipe, "reason": reason}
+def off_block(recipe: dict, reason: str, forget_acc: float, target: float, tolerance: float) -> dict:
+    """A run at its recipe (or the user's setting), still checked against retrain on the forget
+    training split, so a recipe that does not forget is marked like a calibration that did not."""
+    reached = qualifies(forget_acc, target, tolerance) if forget_acc == forget_acc else False
+    return {"used": False, "mode": "off", "recipe": recipe, "reason": reason, "forget_acc": forget_acc,
+            "target": {"forget_acc": target, "tolerance": tolerance}, "reached": reached}
+
+
+def check_block(model, ev, bases, recipe: dict, reason: str, tolerance: float) -> dict:
+    f_idx, _ = score_indices(ev)
+    return off_block(recipe, reason, accuracy_on(model, ev, f_idx), accuracy_on(bases.retrain, ev, f_idx), tolerance)
 
 
 def load_cached(key: str) -> dict | None:

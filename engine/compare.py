@@ -105,8 +105,8 @@ def format_table(results: dict) -> str:
                  f"probe: linear-probe accuracy on forget-class test samples at those layers")
     misses = [name for name, run in results["runs"].items() if (run.get("calibration") or {}).get("reached") is False]
     if misses:
-        lines.append(f"DID NOT REACH logit-level forgetting (no calibrated setting came within the tolerance of "
-                     f"retrain's forget accuracy): {', '.join(misses)}")
+        lines.append(f"DID NOT REACH logit-level forgetting (forget accuracy on the forget training split not within "
+                     f"the tolerance of retrain's): {', '.join(misses)}")
     return "\n".join(lines)
 
 
@@ -120,7 +120,8 @@ def setting_text(run: dict) -> str:
         mark = "calibrated" if cal.get("reached") else "calibrated, NOT forgotten"
         return f"lr {c['lr']:.3g} x {c['epochs']} ep ({mark}, {cal.get('source', 'searched')})"
     r = cal.get("recipe") or {}
-    return f"lr {r.get('lr', 0):.3g} x {r.get('epochs')} ep (recipe)"
+    mark = "recipe" if cal.get("reached") is not False else "recipe, NOT forgotten"
+    return f"lr {r.get('lr', 0):.3g} x {r.get('epochs')} ep ({mark})"
 
 
 def cmd_compare(args) -> int:

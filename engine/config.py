@@ -243,8 +243,8 @@ class RunConfig(_Strict):
     plugin: Literal["none", "ec"] = "none"  # add EC's loss on top of `method`
     beta: float = Field(1.0, gt=0, le=1000)  # weight of the EC plug-in loss
     eval: EvalConfig = EvalConfig()
-    # on: calibrate each method's lr x epochs per scenario (engine/calibrate.py); off / auto: the recipes
-    # (auto is meant to turn on for the CPU presets once the test suite's time with it is measured)
+    # on: calibrate each method's lr x epochs per scenario (engine/calibrate.py); off: the recipes;
+    # auto: on where a CPU preset's recipe was not tuned for the scenario (calibrate.resolve_mode)
     calibrate: Literal["auto", "on", "off"] = "auto"
     calibration: CalibrationConfig = CalibrationConfig()
 

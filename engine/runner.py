@@ -355,15 +355,18 @@ def calibrated_unlearn(sc: Scenario, ev: EvalSet, bases: Bases, method_name: str
     cfg = sc.cfg
     hp = cfg.method_config(method_name)
     recipe = {"lr": hp.lr, "epochs": hp.epochs}
-    mode = calibrate.resolve_mode(cfg, kind)
-    if mode == "off":
-        model, entry = unlearn(sc, ev, bases, method_name, ctx, plugin=plugin, epoch_embed=epoch_embed)
-        why = "calibrate: off" if cfg.calibrate == "off" else "calibrate: auto keeps the recipes; --calibrate on searches"
-        entry["calibration"] = calibrate.off_block(recipe, f"recipe as given ({why})")
-        return model, entry
+    mode, why = calibrate.resolve_mode(cfg, kind, method_name)
     key = calibrate.calibration_key(cfg, method_name)
+    found = calibrate.load_cached(key) if mode == "cached" else None
+    if mode == "off" or (mode == "cached" and found is None):
+        model, entry = unlearn(sc, ev, bases, method_name, ctx, plugin=plugin, epoch_embed=epoch_embed)
+        if mode == "cached":
+            why = "no comparison of this scenario has calibrated it yet (run one, or --calibrate on)"
+        entry["calibration"] = calibrate.check_block(model, ev, bases, recipe, f"recipe as given ({why})",
+                                                     cfg.calibration.tolerance)
+        return model, entry
     with store.cache_lock(key, wait=ctx.check):  # a second worker waits, then reuses this one's choice
-        found = calibrate.load_cached(key)
+        found = found or calibrate.load_cached(key)
         if found is not None:
             found = {**found, "source": "cached"}
         else:

@@ -52,10 +52,18 @@ def test_choose_breaks_ties_towards_fewer_epochs():
 
 def test_grid_starts_at_the_recipe_and_modes_resolve_by_preset():
     assert lr_grid(0.3, [1 / 3, 3.0]) == [0.3, 0.1, 0.9]
-    assert resolve_mode(make_config("digits"), "compare") == ("on" if calibrate.AUTO_ON else "off")
-    assert resolve_mode(make_config("cifar10"), "compare") == "off"  # published recipes stand
-    assert resolve_mode(make_config("cifar10", {"calibrate": "on"}), "compare") == "on"
-    assert resolve_mode(make_config("digits", {"calibrate": "off"}), "compare") == "off"
+    mode = lambda cfg, kind="compare", m="rl": resolve_mode(cfg, kind, m)[0]  # noqa: E731
+    other = {"forget": {"classes": [5]}}
+    assert mode(make_config("digits", other)) == "on"  # a scenario the recipe was not tuned on
+    assert mode(make_config("teach", {"seed": 1})) == "on"
+    assert mode(make_config("digits")) == "off"  # the recipe's own scenario: tuned there under this rule
+    assert mode(make_config("digits", other), "run") == "cached"  # a run reuses a comparison's choice
+    assert mode(make_config("digits", other), "sweep") == "off"
+    assert mode(make_config("digits", {**other, "methods": {"rl": {"lr": 0.5}}})) == "off"  # the user's strength
+    assert mode(make_config("digits", {**other, "methods": {"rl": {"lr": 0.5}}}), m="ft") == "on"
+    assert mode(make_config("cifar10", other)) == "off"  # published recipes stand
+    assert mode(make_config("cifar10", {"calibrate": "on"})) == "on"
+    assert mode(make_config("digits", {**other, "calibrate": "off"})) == "off"
     with pytest.raises(ConfigError, match="calibrate"):
         make_config("digits", {"calibrate": "maybe"})
     with pytest.raises(ConfigError, match="calibration.lr_factors"):
@@ -130,6 +138,10 @@ def test_a_comparison_calibrates_caches_and_never_reads_the_test_split(tmp_path,
     off = {"preset": "digits", "overrides": {**SMALL, "method": "ga", "calibrate": "off"}}
     runner.execute("run", off, tmp_path / "d")
     run_d = json.loads((tmp_path / "d" / "results.json").read_text())["runs"]["ga"]
-    assert run_d["calibration"] == {"used": False, "mode": "off", "recipe": {"lr": 0.003, "epochs": 2},
-                                    "reason": "recipe as given (calibrate: off)"}
+    cal_d = run_d["calibration"]
+    assert {k: cal_d[k] for k in ("used", "mode", "recipe", "reason")} == {
+        "used": False, "mode": "off", "recipe": {"lr": 0.003, "epochs": 2}, "reason": "recipe as given (calibrate: off)"}
+    # the recipe run is still checked against retrain on the forget training split
+    assert cal_d["forget_acc"] == pytest.approx(run_d["metrics"]["forget_acc"], abs=1e-6)
+    assert cal_d["reached"] == (abs(cal_d["forget_acc"] - cal_d["target"]["forget_acc"]) <= 0.05 + 1e-9)
     assert run_d["params"]["lr"] == 0.003 and run_d["params"]["epochs"] == 2

@@ -12,8 +12,9 @@ import pytest
 from engine.runner import mean_mid_cka
 
 ROOT = Path(__file__).resolve().parent.parent
+# calibration has its own end-to-end test (test_calibration.py): these run the recipes
 SMALL = ["--set", "train.epochs=4", "--set", "ec.aux_epochs=2", "--set", "eval.probe_epochs=20",
-         "--set", "eval.embed_per_class=10"]
+         "--set", "eval.embed_per_class=10", "--calibrate", "off"]
 
 
 def _compare(out: Path, home: Path, *extra: str) -> subprocess.CompletedProcess:
