@@ -11,6 +11,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .calibration import not_forgotten
+
 REFERENCE = ("original", "retrain")
 RESULT_KINDS = ("compare", "run", "audit")  # jobs whose results.json the analysis pages show
 NO_RETRAIN_NOTE = ("no retrained reference supplied: CKA vs the original only. This audit has no gold-standard "
@@ -166,11 +168,14 @@ def forget_label(scenario: Mapping | None) -> str:
 def teaching_baseline(results: Mapping, tolerance: float = 0.05) -> str | None:
     """The baseline that best shows superficial forgetting: among the plain baselines (not EC, not
     an EC plug-in, not the references), those whose forget accuracy is within `tolerance` of the
-    closest one to retrain's; of these, the one with the highest mean inner-layer CKA."""
+    closest one to retrain's; of these, the one with the highest mean inner-layer CKA. A baseline whose
+    calibration found no setting reaching logit-level forgetting is passed over while another is left."""
     rows = {r["name"]: r for r in headline_rows(results)}
     target = (rows.get("retrain") or {}).get("forget_acc")
     cands = [r for n, r in rows.items()
              if n not in REFERENCE and n != "ec" and not n.endswith("+ec") and r["forget_acc"] is not None]
+    runs = results.get("runs") or {}
+    cands = [r for r in cands if not not_forgotten(runs.get(r["name"]))] or cands
     if not cands:
         return None
     if target is None:
@@ -380,7 +385,7 @@ OPTION_CONTROLS = {
     "ec.weights": "the layer-weight sliders", "ec.tau": "Temperature", "ec.lambda_cu": "λ_CU",
     "ec.lambda_ce": "λ_CE", "forget.classes": "Forget classes", "forget.random": "Random share",
     "method": "Method", "plugin": "EC plug-in", "beta": "β", "seed": "Seed", "model.arch": "Architecture",
-    "preset": "Data set / preset",
+    "preset": "Data set / preset", "calibrate": "Calibration",
 }
 
 
@@ -421,11 +426,14 @@ def build_run_spec(v: Mapping[str, Any], extra: Mapping | None = None) -> dict:
     """The job spec for kind "run" from the form values (over `extra`, options kept from a hand-off).
 
     v keys: preset, method, plugin (bool), beta, arch, weights (list), tau, lambda_cu, lambda_ce,
-    epochs, lr, forget_mode ("classes"|"random"), classes (list), random (float), seed, device."""
+    epochs, lr, forget_mode ("classes"|"random"), classes (list), random (float), seed, device, and
+    optionally calibrate ("auto"|"on"|"off", config `calibrate`, at the top level of the overrides)."""
     method = v["method"]
     ov: dict[str, Any] = {"method": method, "seed": int(v.get("seed", 0)), "model": {"arch": v["arch"]}}
     if v.get("device") and v["device"] != "auto":
         ov["device"] = v["device"]
+    if v.get("calibrate"):
+        ov["calibrate"] = v["calibrate"]
     if v.get("forget_mode") == "random":
         ov["forget"] = {"random": float(v["random"])}
     else:
@@ -488,7 +496,7 @@ def prefill_config(prefill: Mapping):
 
 
 # Options the Launch form sets itself; everything else a hand-off carries is kept as "extra" overrides.
-FORM_OPTIONS = {"preset", "method", "plugin", "beta", "seed", "device", "model.arch", "forget.classes",
+FORM_OPTIONS = {"preset", "method", "plugin", "beta", "seed", "device", "calibrate", "model.arch", "forget.classes",
                 "forget.random", "ec.weights", "ec.tau", "ec.lambda_cu", "ec.lambda_ce"}
 
 

@@ -77,8 +77,11 @@ def config_settings(cfg: Mapping | None) -> str:
     ec = dict(cfg.get("ec") or {})
     hp = (cfg.get("methods") or {}).get(method) or {}
     n = len(ec.get("weights") or []) or _n_points((cfg.get("model") or {}).get("arch"))
-    return short_settings(method, uses_ec, ec, hp, cfg.get("beta") if cfg.get("plugin") == "ec" else None,
-                          cfg.get("preset"), n)
+    out = short_settings(method, uses_ec, ec, hp, cfg.get("beta") if cfg.get("plugin") == "ec" else None,
+                         cfg.get("preset"), n)
+    if cfg.get("calibrate") in ("on", "off"):  # "auto" (and its absence in older specs) is the default
+        out += f" calibrate {cfg['calibrate']}"
+    return out
 
 
 def job_settings(job: Mapping) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from .figures import display_name
-from . import runinfo
+from . import calibration, runinfo
 from .text import md
 from .logic import REFERENCE, excess, headline_rows, inner_layers, num
 
@@ -66,6 +66,8 @@ def flags(row: Mapping, original: Mapping | None, retrain: Mapping | None,
 
     'retain damaged'  retain accuracy more than RETAIN_DROP below the original's;
     'forget off retrain'  forget accuracy more than FORGET_TOL away from retrain's (either way);
+    'did not reach logit-level forgetting'  calibration found no setting near retrain's forget accuracy
+        (the row carries the run's "calibration" block, see rows_vs_retrain);
     'past retrain'  inner CKA pushed beyond retrain's (distorted, not forgotten);
     'probe below retrain'  a linear probe recovers less than from retrain: features destroyed;
     'superficial'  an inner layer keeps most of the original (see layer_state)."""
@@ -78,6 +80,8 @@ def flags(row: Mapping, original: Mapping | None, retrain: Mapping | None,
     fa, rfa = num(row.get("forget_acc")), num((retrain or {}).get("forget_acc"))
     if fa is not None and rfa is not None and abs(fa - rfa) > FORGET_TOL:
         out.append("forget off retrain")
+    if calibration.not_forgotten(row):
+        out.append(calibration.NOT_REACHED)
     states = dict(states or {})
     if "past" in states.values():
         out.append("past retrain")
@@ -89,11 +93,12 @@ def flags(row: Mapping, original: Mapping | None, retrain: Mapping | None,
     return out
 
 
-DAMAGING = ("retain damaged", "forget off retrain")
+DAMAGING = ("retain damaged", "forget off retrain", calibration.NOT_REACHED)
 
 
 def damaging(row_flags: Sequence[str]) -> bool:
-    """A run that breaks the model or misses retrain's forget accuracy: warned about, never on a front."""
+    """A run that breaks the model, misses retrain's forget accuracy or found no calibrated setting that
+    reaches it: warned about, never on a front."""
     return any(f in DAMAGING for f in row_flags)
 
 
@@ -108,7 +113,8 @@ def rows_vs_retrain(results: Mapping) -> list[dict]:
     """headline_rows with the retrain-centred fields added to every row:
     cka_delta / probe_delta / forget_delta (signed, run minus retrain; retrain is 0), retain_drop
     (original minus run), cka_distance (mean |per-layer CKA difference| over the inner layers),
-    layer_states, flags, damaging and verdict."""
+    calibration (the run's block or None), setting (its calibration_text), layer_states, flags,
+    damaging and verdict."""
     rows = headline_rows(results)
     by = {r["name"]: r for r in rows}
     orig, ret = by.get("original"), by.get("retrain")
@@ -129,6 +135,8 @@ def rows_vs_retrain(results: Mapping) -> list[dict]:
         r["retrain_forget_acc"] = (ret or {}).get("forget_acc")
         d = excess(((runs.get(r["name"]) or {}).get("cka_vs_original") or {}).get("forget"), floor, inner)
         r["cka_distance"] = sum(abs(v) for v in d.values()) / len(d) if d else None
+        r["calibration"] = calibration.block(runs.get(r["name"]))
+        r["setting"] = calibration.calibration_text(r)
         r["layer_states"] = layer_states(results, r["name"])
         r["flags"] = flags(r, orig, ret, r["layer_states"])
         r["damaging"] = damaging(r["flags"])
@@ -144,7 +152,8 @@ def overview_sentence(rows: Sequence[Mapping], inner: Sequence[str]) -> str | No
     methods = [r for r in rows if r["role"] == "method"]
     if ret is None or ret.get("forget_acc") is None or not methods:
         return None
-    looks = [r for r in methods if "forget off retrain" not in r["flags"] and r["forget_acc"] is not None]
+    looks = [r for r in methods if "forget off retrain" not in r["flags"] and calibration.NOT_REACHED not in r["flags"]
+             and r["forget_acc"] is not None]
     groups = {
         "keep more than half of what separates the original from retrain at some inner layer (superficial)":
             [r for r in looks if "kept" in r["layer_states"].values()],

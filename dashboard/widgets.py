@@ -9,7 +9,7 @@ import streamlit as st
 
 import pandas as pd
 
-from . import data, figures, logic, progress, runinfo, text, verdict
+from . import calibration, data, figures, logic, progress, runinfo, text, verdict
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 RESULTS_KEY = "results_job"
@@ -318,8 +318,9 @@ def fmt_run(name: str) -> str:
 # -- retrain-centred warnings and the history of one scenario ----------------------------------------
 
 def run_warnings(rows: list[dict]) -> None:
-    """One warning per damaging run (retain accuracy fell sharply or forget accuracy strays from
-    retrain's): these runs are not counted as forgetting and stay off every Pareto front."""
+    """One warning per damaging run (retain accuracy fell sharply, forget accuracy strays from
+    retrain's, or calibration found no setting that reaches logit-level forgetting): these runs are
+    not counted as forgetting and stay off every Pareto front."""
     for r in rows:
         if not r.get("damaging"):
             continue
@@ -330,10 +331,55 @@ def run_warnings(rows: list[dict]) -> None:
         if "forget off retrain" in r["flags"]:
             why.append(f"forget accuracy {logic.pct(r['forget_acc'])} is more than {verdict.FORGET_TOL:.0%} from "
                        f"retrain's {logic.pct(r.get('retrain_forget_acc'))}")
+        if calibration.NOT_REACHED in r["flags"]:
+            cal = r.get("calibration") or {}
+            kept = (f"calibration kept the closest setting ({calibration.setting_text(cal.get('choice')) or '?'}), but "
+                    if cal.get("used") else "")
+            why.append(f"it {calibration.NOT_REACHED}: {kept}{calibration.missed(r)}")
         label = text.md(figures.display_name(r["name"]) + (f" · {r['settings']}" if r.get("settings") else ""))
-        kind = "damaging run" if "retain damaged" in r["flags"] else "off target"
+        kind = ("damaging run" if "retain damaged" in r["flags"] else
+                "off target" if "forget off retrain" in r["flags"] else calibration.NOT_REACHED)
         st.warning(f"**{label}: {kind}** — " + "; ".join(why) + ". Not counted as forgetting; kept off the "
                    "trade-off front.", icon=":material/warning:")
+
+
+def calibration_note(rows: list[dict]) -> None:
+    """A caption on how the methods' settings were found: how many were calibrated on this scenario
+    and which of them did not reach logit-level forgetting (nothing when no run carries a block)."""
+    methods = [r for r in rows if r.get("role") == "method" and r.get("calibration")]
+    if not methods:
+        return
+    used = [r for r in methods if r["calibration"].get("used")]
+    missed = [r for r in used if calibration.NOT_REACHED in (r.get("flags") or [])]
+    line = (f"**Calibration**: {len(used)} of {len(methods)} methods ran a setting calibrated on this scenario "
+            "(learning rate × epochs: among the settings within "
+            f"{verdict.FORGET_TOL:g} of retrain's forget accuracy on the forget training split, the highest retain "
+            "accuracy)" + ("; the others ran their recipe as given." if len(used) < len(methods) else "."))
+    if missed:
+        line += (f" **{calibration.NOT_REACHED.capitalize()}**: "
+                 + ", ".join(text.md(figures.display_name(r["name"])) for r in missed)
+                 + " (forget accuracy not close enough to retrain's: marked and left off every front).")
+    st.caption(line)
+
+
+def calibration_grid(run: dict, name: str, key: str) -> None:
+    """An expander with the grid a run's calibration tried: one row per setting, the kept one marked."""
+    rows = calibration.grid_rows(run)
+    if not rows:
+        return
+    with st.expander(f"Calibration grid of {text.md(figures.display_name(name))} ({len(rows)} settings)"):
+        st.caption(text.md(calibration.detail(run)))
+        st.dataframe(pd.DataFrame([{
+            "Kept": "✓" if g["chosen"] else "", "lr": "?" if g["lr"] is None else f"{g['lr']:g}",
+            "Epochs": g["epochs"],
+            "Forget acc": as_pct(g["forget_acc"]), "Retain acc": as_pct(g["retain_acc"]),
+            "Qualifies": g["qualifies"], "Stopped early": g["stopped"]} for g in rows]),
+            hide_index=True, width="stretch", key=key,
+            column_config={"Epochs": st.column_config.NumberColumn(format="%d"),
+                           "Forget acc": pct_col("On the forget training split (never the test split)"),
+                           "Retain acc": pct_col(),
+                           "Qualifies": st.column_config.CheckboxColumn(
+                               help="Forget accuracy within the tolerance of retrain's")})
 
 
 def _history_rows(entries: list[dict]) -> list[dict]:

@@ -554,3 +554,81 @@ def test_first_start_defaults_show_teach_until_the_user_runs_a_comparison(monkey
     assert widgets.default_results_job([digits, teach])["id"] == "j-teach"  # newest first
     assert widgets.default_results_job([mine, digits, teach])["id"] == "j-mine"
     assert widgets.default_results_job([{"id": "j-run", "kind": "run"}])["id"] == "j-run"
+
+
+# -- per-scenario calibration (issue 9) ----------------------------------------------------------------
+
+NOT_REACHED = "did not reach logit-level forgetting"
+
+
+def test_overview_marks_the_run_whose_calibration_did_not_reach_forgetting(store):
+    store("full")
+    at = app("overview")
+    df = at.dataframe[0].value
+    assert NOT_REACHED in df[df["Run"] == "Boundary shrink"].iloc[0]["Verdict"]
+    assert not any(NOT_REACHED in v for v in df[df["Run"] != "Boundary shrink"]["Verdict"])
+    warning = next(w.value for w in at.warning if w.value.startswith("**Boundary shrink"))
+    assert f"it {NOT_REACHED}: calibration kept the closest setting (lr 0.01, 5 ep)" in warning
+    note = next(c.value for c in at.caption if c.value.startswith("**Calibration**"))
+    assert "10 of 10 methods ran a setting calibrated on this scenario" in note
+    assert f"**{NOT_REACHED.capitalize()}**: Boundary shrink (" in note
+
+
+def _grid(at):
+    """The calibration grid table (AppTest does not expose a dataframe's key)."""
+    return next(d.value for d in at.dataframe if list(d.value.columns)[:1] == ["Kept"])
+
+
+def test_compare_shows_the_setting_the_mark_and_the_grid(store):
+    _, ids = store("full")
+    at = app("compare")
+    df = at.dataframe[0].value
+    assert list(df.columns)[:3] == ["Method", "Settings", "Setting"]
+    ec = df[df["Method"] == "EC"].iloc[0]
+    assert ec["Setting"] == "calibrated: lr 0.01, 5 ep (recipe lr 0.03, 10 ep)"
+    assert df[df["Method"] == "FT + EC"].iloc[0]["Setting"] == ""  # the single run predates calibration
+    assert NOT_REACHED in df[df["Method"] == "Boundary shrink"].iloc[0]["Verdict"]
+    front_caption = next(c.value for c in at.caption if c.value.startswith("On the front"))
+    assert "Boundary shrink" not in front_caption
+    pick = at.selectbox(key="cmp_pick")
+    bs = next(o for o in pick.options if o.startswith("Boundary shrink"))
+    assert NOT_REACHED in bs and not any(NOT_REACHED in o for o in pick.options if o != bs)
+    grid = _grid(at)  # EC is picked by default
+    assert len(grid) == 9 and list(grid["Kept"]).count("✓") == 1
+    assert list(grid.columns)[:6] == ["Kept", "lr", "Epochs", "Forget acc", "Retain acc", "Qualifies"]
+    pick.set_value(f"{ids['compare']}/boundary_shrink").run()  # options are labels; the value is job/name
+    assert any(w.value.startswith(f"**Boundary shrink** {NOT_REACHED}") for w in at.warning)
+    grid = _grid(at)
+    assert not grid["Qualifies"].any()
+
+
+def test_teach_names_the_runs_that_did_not_reach_forgetting(store):
+    store("full")
+    t = texts(app("teach"))
+    assert f"**{NOT_REACHED.capitalize()}**: Boundary shrink" in t and "SCRUB" in t
+
+
+def test_launch_calibration_select_sets_the_config_field(store):
+    store("full")
+    at = app("launch")
+    sel = at.selectbox(key="l_calibrate")
+    assert sel.value == "auto" and list(sel.options)[0] == "auto (a comparison's calibrated setting if any)"
+    before = {j["id"] for j in api().list_jobs()}
+    sel.set_value("off").run()
+    at.button(key="l_submit").click().run()
+    assert not at.error, [e.value for e in at.error]
+    job = [j for j in api().list_jobs() if j["id"] not in before][0]
+    assert job["spec"]["config"]["calibrate"] == "off"
+    at = app("launch", state={"prefill": {"preset": "digits", "overrides": {"method": "ft", "calibrate": "on"}}})
+    assert at.selectbox(key="l_calibrate").value == "on"
+    assert "`calibrate=" not in texts(at)  # the form's own option, not an extra kept from the hand-off
+
+
+def test_job_page_says_whether_the_run_used_a_calibrated_setting(store):
+    _, ids = store("full")
+    at = app("launch", query={"job": ids["compare"]})
+    df = at.dataframe[0].value
+    assert df[df["Run"] == "EC"].iloc[0]["Setting"] == "calibrated: lr 0.01, 5 ep (recipe lr 0.03, 10 ep)"
+    assert NOT_REACHED in df[df["Run"] == "Boundary shrink"].iloc[0]["Verdict"]
+    at = app("launch", query={"job": ids["run"]})
+    assert "**FT + EC**: Not calibrated: these results predate calibration" in texts(at)

@@ -210,3 +210,12 @@ def test_extra_overrides_keep_what_the_form_does_not_show():
     assert (c.train.epochs, c.model.width, c.methods.ft.momentum, c.methods.ft.epochs) == (3, 8, 0.5, 4)
     assert c.ec.aux_epochs == 2 and c.methods.ga.lr == 0.001
     assert sorted(L.dotted({"a": {"b": 1}, "c": 2})) == ["a.b=1", "c=2"]
+
+
+def test_build_run_spec_carries_calibrate_at_the_top_of_the_overrides():
+    from engine.config import make_config
+    spec = L.build_run_spec({**BASE, "calibrate": "off"})
+    assert spec["overrides"]["calibrate"] == "off" and L.check_spec(spec).calibrate == "off"
+    assert "calibrate" not in L.build_run_spec(BASE)["overrides"]  # a caller without the field: the default
+    cfg = make_config("digits", {"method": "ft", "calibrate": "on"})
+    assert L.extra_overrides(cfg, make_config("digits").model_dump()) == {}  # the form's own option

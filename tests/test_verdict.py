@@ -198,3 +198,10 @@ def test_stage_checklist_from_events_and_partial_results():
     assert PR.checklist(evs, 4, part, "running", preset="cifar10")["eta"] is None
     text = PR.checklist_markdown(c)
     assert "**Unlearn and evaluate each method**" in text and "About **30 s** left" in text
+
+
+def test_short_settings_name_a_calibration_mode_other_than_auto():
+    from engine.config import make_config
+    assert R.config_settings(make_config("digits", {"method": "ec", "calibrate": "off"}).model_dump()) \
+        == "w 1/1/1/1 tau 0.7 calibrate off"
+    assert R.config_settings(make_config("digits", {"method": "ec"}).model_dump()) == "w 1/1/1/1 tau 0.7"

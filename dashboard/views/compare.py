@@ -3,7 +3,7 @@ membership-inference views of one run, CSV and HTML export."""
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, figures, logic, text, verdict, widgets
+from dashboard import calibration, data, figures, logic, text, verdict, widgets
 
 st.title("Compare")
 all_jobs = data.jobs()
@@ -43,16 +43,17 @@ def keep(r: dict) -> bool:
 # Original and Retrain once per scenario (not once per job that shares them).
 shown = verdict.one_reference_pair([r for r in rows if keep(r)])
 P = widgets.as_pct
-COLUMNS = ["Method", "Settings", "Data set", "Model", "Forget", "Seed", "Forget acc", "Retain acc", "MIA",
+COLUMNS = ["Method", "Settings", "Setting", "Data set", "Model", "Forget", "Seed", "Forget acc", "Retain acc", "MIA",
            "CKA − retrain", "Probe − retrain", "Avg gap", "Verdict", "Time (s)", "Job"]
 df = pd.DataFrame([{
-    "Method": widgets.fmt_run(r["name"]), "Settings": r.get("settings") or "", "Data set": r["dataset"],
+    "Method": widgets.fmt_run(r["name"]), "Settings": r.get("settings") or "", "Setting": r.get("setting") or "",
+    "Data set": r["dataset"],
     "Model": r["arch"], "Forget": r["forget"], "Seed": r["seed"], "Forget acc": P(r["forget_acc"]),
     "Retain acc": P(r["retain_acc"]), "MIA": P(r["mia"]), "CKA − retrain": r.get("cka_delta"),
     "Probe − retrain": P(r.get("probe_delta")), "Avg gap": P(r["avg_gap"]), "Verdict": r.get("verdict", ""), "Time (s)": r["seconds"],
     "Job": r["job"],
 } for r in shown], columns=COLUMNS)
-CSV_COLUMNS = ["id", "job", "kind", "name", "role", "settings", "dataset", "arch", "forget", "seed", "forget_acc",
+CSV_COLUMNS = ["id", "job", "kind", "name", "role", "settings", "setting", "dataset", "arch", "forget", "seed", "forget_acc",
                "retain_acc", "test_acc", "forget_test_acc", "mia", "cka_mid", "cka_mid_retrain", "cka_delta",
                "cka_distance", "probe_mid", "probe_max", "probe_delta", "avg_gap", "verdict", "damaging", "seconds",
                "finished"]
@@ -76,6 +77,10 @@ st.dataframe(df, hide_index=True, width="stretch", height=min(600, 38 + 35 * max
                  "Settings": st.column_config.TextColumn(
                      width=150, help="What was tuned: EC's layer weights (w) and temperature (tau), and any option "
                                      "that differs from the preset's defaults"),
+                 "Setting": st.column_config.TextColumn(
+                     width=150, help="How the learning rate and epochs were found: calibrated on this scenario (the "
+                                     "setting kept, and the method's recipe), the recipe as given, or empty for runs "
+                                     "made before calibration. 'One run up close' shows the grid tried."),
                  "Forget acc": pct, "Retain acc": pct,
                  "MIA": widgets.pct_col("MIA efficacy: share of forget samples a confidence attack calls "
                                         "non-members (higher = looks more forgotten)"),
@@ -121,6 +126,8 @@ default = next((r["id"] for r in candidates if r["name"] == "ec"), ids[0])
 pick = st.selectbox("Run", ids, index=ids.index(default), key="cmp_pick",
                     format_func=lambda i: f"{figures.display_name(by_id[i]['name'])}"
                                           + (f" · {by_id[i]['settings']}" if by_id[i].get("settings") else "")
+                                          + (f" · {calibration.NOT_REACHED}"
+                                             if calibration.NOT_REACHED in by_id[i].get("flags", []) else "")
                                           + f" · {by_id[i]['dataset']} · {by_id[i]['forget']} · job {by_id[i]['job']}")
 row = by_id[pick]
 job = next((j for j in all_jobs if j["id"] == row["job"]), None)
@@ -136,6 +143,10 @@ name = row["name"]
 run = res["runs"][name]
 orig = res["runs"].get("original") or {}
 class_names = (res.get("scenario") or {}).get("class_names")
+if calibration.NOT_REACHED in row.get("flags", []):
+    st.warning(f"**{text.md(figures.display_name(name))}** {calibration.NOT_REACHED}: "
+               f"{text.md(calibration.missed(run))}.", icon=":material/warning:")
+widgets.calibration_grid(run, name, key="cmp_cal_grid")
 
 if run.get("per_class_test_acc"):
     widgets.show(figures.per_class_bars(run["per_class_test_acc"], orig.get("per_class_test_acc"), name,

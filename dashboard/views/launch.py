@@ -3,7 +3,7 @@ progress of the job in the URL (?job=), cancel, and the list of recent jobs."""
 import pandas as pd
 import streamlit as st
 
-from dashboard import audit_form, data, figures, logic, runinfo, text, verdict, widgets
+from dashboard import audit_form, calibration, data, figures, logic, runinfo, text, verdict, widgets
 from engine.config import DATASET_CLASSES, METHOD_NAMES, SUPERVISION_POINTS, ConfigError, make_config
 
 ss = st.session_state
@@ -53,6 +53,7 @@ def apply_prefill() -> None:
         ss[f"l_classes__{dataset}"] = list(cfg.forget.classes or [])
     ss["l_seed"] = int(cfg.seed)
     ss["l_device"] = cfg.device
+    ss["l_calibrate"] = cfg.calibrate
     ss["l_extra"] = {"preset": preset, "overrides": logic.extra_overrides(cfg, preset_defaults(preset))}
     ss["_prefill_note"] = str(pre.get("source") or "handed-over settings")
 
@@ -76,11 +77,22 @@ def _init(key: str, value) -> None:
         ss[key] = value
 
 
+# Streamlit keeps the scroll position of the page a hand-off came from ("Use these settings" sits low on
+# Sweeps and Compare), which left the form half scrolled past: bring its top, and the notice, into view.
+SCROLL_TO_FORM = """<script>
+for (const ms of [0, 150, 400]) setTimeout(() => {
+  const top = document.getElementById("new-run");
+  if (top) top.scrollIntoView({block: "start"});
+}, ms);
+</script>"""
+
+
 def form() -> None:
-    st.subheader("New run")
+    st.subheader("New run", anchor="new-run")
     if ss.get("_prefill_note"):
         st.success(f"Settings loaded from {text.md(ss.pop('_prefill_note'))}. Check them and queue the run.",
                    icon=":material/input:")
+        st.html(SCROLL_TO_FORM, unsafe_allow_javascript=True)
     c1, c2, c3 = st.columns(3)
     preset = c1.selectbox("Data set / preset", logic.PRESET_CHOICES, key="l_preset", persist_state=P,
                           help="  \n".join(f"**{p}**: {n}" for p, n in logic.PRESET_NOTES.items()))
@@ -148,6 +160,18 @@ def form() -> None:
         c1.caption("Retrain uses the training recipe of the preset (train.*), not an unlearning schedule.")
     _init("l_seed", 0)
     seed = c3.number_input("Seed", 0, 2**31 - 1, step=1, key="l_seed", persist_state=P)
+    _init("l_calibrate", d.get("calibrate", "auto"))
+    calibrate = ss["l_calibrate"]
+    if method != "retrain":
+        c1, c2 = st.columns([1, 2])
+        calibrate = c1.selectbox("Calibration", calibration.MODES, key="l_calibrate", persist_state=P,
+                                 format_func=lambda m: calibration.mode_label(m, preset), help=calibration.MODE_HELP)
+        if calibrate == "on":
+            c2.caption("The run searches learning rate × epochs around the values above (about 3× the time) unless "
+                       "a comparison of this scenario already did. The job page says which setting ran.")
+        elif calibration.resolved_mode(calibrate, preset) == "on":
+            c2.caption("At the recipe's epochs and learning rate, the run uses a comparison's calibrated setting for "
+                       "this scenario when one exists; values you change run as you set them. The job page says which.")
 
     dataset = d["data"]["dataset"]
     n_classes = DATASET_CLASSES.get(dataset, 10)
@@ -180,7 +204,7 @@ def form() -> None:
     values = {"preset": preset, "method": method, "plugin": plugin, "beta": beta, "arch": arch,
               "weights": weights, "tau": tau, "lambda_cu": lcu, "lambda_ce": lce, "epochs": epochs, "lr": lr,
               "forget_mode": "random" if mode == "random share" else "classes", "classes": classes,
-              "random": share, "seed": seed, "device": device}
+              "random": share, "seed": seed, "device": device, "calibrate": calibrate}
     if st.button("Queue run", type="primary", key="l_submit", icon=":material/play_arrow:"):
         queue(values, extra_ov)
 
@@ -330,6 +354,19 @@ def _run_again(job: dict) -> None:
     st.query_params["job"] = new["id"]
 
 
+def _calibration_used(res: dict) -> None:
+    """Whether the run used a calibrated setting, and which (issue 9)."""
+    for label in logic.method_runs(res):
+        run = res["runs"][label]
+        line = f"**{text.md(figures.display_name(label))}**: {text.md(calibration.detail(run))}"
+        if calibration.block(run) is None:
+            st.caption(line)
+        elif calibration.not_forgotten(run):
+            st.warning(line, icon=":material/warning:")
+        else:
+            st.info(line, icon=":material/tune:")
+
+
 def final(job: dict) -> None:
     widgets.job_error(job)
     if job["state"] != "done":
@@ -354,9 +391,11 @@ def final(job: dict) -> None:
     note = f" (reused from job `{job['cached_from']}`)" if job.get("cached_from") else ""
     st.success(f"Job `{job['id']}` is done{note}: {text.md(logic.scenario_line(res))}.")
     rows = verdict.rows_vs_retrain(res)
+    if job.get("kind") == "run":
+        _calibration_used(res)
     P = widgets.as_pct
     st.dataframe(pd.DataFrame([{"Run": widgets.fmt_run(r["name"]), "Settings": runinfo.run_settings(res, r["name"]),
-                                "Forget acc": P(r["forget_acc"]), "Retain acc": P(r["retain_acc"]),
+                                "Setting": r["setting"], "Forget acc": P(r["forget_acc"]), "Retain acc": P(r["retain_acc"]),
                                 "Test acc": P(r["test_acc"]), "MIA efficacy": P(r["mia"]),
                                 "Forget CKA (inner)": r["cka_mid"], "CKA − retrain": r["cka_delta"],
                                 "Probe recovery (inner)": P(r["probe_mid"]), "Verdict": r["verdict"]} for r in rows]),
@@ -366,6 +405,9 @@ def final(job: dict) -> None:
                  | {"Forget CKA (inner)": st.column_config.NumberColumn(format="%.3f"),
                     "CKA − retrain": st.column_config.NumberColumn(format="%+.3f")})
     widgets.run_warnings([{**r, "settings": runinfo.run_settings(res, r["name"])} for r in rows])
+    widgets.calibration_note(rows)
+    for label in logic.method_runs(res) if job.get("kind") == "run" else []:
+        widgets.calibration_grid(res["runs"][label], label, key=f"cal_grid_{job['id']}_{label}")
     if job.get("kind") == "run":
         widgets.scenario_history(job, res)
     label = next((n for n in logic.method_runs(res)), None)

@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, delta_figures, figures, logic, runinfo, text, verdict, widgets
+from dashboard import calibration, data, delta_figures, figures, logic, runinfo, text, verdict, widgets
 
 st.title("Overview")
 
@@ -70,13 +70,16 @@ st.dataframe(
             help="Judged against retrain: 'close to retrain', 'superficial' (an inner layer keeps most of the "
                  "original), 'past retrain' (distorted), 'probe below retrain', 'retain damaged' (retain accuracy "
                  f"more than {verdict.RETAIN_DROP:.0%} below the original's), 'forget off retrain' (forget "
-                 f"accuracy more than {verdict.FORGET_TOL:.0%} from retrain's)."),
+                 f"accuracy more than {verdict.FORGET_TOL:.0%} from retrain's), '{calibration.NOT_REACHED}' "
+                 "(calibration tried a grid of learning rates and epochs and none came close to retrain's forget "
+                 "accuracy)."),
     })
 st.caption(f"Logit level: forget / retain / test accuracy and MIA. Representation level: the intermediate "
            f"supervision points {text.md(', '.join(inner))} (all but the last, {text.md(layers[-1]) if layers else '?'}). "
            "Reference rows: **Original** (before unlearning) and **Retrain** (trained without the forget set, the "
            "gold standard: closer to retrain is better, in either direction).")
 widgets.run_warnings(rows)
+widgets.calibration_note(rows)
 
 sentence = verdict.overview_sentence(rows, inner)
 if sentence:

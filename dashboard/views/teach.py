@@ -2,7 +2,7 @@
 else the newest of the teach preset, else the newest. Every number comes from the results shown; nothing is hard-coded."""
 import streamlit as st
 
-from dashboard import data, delta_figures, figures, logic, text, verdict, widgets
+from dashboard import calibration, data, delta_figures, figures, logic, text, verdict, widgets
 
 TEACH_PRESET = "teach"
 TEACH_NOTE = ("This scenario is synthetic: each class is a small oriented texture motif (a Gabor-like patch with a "
@@ -64,6 +64,7 @@ if not res:
 layers = list(res.get("layers") or [])
 inner = logic.inner_layers(layers)
 rows = {r["name"]: r for r in logic.headline_rows(res)}
+judged = {r["name"]: r for r in verdict.rows_vs_retrain(res)}  # the same rows, read against retrain
 orig, retr = rows.get("original"), rows.get("retrain")
 base = logic.teaching_baseline(res)
 sc = res.get("scenario") or {}
@@ -75,6 +76,7 @@ st.markdown(f"This walk goes through **{why}** (job {text.code(job['id'])}): pre
             "comparison under “Results shown” in the sidebar.")
 if sc.get("preset") == TEACH_PRESET:
     st.info(TEACH_NOTE, icon=":material/texture:")
+widgets.calibration_note(list(judged.values()))
 if base is None or retr is None or orig is None:
     st.warning("This comparison lacks a baseline or a reference row, so the walk cannot be shown.")
     st.stop()
@@ -108,6 +110,9 @@ st.markdown(f"After unlearning {what}, {Bm} gets **{logic.pct(b['forget_acc'])}*
                else "No baseline here matches retrain's forget accuracy closely; this one comes nearest."))
 st.caption(f"Chosen as the baseline whose forget accuracy is closest to retrain's and whose inner layers changed "
            f"least (highest mean CKA to the original over {inner_md}).")
+if calibration.not_forgotten(res["runs"][base]):
+    st.warning(f"{Bm} {calibration.NOT_REACHED}: {text.md(calibration.missed(res['runs'][base]))} (every baseline "
+               "here is in that case). Read this walk with that in mind.", icon=":material/warning:")
 
 # Step 2
 step(2, "…but its layers still hold the class")
@@ -161,7 +166,10 @@ else:
                 f"**{logic.pct(ec['forget_acc'])}** (retain {logic.pct(ec['retain_acc'])}), and the inner layers move "
                 f"too: mean inner CKA **{logic.dec(ec['cka_mid'])}** (vs {Bm}'s {logic.dec(b['cka_mid'])}), probe "
                 f"recovery **{logic.pct(ec['probe_mid'])}** (vs {logic.pct(b['probe_mid'])}).")
-    ec_v = next((r for r in verdict.rows_vs_retrain(res) if r["name"] == "ec"), None)
+    ec_v = judged.get("ec")
+    if ec_v and calibration.NOT_REACHED in ec_v["flags"]:
+        st.warning(f"EC {calibration.NOT_REACHED} here: {text.md(calibration.missed(ec_v))}.",
+                   icon=":material/warning:")
     if ec_v and "past retrain" in ec_v["flags"]:
         st.warning(f"Judged against retrain, EC went too far here: its inner CKA is {ec_v['cka_delta']:+.3f} from "
                    "retrain's, pushed further from the original than the model that never saw the forget set. "
