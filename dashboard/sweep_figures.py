@@ -1,11 +1,15 @@
 """Pure builders for the Sweeps page: plain trial rows in, Plotly figures / tables / hand-offs out.
 
 No Streamlit, no engine imports. A trial row is the dict engine.sweep.trial_rows() makes:
-    {"number", "state" ("COMPLETE"|"FAIL"|"RUNNING"|...), "forget_cka", "retain_acc", "forget_acc",
-     "retrain_forget_acc", "constraint", "feasible" (bool|None), "pareto" (bool, optional),
-     "params": {"w_<point>": .., "tau": .., ...}, "weights": [..]|None, "tau", "run_id", "error",
-     "seconds", ...}
-A reference is the study's "reference" user attr: {"forget_cka", "retain_acc", "forget_acc", "weights", "tau"}.
+    {"number", "state" ("COMPLETE"|"FAIL"|"RUNNING"|...), "cka_gap_to_retrain", "forget_cka",
+     "retrain_forget_cka", "retain_acc", "forget_acc", "retrain_forget_acc", "constraint",
+     "feasible" (bool|None), "pareto" (bool, optional), "params": {"w_<point>": .., "tau": .., ...},
+     "weights": [..]|None, "tau", "run_id", "error", "seconds", ...}
+A reference is the study's "reference" user attr: the same measurements of the default EC settings
+plus "weights", "tau".
+
+Trials are ranked by cka_gap_to_retrain = |EC's inner forget CKA - retrain's|: retrain is the gold
+standard, so closer is better on either side (below retrain's CKA is distortion, not forgetting).
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ FEASIBLE = "#1f77b4"
 INFEASIBLE = "#bdbdbd"
 FRONT = "#d62728"
 DEFAULT = "#2ca02c"
+GAP = "cka_gap_to_retrain"  # the first objective (engine.sweep.OBJECTIVES[0])
+GAP_AXIS = "distance to retrain's inner forget CKA |EC − retrain| (lower = closer to retrain)"
 # where a swept parameter goes in the run config (mirrors engine.sweep.TARGETS)
 TARGETS = {"tau": ("ec", "tau"), "lambda_cu": ("ec", "lambda_cu"), "lambda_ce": ("ec", "lambda_ce"),
            "lr": ("methods", "ec", "lr"), "epochs": ("methods", "ec", "epochs")}
@@ -34,19 +40,19 @@ def _num(v) -> float:
 
 
 def complete(rows: Sequence[Mapping]) -> list[Mapping]:
-    return [r for r in rows if r.get("state") == "COMPLETE" and not math.isnan(_num(r.get("forget_cka")))
+    return [r for r in rows if r.get("state") == "COMPLETE" and not math.isnan(_num(r.get(GAP)))
             and not math.isnan(_num(r.get("retain_acc")))]
 
 
 def pareto_mask(rows: Sequence[Mapping], feasible_only: bool = True) -> list[bool]:
-    """Per row: on the front of COMPLETE trials (min forget CKA, max retain accuracy), among the feasible
-    ones when any is feasible. Uses row["pareto"] as given when every row has it."""
+    """Per row: on the front of COMPLETE trials (min distance to retrain, max retain accuracy), among the
+    feasible ones when any is feasible. Uses row["pareto"] as given when every row has it."""
     if rows and all("pareto" in r for r in rows):
         return [bool(r["pareto"]) for r in rows]
     done = [i for i, r in enumerate(rows) if r in complete(rows)]
     if feasible_only and any(rows[i].get("feasible") for i in done):
         done = [i for i in done if rows[i].get("feasible")]
-    pts = {i: (_num(rows[i]["forget_cka"]), _num(rows[i]["retain_acc"])) for i in done}
+    pts = {i: (_num(rows[i][GAP]), _num(rows[i]["retain_acc"])) for i in done}
     out = []
     for i in range(len(rows)):
         if i not in pts:
@@ -57,6 +63,14 @@ def pareto_mask(rows: Sequence[Mapping], feasible_only: bool = True) -> list[boo
     return out
 
 
+def _cka_line(r: Mapping) -> str:
+    """'forget CKA 0.943 vs retrain 0.955': both readings behind the distance."""
+    cka, ref = _num(r.get("forget_cka")), _num(r.get("retrain_forget_cka"))
+    if math.isnan(cka):
+        return ""
+    return f"forget CKA {cka:.3f}" + ("" if math.isnan(ref) else f" vs retrain {ref:.3f}")
+
+
 def _hover(r: Mapping) -> str:
     parts = [f"trial {r.get('number')}"]
     ws = r.get("weights")
@@ -65,6 +79,8 @@ def _hover(r: Mapping) -> str:
     for k, v in (r.get("params") or {}).items():
         if not k.startswith("w_"):
             parts.append(f"{k} {_num(v):.4g}")
+    if _cka_line(r):
+        parts.append(_cka_line(r))
     fa = _num(r.get("forget_acc"))
     if not math.isnan(fa):
         parts.append(f"forget acc {fa:.1%}")
@@ -72,7 +88,7 @@ def _hover(r: Mapping) -> str:
 
 
 def pareto_scatter(rows: Sequence[Mapping], reference: Mapping | None = None,
-                   title: str = "Sweep: retain accuracy vs forget CKA") -> go.Figure:
+                   title: str = "Sweep: retain accuracy vs distance to retrain") -> go.Figure:
     """Completed trials, feasible (blue) and infeasible (grey, forget accuracy off the retrained
     model's), the Pareto front joined by a line, and the default EC settings as a star."""
     done = complete(rows)
@@ -83,25 +99,25 @@ def pareto_scatter(rows: Sequence[Mapping], reference: Mapping | None = None,
               ("infeasible", INFEASIBLE, [r for r in done if not r.get("feasible")]))
     for name, color, rs in groups:
         fig.add_trace(go.Scatter(
-            x=[_num(r["forget_cka"]) for r in rs], y=[_num(r["retain_acc"]) for r in rs], mode="markers",
+            x=[_num(r[GAP]) for r in rs], y=[_num(r["retain_acc"]) for r in rs], mode="markers",
             name=f"{name} ({len(rs)})", marker=dict(color=color, size=9, line=dict(color="#555", width=0.5)),
             text=[_hover(r) for r in rs], customdata=[r.get("number") for r in rs],
-            hovertemplate="%{text}<br>forget CKA %{x:.3f}<br>retain %{y:.1%}<extra></extra>"))
-    fr = sorted((r for r, f in zip(done, front) if f), key=lambda r: _num(r["forget_cka"]))
+            hovertemplate="%{text}<br>distance to retrain %{x:.3f}<br>retain %{y:.1%}<extra></extra>"))
+    fr = sorted((r for r, f in zip(done, front) if f), key=lambda r: _num(r[GAP]))
     if fr:
         fig.add_trace(go.Scatter(
-            x=[_num(r["forget_cka"]) for r in fr], y=[_num(r["retain_acc"]) for r in fr], mode="lines+markers",
+            x=[_num(r[GAP]) for r in fr], y=[_num(r["retain_acc"]) for r in fr], mode="lines+markers",
             name=f"Pareto front ({len(fr)})", line=dict(color=FRONT, width=1.5, dash="dot", shape="hv"),
             marker=dict(color="rgba(0,0,0,0)", size=14, line=dict(color=FRONT, width=2)),
             text=[_hover(r) for r in fr], customdata=[r.get("number") for r in fr],
-            hovertemplate="%{text}<br>forget CKA %{x:.3f}<br>retain %{y:.1%}<extra>Pareto front</extra>"))
-    if reference and not math.isnan(_num(reference.get("forget_cka"))):
+            hovertemplate="%{text}<br>distance to retrain %{x:.3f}<br>retain %{y:.1%}<extra>Pareto front</extra>"))
+    if reference and not math.isnan(_num(reference.get(GAP))):
         fig.add_trace(go.Scatter(
-            x=[_num(reference["forget_cka"])], y=[_num(reference.get("retain_acc"))], mode="markers",
+            x=[_num(reference[GAP])], y=[_num(reference.get("retain_acc"))], mode="markers",
             name="default EC", marker=dict(symbol="star", size=16, color=DEFAULT, line=dict(color="#000", width=1)),
-            hovertemplate="default EC settings<br>forget CKA %{x:.3f}<br>retain %{y:.1%}<extra></extra>"))
-    fig.update_xaxes(title="forget CKA to original, inner layers (the sweep minimises it: judge the front "
-                           "against retrain's CKA, not the lowest value)")
+            text=["<br>".join(filter(None, ["default EC settings", _cka_line(reference)]))],
+            hovertemplate="%{text}<br>distance to retrain %{x:.3f}<br>retain %{y:.1%}<extra></extra>"))
+    fig.update_xaxes(title=GAP_AXIS, rangemode="tozero")
     fig.update_yaxes(title="retain accuracy", tickformat=".1%")
     # The title at the very top, the legend on its own line just above the plot (never on the title).
     fig.update_layout(title=dict(text=title, x=0.0, xanchor="left", xref="container", yref="container", y=1.0,
@@ -127,8 +143,7 @@ def param_columns(rows: Sequence[Mapping]) -> list[str]:
 
 def parcoords(rows: Sequence[Mapping]) -> go.Figure:
     """Parallel coordinates of the swept settings against both objectives (completed trials),
-    coloured by forget CKA (darker = lower = further from the original, which is
-    forgetting only down to retrain's value)."""
+    coloured by the distance to retrain's forget CKA (darker = closer to retrain)."""
     done = complete(rows)
     cols = param_columns(done)
     dims = []
@@ -137,15 +152,15 @@ def parcoords(rows: Sequence[Mapping]) -> go.Figure:
         label = c[2:] if c.startswith("w_") else c
         label = f"weight {label}" if c.startswith("w_") else label
         dims.append(dict(label=label, values=vals))
-    ckas = [_num(r["forget_cka"]) for r in done]
-    dims.append(dict(label="forget CKA", values=ckas))
+    gaps = [_num(r[GAP]) for r in done]
+    dims.append(dict(label="distance to retrain", values=gaps))
     dims.append(dict(label="retain acc", values=[_num(r["retain_acc"]) for r in done], tickformat=".1%"))
     dims.append(dict(label="feasible", values=[1 if r.get("feasible") else 0 for r in done],
                      tickvals=[0, 1], ticktext=["no", "yes"], range=[-0.1, 1.1]))
     fig = go.Figure(go.Parcoords(
         dimensions=dims,
-        line=dict(color=ckas, colorscale="Viridis", reversescale=False, showscale=True,
-                  colorbar=dict(title="forget CKA")) if done else dict(color=[])))
+        line=dict(color=gaps, colorscale="Viridis", reversescale=False, showscale=True,
+                  colorbar=dict(title="|EC − retrain|")) if done else dict(color=[])))
     fig.update_layout(title=dict(text="Settings against the objectives", x=0.0, xanchor="left"), height=420,
                       template="plotly_white", margin=dict(l=60, r=40, t=110, b=40))
     return fig
@@ -158,7 +173,8 @@ def trials_table(rows: Sequence[Mapping]) -> pd.DataFrame:
     for r in sorted(rows, key=lambda r: r.get("number", 0)):
         d = {"trial": r.get("number"), "state": r.get("state"),
              "feasible": r.get("feasible"), "Pareto": bool(r.get("pareto")),
-             "forget CKA": r.get("forget_cka"),
+             "distance to retrain": r.get(GAP), "forget CKA": r.get("forget_cka"),
+             "retrain forget CKA": r.get("retrain_forget_cka"),
              "retain %": None if r.get("retain_acc") is None else 100 * _num(r["retain_acc"]),
              "forget acc %": None if r.get("forget_acc") is None else 100 * _num(r["forget_acc"]),
              "retrain forget %": None if r.get("retrain_forget_acc") is None else 100 * _num(r["retrain_forget_acc"])}
@@ -166,23 +182,24 @@ def trials_table(rows: Sequence[Mapping]) -> pd.DataFrame:
             d[c] = (r.get("params") or {}).get(c)
         d.update({"seconds": r.get("seconds"), "run": r.get("run_id"), "error": r.get("error")})
         out.append(d)
-    columns = ["trial", "state", "feasible", "Pareto", "forget CKA", "retain %", "forget acc %", "retrain forget %",
+    columns = ["trial", "state", "feasible", "Pareto", "distance to retrain", "forget CKA", "retrain forget CKA",
+               "retain %", "forget acc %", "retrain forget %",
                *cols, "seconds", "run", "error"]
     return pd.DataFrame(out, columns=columns)
 
 
 def best_row(rows: Sequence[Mapping], reference: Mapping | None = None) -> Mapping | None:
     """The trial to suggest: among feasible completed trials with retain accuracy at least the default's,
-    the lowest forget CKA; else the feasible trial with the lowest CKA; else the best completed one."""
+    the one closest to retrain's forget CKA; else the closest feasible trial; else the closest completed one."""
     done = complete(rows)
     feas = [r for r in done if r.get("feasible")]
     if reference is not None and feas:
         y = _num(reference.get("retain_acc"))
         ok = [r for r in feas if _num(r["retain_acc"]) >= y - 1e-9]
         if ok:
-            return min(ok, key=lambda r: (_num(r["forget_cka"]), -_num(r["retain_acc"])))
+            return min(ok, key=lambda r: (_num(r[GAP]), -_num(r["retain_acc"])))
     pool = feas or done
-    return min(pool, key=lambda r: (_num(r["forget_cka"]), -_num(r["retain_acc"]))) if pool else None
+    return min(pool, key=lambda r: (_num(r[GAP]), -_num(r["retain_acc"]))) if pool else None
 
 
 def _merge(base: dict, over: Mapping) -> dict:

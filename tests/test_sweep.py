@@ -147,6 +147,8 @@ def _check_study(study: str, storage: str | None, n: int, home: Path, workers: i
         else:
             assert (home / "runs" / r["run_id"] / "results.json").is_file()
             assert 0 <= r["forget_cka"] <= 1.0001 and 0 <= r["retain_acc"] <= 1
+            assert 0 <= r["retrain_forget_cka"] <= 1.0001
+            assert r["cka_gap_to_retrain"] == pytest.approx(abs(r["forget_cka"] - r["retrain_forget_cka"]))
             assert isinstance(r["feasible"], bool)
             assert r["constraint"] == pytest.approx(abs(r["forget_acc"] - r["retrain_forget_acc"]) - S.TOLERANCE)
     run_ids = [r["run_id"] for r in rows]
@@ -304,21 +306,80 @@ def test_existing_study_with_other_settings_is_refused(tmp_path, monkeypatch):
         S.create_study("bad name!", overrides=SMALL)
     with pytest.raises(S.SweepError, match="no sweep study"):
         S.load_study("missing")
+    with pytest.raises(ConfigError, match="calibrate must be off"):
+        S.create_study("calib", overrides={**SMALL, "calibrate": "on"})
+
+
+def test_trials_and_the_reference_run_with_calibration_off(tmp_path, monkeypatch):
+    """calibrate=auto could give a trial a cached lr/epochs instead of the ones the sweep chose."""
+    monkeypatch.setenv("ECLAB_HOME", str(tmp_path))
+    attrs = S.create_study("cal", overrides=SMALL, n_trials=1).user_attrs
+    assert attrs["overrides"]["calibrate"] == "off"
+    spec = S.run_spec({**attrs, "overrides": {}}, {"tau": 0.3, "epochs": 2})  # even without it stored
+    assert spec["overrides"]["calibrate"] == "off" and spec["overrides"]["methods"]["ec"]["epochs"] == 2
+
+
+def _v1_study(name: str):
+    """A study as format 1 left it: first objective EC's raw forget CKA, no retrain CKA recorded."""
+    import optuna
+    st = S.create_study(name, overrides=SMALL, n_trials=4)
+    st.set_user_attr("objectives", ["forget_cka", "retain_acc"])
+    st.set_user_attr("eclab_sweep", 1)
+    st.set_user_attr("reference", {"forget_cka": 0.9, "retain_acc": 0.95, "forget_acc": 0.0})
+    st.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE, values=[0.612, 0.957],
+        params={"tau": 0.4}, distributions={"tau": optuna.distributions.FloatDistribution(0.05, 5, log=True)},
+        user_attrs={"forget_acc": 0.01, "retrain_forget_acc": 0.0, "run_id": "sw-old-0", "constraint": -0.04},
+        system_attrs={"constraints:forget_gap": -0.04}))
+    return st
+
+
+def test_a_format_1_study_is_shown_but_not_continued(tmp_path, monkeypatch, capsys):
+    from engine import cli
+    monkeypatch.setenv("ECLAB_HOME", str(tmp_path))
+    monkeypatch.delenv("ECLAB_SWEEP_STORAGE", raising=False)
+    _v1_study("old")
+    with pytest.raises(S.SweepError, match=r"format 1 .*start a new --study name"):
+        S.create_study("old", overrides=SMALL, n_trials=8)
+    with pytest.raises(S.SweepError, match="cannot continue it"):
+        S.Worker("old")
+    assert cli.main(["sweep-worker", "--study", "old"]) == 2
+    assert "start a new --study name" in capsys.readouterr().err
+    assert cli.main(["sweep", "--study", "old", "--trials", "8", "--no-reference"]
+                    + [a for x in SMALL_SETS for a in ("--set", x)]) == 2
+    assert "cannot continue it" in capsys.readouterr().err
+    assert len(S.load_study("old")[0].trials) == 1  # nothing was added
+    assert cli.main(["sweep-show", "--study", "old"]) == 0
+    out = capsys.readouterr().out
+    assert "made by sweep format 1" in out and "0.612" in out and "0.957" in out and "sw-old-0" in out
+    assert "Pareto front" not in out
+    row = S.trial_rows(S.load_study("old")[0])[0]  # its stored values under the names format 1 gave them
+    assert (row["forget_cka"], row["retain_acc"], row["cka_gap_to_retrain"], row["pareto"]) == (0.612, 0.957, None,
+                                                                                                 False)
+    # a command without --study derives a name of this format, not the old one's
+    assert S.default_study_name("digits", {}, S.DEFAULT_SPACE, "tpe") != "digits-ec-" + S.stable_hash(
+        {"p": "digits", "o": {}, "s": S.DEFAULT_SPACE, "x": "tpe"}, 8)
 
 
 # -- the dashboard page ------------------------------------------------------------------------------
 
+RETRAIN_CKA = 0.85  # retrain's inner forget CKA in the hand-made rows
+
+
 def _rows() -> list[dict]:
-    """Hand-made trial rows (TEST FIXTURE: invented numbers)."""
+    """Hand-made trial rows (TEST FIXTURE: invented numbers). Row 2 has a lower forget CKA than rows 0
+    and 1 but is further from retrain's: the old objective would have put it on the front."""
     def row(n, state, cka, retain, forget, feasible, w, tau, **kw):
         params = {f"w_block{i + 1}": v for i, v in enumerate(w)} | {"tau": tau}
-        return {"number": n, "state": state, "forget_cka": cka, "retain_acc": retain, "forget_acc": forget,
+        return {"number": n, "state": state, "cka_gap_to_retrain": None if cka is None else abs(cka - RETRAIN_CKA),
+                "forget_cka": cka, "retrain_forget_cka": None if cka is None else RETRAIN_CKA,
+                "retain_acc": retain, "forget_acc": forget,
                 "retrain_forget_acc": 0.0, "constraint": None if forget is None else forget - 0.05,
                 "feasible": feasible, "params": params, "weights": w, "tau": tau, "run_id": f"sw-x-{n}",
                 "error": kw.get("error"), "seconds": 3.0}
-    return [row(0, "COMPLETE", 0.90, 0.97, 0.01, True, [1, 1, 1, 1], 0.7),
-            row(1, "COMPLETE", 0.80, 0.95, 0.02, True, [2, 2, 0.5, 1], 0.2),
-            row(2, "COMPLETE", 0.85, 0.94, 0.00, True, [1, 0, 2, 1], 1.5),   # dominated by 1
+    return [row(0, "COMPLETE", 0.87, 0.97, 0.01, True, [1, 1, 1, 1], 0.7),   # 0.02 above retrain
+            row(1, "COMPLETE", 0.84, 0.95, 0.02, True, [2, 2, 0.5, 1], 0.2),  # 0.01 below
+            row(2, "COMPLETE", 0.81, 0.94, 0.00, True, [1, 0, 2, 1], 1.5),   # 0.04 below: dominated by 1
             row(3, "COMPLETE", 0.50, 0.99, 0.40, False, [3, 3, 3, 3], 0.05),  # infeasible, off the front
             row(4, "FAIL", None, None, None, None, [0.1, 0, 0, 0], 4.0, error="DivergenceError: loss became nan"),
             row(5, "RUNNING", None, None, None, None, [1, 2, 3, 0], 0.9)]
@@ -327,24 +388,30 @@ def _rows() -> list[dict]:
 def test_sweep_figures_on_hand_made_trials():
     rows = _rows()
     assert SF.pareto_mask(rows) == [True, True, False, False, False, False]
-    ref = {"forget_cka": 0.92, "retain_acc": 0.955, "forget_acc": 0.0}
+    ref = {"cka_gap_to_retrain": 0.07, "forget_cka": 0.92, "retrain_forget_cka": RETRAIN_CKA, "retain_acc": 0.955,
+           "forget_acc": 0.0}
     fig = SF.pareto_scatter(rows, ref)
     names = [t.name for t in fig.data]
     assert names == ["feasible (3)", "infeasible (1)", "Pareto front (2)", "default EC"]
-    assert list(fig.data[2].x) == [0.80, 0.90]  # front sorted by CKA
+    assert list(fig.data[2].x) == pytest.approx([0.01, 0.02])  # front sorted by the distance to retrain
+    assert list(fig.data[2].customdata) == [1, 0]
+    assert list(fig.data[3].x) == [0.07] and "vs retrain 0.850" in fig.data[3].text[0]
+    assert "closer to retrain" in fig.layout.xaxis.title.text and "|EC − retrain|" in fig.layout.xaxis.title.text
     assert list(fig.data[1].customdata) == [3]
     pc = SF.parcoords(rows)
     labels = [d.label for d in pc.data[0].dimensions]
-    assert labels == ["weight block1", "weight block2", "weight block3", "weight block4", "tau", "forget CKA",
-                      "retain acc", "feasible"]
+    assert labels == ["weight block1", "weight block2", "weight block3", "weight block4", "tau",
+                      "distance to retrain", "retain acc", "feasible"]
     assert len(pc.data[0].dimensions[0].values) == 4  # completed trials only
+    assert list(pc.data[0].line.color) == pytest.approx([0.02, 0.01, 0.04, 0.35])
     df = SF.trials_table(rows)
     assert list(df["trial"]) == [0, 1, 2, 3, 4, 5]
     assert df.loc[4, "error"].startswith("DivergenceError") and df.loc[1, "retain %"] == pytest.approx(95.0)
-    assert {"w_block1", "tau", "run", "Pareto"} <= set(df.columns)
+    assert {"w_block1", "tau", "run", "Pareto", "forget CKA", "retrain forget CKA"} <= set(df.columns)
+    assert df.loc[2, "distance to retrain"] == pytest.approx(0.04) and df.loc[2, "forget CKA"] == 0.81
     best = SF.best_row(rows, ref)
     assert best["number"] == 0  # the only feasible trial with retain >= 0.955
-    assert SF.best_row(rows, {"retain_acc": 0.999})["number"] == 1  # none reaches it: lowest feasible CKA
+    assert SF.best_row(rows, {"retain_acc": 0.999})["number"] == 1  # none reaches it: closest feasible trial
     attrs = {"preset": "digits", "points": ["block1", "block2", "block3", "block4"],
              "overrides": {"train": {"epochs": 3}, "ec": {"aux_epochs": 2}}}
     pre = SF.prefill(rows[1], attrs, "st")
@@ -364,17 +431,19 @@ def test_sweep_page_renders_a_study_and_hands_over_settings(tmp_path, monkeypatc
     monkeypatch.setenv("ECLAB_HOME", str(tmp_path))
     monkeypatch.delenv("ECLAB_SWEEP_STORAGE", raising=False)
     st = S.create_study("page", overrides=SMALL, n_trials=6)
-    st.set_user_attr("reference", {"forget_cka": 0.92, "retain_acc": 0.955, "forget_acc": 0.0, "feasible": True})
+    st.set_user_attr("reference", {"cka_gap_to_retrain": 0.07, "forget_cka": 0.92, "retrain_forget_cka": RETRAIN_CKA,
+                                   "retain_acc": 0.955, "forget_acc": 0.0, "feasible": True})
     dists = {f"w_block{i}": optuna.distributions.FloatDistribution(0, 3) for i in range(1, 5)}
     dists["tau"] = optuna.distributions.FloatDistribution(0.05, 5, log=True)
     for r in _rows():
         state = getattr(optuna.trial.TrialState, r["state"])
-        ua = {k: r[k] for k in ("forget_acc", "retrain_forget_acc", "run_id", "error", "seconds") if r[k] is not None}
+        ua = {k: r[k] for k in ("forget_cka", "retrain_forget_cka", "forget_acc", "retrain_forget_acc", "run_id",
+                                "error", "seconds") if r[k] is not None}
         if r["state"] == "COMPLETE":
             ua["constraint"] = r["constraint"]
         st.add_trial(optuna.trial.create_trial(
             state=state, params=r["params"], distributions=dists, user_attrs=ua,
-            values=[r["forget_cka"], r["retain_acc"]] if r["state"] == "COMPLETE" else None,
+            values=[r["cka_gap_to_retrain"], r["retain_acc"]] if r["state"] == "COMPLETE" else None,
             system_attrs={"constraints:forget_gap": r["constraint"]} if r["state"] == "COMPLETE" else {}))
     at = AppTest.from_file(str(ROOT / "dashboard" / "views" / "sweep.py"), default_timeout=60)
     at.run()
@@ -382,6 +451,9 @@ def test_sweep_page_renders_a_study_and_hands_over_settings(tmp_path, monkeypatc
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Trials"] == "6 / 6" and metrics["Failed"] == "1" and metrics["Feasible"] == "3"
     assert len(at.get("plotly_chart")) == 2
+    info = " ".join(i.value for i in at.info)
+    assert "Default EC: distance to retrain **0.070** (forget CKA 0.920 vs retrain 0.850), retain **95.5%**" in info
+    assert "trial 0, distance to retrain **0.020** (forget CKA 0.870)" in info
     assert at.selectbox(key="sw_pick").value == 0  # the best trial at the default's retain accuracy
     at.button(key="sw_use").click().run()
     pre = at.session_state["prefill"]
@@ -398,15 +470,61 @@ def test_sweep_page_imports_no_torch():
     assert res.stdout.strip() == "False"
 
 
+def test_the_old_study_page_lists_trials_without_ranking(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("ECLAB_HOME", str(tmp_path))
+    monkeypatch.delenv("ECLAB_SWEEP_STORAGE", raising=False)
+    _v1_study("oldpage")
+    at = AppTest.from_file(str(ROOT / "dashboard" / "views" / "sweep.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("older sweep (format 1)" in w.value for w in at.warning)
+    assert not at.get("plotly_chart")
+    df = at.dataframe[0].value
+    assert list(df["forget CKA"]) == [0.612] and df["distance to retrain"].isna().all()
+
+
+def _summary(ec_cka: float, retrain_cka: float | None = RETRAIN_CKA, retain: float = 0.9) -> dict:
+    """What runner.summarize returns for a single EC run (invented numbers)."""
+    return {"runs": {"original": {"forget_cka_mid": 1.0, "forget_acc": 1.0, "retain_acc": 1.0},
+                     "retrain": {"forget_acc": 0.0, "forget_cka_mid": retrain_cka, "retain_acc": 0.99},
+                     "ec": {"forget_cka_mid": ec_cka, "retain_acc": retain, "forget_acc": 0.02, "test_acc": 0.8}}}
+
+
+def test_measure_takes_the_distance_to_retrain_from_the_summary():
+    m = S.measure(_summary(0.7))
+    assert m["cka_gap_to_retrain"] == pytest.approx(RETRAIN_CKA - 0.7)
+    assert (m["forget_cka"], m["retrain_forget_cka"]) == (0.7, RETRAIN_CKA)  # both readings kept
+    assert [m[k] for k in S.OBJECTIVES] == [m["cka_gap_to_retrain"], 0.9]
+    assert m["constraint"] == pytest.approx(0.02 - S.TOLERANCE)
+    for bad in (None, float("nan")):
+        with pytest.raises(ValueError, match="retrained model's forget CKA"):
+            S.measure(_summary(0.7, retrain_cka=bad))
+    with pytest.raises(ValueError, match="forget CKA"):
+        S.measure(_summary(None))
+
+
+def test_distance_to_retrain_counts_both_ways():
+    """0.05 below retrain's CKA is as far as 0.05 above; far below (the old objective's favourite) is worst."""
+    offsets = [0.03, -0.05, 0.05, -0.25]  # trial i: EC's CKA = retrain's + offsets[i]
+    ms = [S.measure(_summary(RETRAIN_CKA + d, retain=0.95)) for d in offsets]
+    assert [m["cka_gap_to_retrain"] for m in ms] == pytest.approx([0.03, 0.05, 0.05, 0.25])
+    rows = [{"number": i, "state": "COMPLETE", "params": {"tau": 0.5}, **m} for i, m in enumerate(ms)]
+    order = [r["number"] for r in sorted(rows, key=lambda r: r[S.OBJECTIVES[0]])]
+    assert order[0] == 0 and set(order[1:3]) == {1, 2} and order[3] == 3
+    assert S.pareto_front(rows) == [0] and SF.pareto_mask(rows) == [True, False, False, False]
+    assert SF.best_row(rows)["number"] == 0
+    text = S.compare_text(rows, ms[3])  # the default far below retrain: every trial beats it
+    assert "trial 0, beats the default: 0.220 closer to retrain" in text
+
+
 def test_summary_compares_with_the_default():
     rows = [dict(r, pareto=p) for r, p in zip(_rows(), [True, True, False, False, False, False])]
-    text = S.compare_text(rows, {"forget_cka": 0.95, "retain_acc": 0.96, "forget_acc": 0.0})
-    assert text.startswith("default EC: forget CKA 0.950, retain 0.960; best at retain >= 0.960: forget CKA 0.900")
-    assert "trial 0" in text and "beats the default by 0.050 CKA" in text
-    assert "no feasible trial reached" in S.compare_text(rows, {"forget_cka": 0.5, "retain_acc": 0.999,
-                                                                "forget_acc": 0.0})
-    assert math.isclose(S.measure({"runs": {"retrain": {"forget_acc": 0.0}, "ec": {
-        "forget_cka_mid": 0.7, "retain_acc": 0.9, "forget_acc": 0.08, "test_acc": 0.8}}})["constraint"], 0.03)
-    with pytest.raises(ValueError, match="forget CKA"):
-        S.measure({"runs": {"retrain": {"forget_acc": 0.0}, "ec": {"forget_cka_mid": None, "retain_acc": 0.9,
-                                                                   "forget_acc": 0.0}}})
+    ref = {"cka_gap_to_retrain": 0.10, "forget_cka": 0.95, "retrain_forget_cka": RETRAIN_CKA, "retain_acc": 0.96,
+           "forget_acc": 0.0}
+    text = S.compare_text(rows, ref)
+    assert text.startswith("default EC: distance to retrain 0.100 (forget CKA 0.950 vs retrain 0.850), retain 0.960; "
+                           "best at retain >= 0.960: distance to retrain 0.020, forget CKA 0.870")
+    assert "trial 0" in text and "beats the default: 0.080 closer to retrain" in text
+    assert "does not beat the default" in S.compare_text(rows, dict(ref, cka_gap_to_retrain=0.01))
+    assert "no feasible trial reached" in S.compare_text(rows, dict(ref, retain_acc=0.999))

@@ -1,7 +1,8 @@
 """Sweeps: Optuna studies of EC's layer weights and temperature (python -m engine sweep).
 
 Studies come from $ECLAB_HOME/sweeps/*.journal and, when set, the database in ECLAB_SWEEP_STORAGE.
-Shows the Pareto front (retain accuracy vs forget CKA, feasible vs infeasible), the settings against
+Shows the Pareto front (retain accuracy vs the distance to retrain's inner forget CKA, closer being better
+on either side; feasible vs infeasible), the settings against
 the objectives, the table of trials, and hands a trial's settings to Launch and tune. Reads only:
 engine.sweep's readers use Optuna and the config, never torch."""
 import os
@@ -97,12 +98,21 @@ scen = attrs.get("overrides") or {}
 st.caption(f"Preset {text.code(attrs.get('preset'))} · sampler {text.md(attrs.get('sampler'))} · scenario overrides "
            f"{text.code(scen or 'none')} · feasible: forget accuracy within {attrs.get('tolerance', 0.05):.0%} of the "
            f"retrained model's. Each trial is a normal EC run in the run store (its run id is in the table).")
+if attrs.get("eclab_sweep") != engine_sweep.FORMAT_VERSION:
+    # an older format ranked trials by EC's raw forget CKA and recorded no retrain CKA: list, do not rank
+    st.warning(f"This study was made by an older sweep (format {text.md(attrs.get('eclab_sweep'))}) that minimised "
+               "EC's raw forget CKA, which rewards pushing the model past retrain. Its trials are listed as "
+               "recorded, without a front. Start a new sweep (a new `--study` name) to search for the settings "
+               "closest to retrain.", icon=":material/history:")
+    st.dataframe(SF.trials_table(rows), hide_index=True, key="sw_table_old")
+    st.stop()
 if ref:
     best = SF.best_row(rows, ref)
-    msg = f"Default EC: forget CKA **{ref['forget_cka']:.3f}**, retain **{ref['retain_acc']:.1%}**"
+    msg = (f"Default EC: distance to retrain **{ref['cka_gap_to_retrain']:.3f}** (forget CKA "
+           f"{ref['forget_cka']:.3f} vs retrain {ref['retrain_forget_cka']:.3f}), retain **{ref['retain_acc']:.1%}**")
     if best is not None and best.get("feasible") and best["retain_acc"] >= ref["retain_acc"] - 1e-9:
-        msg += (f" · best trial at retain ≥ {ref['retain_acc']:.1%}: trial {best['number']}, forget CKA "
-                f"**{best['forget_cka']:.3f}**")
+        msg += (f" · best trial at retain ≥ {ref['retain_acc']:.1%}: trial {best['number']}, distance to retrain "
+                f"**{best['cka_gap_to_retrain']:.3f}** (forget CKA {best['forget_cka']:.3f})")
     else:
         msg += " · no feasible trial reaches the default's retain accuracy yet"
     st.info(msg, icon=":material/flag:")
@@ -119,7 +129,11 @@ st.dataframe(df, hide_index=True, key="sw_table",
              column_config={"retain %": st.column_config.NumberColumn(format="%.1f%%"),
                             "forget acc %": st.column_config.NumberColumn(format="%.1f%%"),
                             "retrain forget %": st.column_config.NumberColumn(format="%.1f%%"),
+                            "distance to retrain": st.column_config.NumberColumn(
+                                format="%.3f", help="|EC's inner forget CKA − retrain's|: lower is closer to "
+                                                    "retrain (either side)"),
                             "forget CKA": st.column_config.NumberColumn(format="%.3f"),
+                            "retrain forget CKA": st.column_config.NumberColumn(format="%.3f"),
                             "seconds": st.column_config.NumberColumn(format="%.1f")})
 fails = [r for r in rows if r.get("state") == "FAIL"]
 if fails:
@@ -131,14 +145,14 @@ done = SF.complete(rows)
 if done:
     st.subheader("Use these settings")
     best = SF.best_row(rows, ref)
-    numbers = [r["number"] for r in sorted(done, key=lambda r: (not r.get("pareto"), r["forget_cka"]))]
+    numbers = [r["number"] for r in sorted(done, key=lambda r: (not r.get("pareto"), r["cka_gap_to_retrain"]))]
     default = numbers.index(best["number"]) if best is not None and best["number"] in numbers else 0
     by_number = {r["number"]: r for r in done}
 
     def _label(num: int) -> str:
         r = by_number[num]
         tags = (" · Pareto" if r.get("pareto") else "") + ("" if r.get("feasible") else " · infeasible")
-        return f"trial {num}: forget CKA {r['forget_cka']:.3f}, retain {r['retain_acc']:.1%}{tags}"
+        return f"trial {num}: distance to retrain {r['cka_gap_to_retrain']:.3f}, retain {r['retain_acc']:.1%}{tags}"
 
     num = st.selectbox("Trial", numbers, index=default, format_func=_label, key="sw_pick")
     handoff = SF.prefill(by_number[num], attrs, chosen["study"])
