@@ -23,7 +23,7 @@ from plotly.subplots import make_subplots
 DISPLAY_NAMES = {
     "original": "Original", "retrain": "Retrain", "ec": "EC", "ft": "FT", "ga": "GA",
     "neggrad_plus": "NegGrad+", "rl": "RL", "l1_sparse": "ℓ1-sparse", "salun": "SalUn",
-    "scrub": "SCRUB", "boundary_shrink": "Boundary shrink", "cu": "CU",
+    "scrub": "SCRUB", "boundary_shrink": "Boundary shrink", "cu": "CU", "original_seed2": "Original, other seed",
 }
 
 _BASE_COLORS = {
@@ -48,7 +48,7 @@ CLASS_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"
                 "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"]
 
 CKA_COLORSCALE = "Viridis"
-REFERENCE_RUNS = ("original", "retrain")
+REFERENCE_RUNS = ("original", "retrain", "original_seed2")  # the last: the training-noise reference
 _FONT = dict(family="Inter, Helvetica Neue, Arial, sans-serif", size=13)
 
 
@@ -225,6 +225,9 @@ def layer_lines(values: Mapping[str, Mapping[str, float] | None], layers: Sequen
             label += " (floor)"
         elif name == "original":
             style.update(dash="dot")
+        elif name == "original_seed2":  # training noise: what reseeding alone does
+            style.update(color="#9a9a9a", dash="dashdot", width=2)
+            label += " (training noise)"
         fmt = ".1%" if percent else ".3f"
         fig.add_trace(go.Scatter(x=list(layers), y=ys, mode="lines+markers", name=label, line=style,
                                  hovertemplate=f"{label} · %{{x}}: %{{y:{fmt}}}<extra></extra>"))

@@ -111,6 +111,28 @@ def headline_rows(results: Mapping) -> list[dict]:
     return rows
 
 
+NOISE = "original_seed2"  # the training-noise reference: a second original from another seed
+
+
+def seed_band(results: Mapping, split: str = "forget") -> dict[str, float] | None:
+    """{layer: CKA of a second original (another seed) to the original} on `split`, or None when the
+    comparison did not train one (results.json `seed_band`, engine runner.seed_band)."""
+    band = ((results.get("seed_band") or {}).get("cka_vs_original") or {}).get(split)
+    return dict(band) if isinstance(band, Mapping) and band else None
+
+
+def seed_band_text(results: Mapping, layers: Sequence[str], split: str = "forget") -> str | None:
+    """One sentence on the noise band: what reseeding alone does to CKA, layer by layer."""
+    band = seed_band(results, split)
+    if not band:
+        return None
+    vals = " / ".join(dec(band.get(l), 3) for l in layers)
+    return (f"Training noise: a second original trained on the same data from another seed has CKA {vals} to the "
+            f"original ({', '.join(layers)}; the “Original, other seed” row). Differences smaller than what "
+            "reseeding alone changes are not evidence of forgetting or of keeping; retrain's distance from the "
+            "original means something where it is larger.")
+
+
 def per_layer(results: Mapping, field: str, split: str | None = None,
               names: Sequence[str] | None = None) -> dict[str, dict]:
     """{run: {layer: v}} for a per-layer field ("cka_vs_original" with a split, "probe_forget_acc")."""

@@ -75,8 +75,8 @@ def resolve_mode(cfg: RunConfig, kind: str, method: str) -> tuple[str, str]:
     """("on" | "cached" | "off", why) for `method` in this job.
 
     `auto` calibrates where a recipe cannot be trusted and keeps it where it can:
-    - off for the CIFAR presets (their published recipes stand) and for sweeps (a trial's lr and
-      epochs are what the sweep searches);
+    - off for the CIFAR presets (their published recipes stand); sweeps set `calibrate: off` for
+      every trial (a trial runs exactly the settings the sweep chose);
     - off for a method whose lr or epochs the user set: that is the user's choice of strength;
     - off on the preset's own scenario (its default class, seed, data, model and training), the one
       its recipes were tuned on under this same rule; the run is still checked against retrain;

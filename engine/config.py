@@ -213,6 +213,9 @@ class EvalConfig(_Strict):
     relearn_steps: int = Field(10, ge=1, le=10000)
     relearn_lr: float = Field(0.01, gt=0, le=10)
     epoch_cka: bool = True  # per-epoch CKA events where cheap
+    # a comparison trains a second original from another seed: the CKA between the two is the training
+    # noise band per layer (auto: on for the CPU presets, where one more training is cheap)
+    seed_band: Literal["auto", "on", "off"] = "auto"
 
 
 class CalibrationConfig(_Strict):
@@ -428,6 +431,13 @@ def original_key(cfg: RunConfig) -> str:
 def retrain_key(cfg: RunConfig) -> str:
     # "init": the oracle starts from its own initialisation (runner.init_seed), not the original's
     return "retrain-" + stable_hash({**scenario_dict(cfg), "init": "own"})
+
+
+def second_original_key(cfg: RunConfig) -> str:
+    """The original trained again from another seed (the training-noise reference)."""
+    d = scenario_dict(cfg)
+    d.pop("forget")
+    return "orig2-" + stable_hash({**d, "init": "second seed"})
 
 
 def aux_key(cfg: RunConfig) -> str:

@@ -90,11 +90,19 @@ class Scenario(_Lenient):
     n_retain: int | None = None
 
 
+class SeedBand(_Lenient):
+    """Training noise: per split and layer, the CKA to the original of a second original trained
+    from another seed (runner.seed_band)."""
+    seed: int | None = None
+    cka_vs_original: dict[str, dict[str, Num]] = {}
+
+
 class Results(_Lenient):
     kind: Literal["run", "compare", "audit"]
     scenario: Scenario = Scenario()
     layers: list[str] = []
     config: dict[str, Any] = {}
+    seed_band: SeedBand | None = None
     runs: dict[str, Run]
 
 

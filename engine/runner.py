@@ -20,13 +20,14 @@ from . import calibrate
 from . import results as results_schema
 from . import store
 from .config import (METHOD_NAMES, ConfigError, RunConfig, aux_key, make_config, original_key, retrain_key,
-                     stable_hash, validate)
+                     second_original_key, stable_hash, validate)
 from .data.datasets import load_dataset
 from .data import DataError
 from .data.splits import (Splits, known_train_size, make_pool, make_splits, random_forget_count, save_splits,
                           stratified_subsample)
 from .embed import embed
-from .evaluate import EvalSet, avg_gap, epoch_probe, evaluate, forward_all, prepare_references, predict
+from .evaluate import (EvalSet, avg_gap, cka_per_layer, epoch_probe, evaluate, forward_all, grams, prepare_references,
+                       predict)
 from .events import JobContext
 from .methods import create_method
 from .methods.ec.method import AuxModules, build_method, pretrain_aux
@@ -236,6 +237,25 @@ def base_models(sc: Scenario, ctx: JobContext, need_aux: bool = True) -> Bases:
                                           "aux": time.perf_counter() - t - t_orig - t_re})
 
 
+SECOND_ORIGINAL = "original_seed2"
+
+
+def wants_seed_band(cfg: RunConfig) -> bool:
+    return cfg.eval.seed_band == "on" or (cfg.eval.seed_band == "auto" and cfg.preset in calibrate.AUTO_PRESETS)
+
+
+def seed_band(sc: Scenario, ev: EvalSet, ctx: JobContext) -> dict:
+    """Training noise per layer: the CKA to the original of a second original, trained on the same data
+    from another seed. A run's CKA difference smaller than what reseeding alone changes (1 - this) is
+    not evidence of anything; retrain's distance from the original means something only below it."""
+    model, _ = cached_model(sc, second_original_key(sc.cfg), SECOND_ORIGINAL, sc.idx("train"), ctx)
+    ctx.emit({"type": "stage", "stage": SECOND_ORIGINAL, "name": SECOND_ORIGINAL, "fraction": 1.0,
+              "message": "measuring the training-noise band (CKA of the two originals)"})
+    band = {split: cka_per_layer(grams(model, ev, split), ev.ref_grams[("original", split)], ev.points)
+            for split in ("forget", "retain") if ("original", split) in ev.ref_grams}
+    return {"seed": init_seed(sc.cfg, SECOND_ORIGINAL), "cka_vs_original": band}
+
+
 # -- evaluation set-up ---------------------------------------------------------------------------
 
 def eval_set(sc: Scenario) -> EvalSet:
@@ -254,7 +274,7 @@ def eval_set(sc: Scenario) -> EvalSet:
 
 def _reference_rows(sc: Scenario, ev: EvalSet, bases: Bases, ctx: JobContext) -> tuple[dict, dict]:
     """Evaluate original and retrain (cached per scenario + evaluation settings)."""
-    key = "refs-" + stable_hash({"retrain": retrain_key(sc.cfg), "eval": sc.cfg.eval.model_dump(exclude={"relearn", "relearn_samples", "relearn_steps", "relearn_lr", "umap"})})
+    key = "refs-" + stable_hash({"retrain": retrain_key(sc.cfg), "eval": sc.cfg.eval.model_dump(exclude={"relearn", "relearn_samples", "relearn_steps", "relearn_lr", "umap", "seed_band"})})
     folder = store.cache_dir(key)
     if (folder / "refs.json").exists() and (folder / "refs.npz").exists():
         try:
@@ -516,7 +536,9 @@ def run_compare(cfg: RunConfig, methods: list[str], run_dir: Path, ctx: JobConte
         results.append((name, model, entry))
         ctx.emit({"type": "log", "message": f"evaluated {name} ({i + 1}/{len(methods)})"})
         _write_partial(run_dir, sc, ev, refs, results, methods)
-    return _finish_runs(sc, ev, bases, refs, ref_arrays, results, run_dir, ctx, "compare")
+    # after the methods: the rows a user waits for come first, the noise reference after them
+    extra = {"seed_band": seed_band(sc, ev, ctx)} if wants_seed_band(cfg) else None
+    return _finish_runs(sc, ev, bases, refs, ref_arrays, results, run_dir, ctx, "compare", extra)
 
 
 def run_embed(spec: dict, run_dir: Path, ctx: JobContext) -> dict:

@@ -29,6 +29,7 @@ LAYERS = ["block1", "block2", "block3", "block4"]
 CLASSES = [str(i) for i in range(10)]
 FORGET = 3
 METHODS = ["ft", "ga", "neggrad_plus", "rl", "l1_sparse", "salun", "scrub", "boundary_shrink", "cu", "ec"]
+SEED_BAND = [0.98, 0.96, 0.93, 0.85]  # CKA of a reseeded original to the original, per layer
 NOT_REACHED = "boundary_shrink"  # the comparison's method whose calibration found no setting that forgets
 
 # name: (forget_acc, retain_acc, test_acc, mia, forget CKA to original per layer, probe per layer)
@@ -187,8 +188,11 @@ def make_results(kind: str, names: list[str], seed: int = 0, plugin_run: str | N
         for n in names:
             hp = cfg["methods"].get(n) or {}
             runs[n]["calibration"] = make_calibration(n, {"lr": hp.get("lr"), "epochs": hp.get("epochs")})
-    return {"kind": kind, "fixture": FIXTURE_NOTE, "scenario": _scenario(), "layers": list(LAYERS), "config": cfg,
-            "embedding": "umap", "runs": runs}
+    out = {"kind": kind, "fixture": FIXTURE_NOTE, "scenario": _scenario(), "layers": list(LAYERS), "config": cfg,
+           "embedding": "umap", "runs": runs}
+    if kind == "compare":  # the training-noise reference: a second original from another seed
+        out["seed_band"] = {"seed": 7, "cka_vs_original": {s: dict(zip(LAYERS, SEED_BAND)) for s in ("forget", "retain")}}
+    return out
 
 
 def _centers(k=10, r=8.0):

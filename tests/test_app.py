@@ -423,6 +423,18 @@ def test_layers_default_view_is_centred_on_retrain(store):
     assert rows["EC"] == [pytest.approx(v) for v in ec]
     probe = json.loads(at.get("plotly_chart")[2].proto.spec)
     assert probe["data"][0]["name"] == "Retrain (0)" and probe["data"][0]["y"] == [0, 0, 0, 0]
+    # the training-noise row: a reseeded original, read against retrain like every run
+    noise = [a - b for a, b in zip(FS.SEED_BAND, FS.PROFILES["retrain"][4])]
+    assert hm["y"][-1] == "Original, other seed (ref)" and hm["z"][-1] == [pytest.approx(v) for v in noise]
+    assert "Training noise: a second original trained on the same data from another seed has CKA 0.980 / 0.960" in texts(at)
+
+
+def test_teach_chart_draws_the_training_noise_line(store):
+    store("full")
+    at = app("teach")
+    traces = [t for c in at.get("plotly_chart") for t in json.loads(c.proto.spec)["data"]]
+    noise = next(t for t in traces if t.get("name") == "Original, other seed (training noise)")
+    assert noise["y"] == [pytest.approx(v) for v in FS.SEED_BAND]
 
 
 def test_overview_reads_against_retrain_and_warns_about_damage(store):

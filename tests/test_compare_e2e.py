@@ -52,6 +52,10 @@ def test_digits_comparison_end_to_end(tmp_path):
     assert res["runs"]["retrain"]["metrics"]["forget_acc"] < 0.05
     assert orig["metrics"]["forget_acc"] > 0.8
     assert mean_mid_cka(res["runs"]["ec"], layers) < 1.0
+    # training noise: a second original from another seed is close to, but not identical with, the original
+    band = res["seed_band"]["cka_vs_original"]
+    assert set(band) == {"forget", "retain"} and list(band["forget"]) == layers
+    assert all(0.3 < v < 1 - 1e-4 for v in band["forget"].values()), band
 
     arrays = np.load(out / "arrays.npz", allow_pickle=False)
     n = len(arrays["embed_labels"])

@@ -219,3 +219,13 @@ def test_build_run_spec_carries_calibrate_at_the_top_of_the_overrides():
     assert "calibrate" not in L.build_run_spec(BASE)["overrides"]  # a caller without the field: the default
     cfg = make_config("digits", {"method": "ft", "calibrate": "on"})
     assert L.extra_overrides(cfg, make_config("digits").model_dump()) == {}  # the form's own option
+
+
+def test_seed_band_reads_the_noise_reference_or_nothing():
+    res = {"seed_band": {"seed": 3, "cka_vs_original": {"forget": {"block1": 0.991, "block2": 0.95}}}}
+    assert L.seed_band(res) == {"block1": 0.991, "block2": 0.95}
+    assert L.seed_band(res, "retain") is None and L.seed_band({}) is None
+    assert L.seed_band({"seed_band": {"cka_vs_original": {"forget": "broken"}}}) is None
+    line = L.seed_band_text(res, ["block1", "block2"])
+    assert "CKA 0.991 / 0.950 to the original (block1, block2" in line
+    assert L.seed_band_text({}, ["block1"]) is None

@@ -1,7 +1,7 @@
 """Layers (CKA): methods x layers heatmap, the layer x layer matrix of one run, probe recovery."""
 import streamlit as st
 
-from dashboard import delta_figures, figures, logic, verdict, widgets
+from dashboard import delta_figures, figures, logic, text, verdict, widgets
 
 st.title("Layers (CKA)")
 ctx = widgets.require_results()
@@ -38,9 +38,15 @@ reference = c3.radio("Reference model", refs, horizontal=True, key="ly_ref",
                      format_func=lambda r: "Original (before unlearning)" if r == "original" else "Retrained (the target)",
                      persist_state="session", disabled=view == "delta",
                      help="For the CKA scales: the model each run is compared with.")
+band = logic.seed_band(res, split)  # training noise, when the comparison measured it
+noise = [logic.NOISE] if band else []
 if view == "delta":
     names = logic.run_names(res)
-    deltas = verdict.to_retrain(logic.per_layer(res, "cka_vs_original", split, names), layers)
+    per = logic.per_layer(res, "cka_vs_original", split, names)
+    if band:
+        per[logic.NOISE] = band
+    deltas = verdict.to_retrain(per, layers)
+    names = names + noise
     title = f"CKA to the original minus retrain's · {logic.SPLIT_LABELS.get(split, split)}"
     widgets.show(delta_figures.delta_heatmap(deltas, layers, names, title), key="ly_heat",
                  export=f"cka_{split}_minus_retrain")
@@ -52,6 +58,9 @@ else:
     field = "cka_vs_original" if reference == "original" else "cka_vs_retrain"
     names = [n for n in logic.run_names(res) if n != reference]
     cka = logic.per_layer(res, field, split, names)
+    if band and reference == "original":
+        cka[logic.NOISE] = band
+        names = names + noise
     title = (f"CKA to the {'original' if reference == 'original' else 'retrained model'} · "
              f"{logic.SPLIT_LABELS.get(split, split)}")
     widgets.show(figures.cka_heatmap(cka, layers, names, title, zoom=view == "zoom"), key="ly_heat",
@@ -63,6 +72,9 @@ else:
     else:
         st.caption("Against the retrained model, higher is better: the run's features look like those of a model that "
                    "never saw the forget set.")
+noise_line = logic.seed_band_text(res, layers, split)
+if noise_line:
+    st.caption(text.md(noise_line))
 
 st.subheader("Layer × layer")
 runs = [n for n in logic.run_names(res) if n != "original" and (res["runs"].get(n) or {}).get("cka_matrix_vs_original")]

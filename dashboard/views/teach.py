@@ -129,6 +129,9 @@ if lay is not None:
                 + (f" A linear probe on **{text.md(play)}** still recovers **{logic.pct(pval)}** of forget-class test samples "
                    f"(retrained model: {logic.pct(rp)})." if play else ""))
 show = {n: cka_o.get(n) for n in ("original", base, "retrain") if cka_o.get(n)}
+band = logic.seed_band(res)
+if band:
+    show[logic.NOISE] = band  # training noise: what reseeding the original alone does
 c1, c2 = st.columns(2)
 with c1:
     widgets.show(figures.layer_lines(show, layers, "Forget-set CKA to the original", "CKA", percent=False),
