@@ -14,9 +14,11 @@ for every method, EC included:
     scores   forget accuracy on the forget TRAINING split and retain accuracy on the retain training
              split (the evaluation's subsamples of them); the test split is never read.
     rule     among the settings whose forget accuracy is within `calibration.tolerance` (0.05) of the
-             retrained model's, keep the one with the highest retain accuracy. If none qualifies,
-             keep the one whose forget accuracy is closest to retrain's and mark the run "did not
-             reach logit-level forgetting".
+             retrained model's and whose retain accuracy has not collapsed (at least
+             `calibration.collapse` x the original's: a broken model misclassifies the forget class
+             too, which is not forgetting), keep the one with the highest retain accuracy. If none
+             qualifies, keep the closest (a working model before a broken one) and mark the run
+             "did not reach logit-level forgetting".
     early    a candidate stops when its retain accuracy is below `calibration.collapse` (0.5) x the
     stop     original's and not recovering (no higher than the epoch before), or when its loss
              diverges: later epochs of it are not tried.
@@ -44,7 +46,7 @@ from .events import DivergenceError, JobContext
 # presets whose recipes are calibrated under `calibrate: auto` (small, CPU-sized); the CIFAR presets
 # keep their published recipes unless asked (`--calibrate on`)
 AUTO_PRESETS = ("digits", "teach", "mnist", "fashion-mnist")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: a collapsed setting no longer qualifies
 
 
 @dataclass
@@ -100,34 +102,42 @@ def resolve_mode(cfg: RunConfig, kind: str, method: str) -> tuple[str, str]:
     return "on", "calibrate: auto (not the scenario the recipe was tuned on)"
 
 
-def qualifies(forget_acc: float, target: float, tolerance: float) -> bool:
-    return abs(forget_acc - target) <= tolerance + 1e-9
+def qualifies(forget_acc: float, target: float, tolerance: float, retain_acc: float = 1.0, floor: float = 0.0) -> bool:
+    """Forget accuracy within `tolerance` of retrain's, and retain accuracy not collapsed below
+    `floor`: a model broken enough to misclassify everything has not forgotten, it is destroyed."""
+    return abs(forget_acc - target) <= tolerance + 1e-9 and retain_acc >= floor
 
 
-def _rank(c: Candidate, target: float) -> tuple:
+def _rank(c: Candidate, target: float, floor: float = 0.0) -> tuple:
     gap = abs(c.forget_acc - target)
-    # qualifying: highest retain, then closest forget, then fewer epochs and lower lr (cheaper, gentler)
+    # qualifying: highest retain, then closest forget, then fewer epochs and lower lr (cheaper, gentler);
+    # otherwise a setting that kept the model working before one that broke it, then the closest forget
     if c.qualifies:
-        return (1, c.retain_acc, -gap, -c.epochs, -c.lr)
-    return (0, -gap, c.retain_acc, -c.epochs, -c.lr)
+        return (2, c.retain_acc, -gap, -c.epochs, -c.lr)
+    return (0, c.retain_acc >= floor, -gap, c.retain_acc, -c.epochs, -c.lr)
 
 
-def choose(candidates: list[Candidate], target: float, tolerance: float) -> Choice:
-    """The one rule. Pure: `candidates` carry their scores; `qualifies` is recomputed here."""
+def choose(candidates: list[Candidate], target: float, tolerance: float, floor: float = 0.0) -> Choice:
+    """The one rule. Pure: `candidates` carry their scores; `qualifies` is recomputed here. `floor`:
+    the retain accuracy below which a setting counts as collapsed (calibration.collapse x original's)."""
     for c in candidates:
-        c.qualifies = qualifies(c.forget_acc, target, tolerance)
+        c.qualifies = qualifies(c.forget_acc, target, tolerance, c.retain_acc, floor)
     if not candidates:
         return Choice(None, False, "no setting could be scored (every candidate diverged)", candidates)
-    best = max(range(len(candidates)), key=lambda i: _rank(candidates[i], target))
+    best = max(range(len(candidates)), key=lambda i: _rank(candidates[i], target, floor))
     c = candidates[best]
     n_ok = sum(x.qualifies for x in candidates)
     if c.qualifies:
         reason = (f"highest retain accuracy ({c.retain_acc:.3f}) among {n_ok} of {len(candidates)} settings "
-                  f"within {tolerance:g} of retrain's forget accuracy ({target:.3f})")
+                  f"within {tolerance:g} of retrain's forget accuracy ({target:.3f})"
+                  + (f" with retain at least {floor:.3f}" if floor > 0 else ""))
         return Choice(best, True, reason, candidates)
+    broke = sum(abs(x.forget_acc - target) <= tolerance + 1e-9 and x.retain_acc < floor for x in candidates)
     reason = (f"did not reach logit-level forgetting: no setting of {len(candidates)} came within {tolerance:g} "
-              f"of retrain's forget accuracy ({target:.3f}); kept the closest (forget {c.forget_acc:.3f}, "
-              f"retain {c.retain_acc:.3f})")
+              f"of retrain's forget accuracy ({target:.3f})"
+              + (f" without collapsing retain accuracy below {floor:.3f} ({broke} did, by breaking the model)"
+                 if broke else "")
+              + f"; kept the closest (forget {c.forget_acc:.3f}, retain {c.retain_acc:.3f})")
     return Choice(best, False, reason, candidates)
 
 
@@ -155,28 +165,33 @@ def calibration_key(cfg: RunConfig, method: str) -> str:
 
 
 def block(choice: Choice, grid: list[Candidate], recipe: dict, target: float, tolerance: float,
-          seconds: float) -> dict:
+          seconds: float, floor: float = 0.0) -> dict:
     """The results.json `calibration` block of one run; `grid` is every candidate tried, the diverged
     ones (which `choice` never saw) included."""
     c = choice.candidates[choice.index] if choice.index is not None else None
     return {"used": c is not None, "mode": "on", "source": "searched", "recipe": recipe,
             "choice": {"lr": c.lr, "epochs": c.epochs} if c else None,
-            "target": {"forget_acc": target, "tolerance": tolerance},
+            "target": {"forget_acc": target, "tolerance": tolerance, "retain_floor": floor},
             "grid": [x.row() for x in grid], "reached": choice.reached, "reason": choice.reason,
             "seconds": seconds}
 
 
-def off_block(recipe: dict, reason: str, forget_acc: float, target: float, tolerance: float) -> dict:
+def off_block(recipe: dict, reason: str, forget_acc: float, target: float, tolerance: float,
+              retain_acc: float = 1.0, floor: float = 0.0) -> dict:
     """A run at its recipe (or the user's setting), still checked against retrain on the forget
-    training split, so a recipe that does not forget is marked like a calibration that did not."""
-    reached = qualifies(forget_acc, target, tolerance) if forget_acc == forget_acc else False
+    training split (and for a collapsed retain accuracy), so a recipe that does not forget is marked
+    like a calibration that did not."""
+    reached = qualifies(forget_acc, target, tolerance, retain_acc, floor) if forget_acc == forget_acc else False
     return {"used": False, "mode": "off", "recipe": recipe, "reason": reason, "forget_acc": forget_acc,
-            "target": {"forget_acc": target, "tolerance": tolerance}, "reached": reached}
+            "retain_acc": retain_acc, "target": {"forget_acc": target, "tolerance": tolerance, "retain_floor": floor},
+            "reached": reached}
 
 
-def check_block(model, ev, bases, recipe: dict, reason: str, tolerance: float) -> dict:
-    f_idx, _ = score_indices(ev)
-    return off_block(recipe, reason, accuracy_on(model, ev, f_idx), accuracy_on(bases.retrain, ev, f_idx), tolerance)
+def check_block(model, ev, bases, recipe: dict, reason: str, cfg: RunConfig) -> dict:
+    f_idx, r_idx = score_indices(ev)
+    floor = cfg.calibration.collapse * accuracy_on(bases.original, ev, r_idx)
+    return off_block(recipe, reason, accuracy_on(model, ev, f_idx), accuracy_on(bases.retrain, ev, f_idx),
+                     cfg.calibration.tolerance, accuracy_on(model, ev, r_idx), floor)
 
 
 def load_cached(key: str) -> dict | None:
@@ -249,7 +264,7 @@ def search(sc, ev, bases, method: str, ctx: JobContext, unlearn, keep_model: boo
             if not prefix_exact and epoch + 1 < hp.epochs:
                 return
             c = Candidate(lr, epoch + 1, accuracy_on(state.model, ev, f_idx), accuracy_on(state.model, ev, r_idx))
-            c.qualifies = qualifies(c.forget_acc, target, knobs.tolerance)
+            c.qualifies = qualifies(c.forget_acc, target, knobs.tolerance, c.retain_acc, floor)
             prev = candidates[-1] if len(candidates) > n_before else None
             # collapsed and not recovering (EC's retain dips in its first epoch, then comes back)
             if c.retain_acc < floor and prev is not None and c.retain_acc <= prev.retain_acc:
@@ -257,7 +272,7 @@ def search(sc, ev, bases, method: str, ctx: JobContext, unlearn, keep_model: boo
             candidates.append(c)
             if c.forget_acc != c.forget_acc:  # NaN: the outputs overflowed; never a choice
                 return
-            rank = _rank(c, target)
+            rank = _rank(c, target, floor)
             if keep_model and (not best or rank > best["rank"]):
                 best.update(rank=rank, at=(lr, epoch + 1), state=copy.deepcopy(state.model.state_dict()),
                             seconds=seconds)
@@ -279,8 +294,8 @@ def search(sc, ev, bases, method: str, ctx: JobContext, unlearn, keep_model: boo
     scored = [c for c in candidates if c.forget_acc == c.forget_acc]
     if not scored and first_error is not None:
         raise first_error
-    choice = choose(scored, target, knobs.tolerance)
-    out = block(choice, candidates, recipe, target, knobs.tolerance, time.perf_counter() - t0)
+    choice = choose(scored, target, knobs.tolerance, floor)
+    out = block(choice, candidates, recipe, target, knobs.tolerance, time.perf_counter() - t0, floor)
     save_cached(calibration_key(sc.cfg, method), out)
     chosen = out["choice"]
     # the streamed best is the choice (same ranking); anything else (none, or its run diverged later)

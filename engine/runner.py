@@ -382,8 +382,7 @@ def calibrated_unlearn(sc: Scenario, ev: EvalSet, bases: Bases, method_name: str
         model, entry = unlearn(sc, ev, bases, method_name, ctx, plugin=plugin, epoch_embed=epoch_embed)
         if mode == "cached":
             why = "no comparison of this scenario has calibrated it yet (run one, or --calibrate on)"
-        entry["calibration"] = calibrate.check_block(model, ev, bases, recipe, f"recipe as given ({why})",
-                                                     cfg.calibration.tolerance)
+        entry["calibration"] = calibrate.check_block(model, ev, bases, recipe, f"recipe as given ({why})", cfg)
         return model, entry
     with store.cache_lock(key, wait=ctx.check):  # a second worker waits, then reuses this one's choice
         found = found or calibrate.load_cached(key)

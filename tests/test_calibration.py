@@ -45,6 +45,17 @@ def test_choose_marks_none_qualifies_and_keeps_the_closest():
     assert not choose([], 0.0, 0.05).reached
 
 
+def test_a_setting_that_breaks_the_model_does_not_qualify():
+    # lr 0.09 "forgets" by collapsing retain accuracy to 0.40: destroyed, not forgotten
+    cands = [_c(0.03, 10, 0.12, 0.99), _c(0.09, 1, 0.02, 0.40), _c(0.09, 2, 0.00, 0.31)]
+    ch = choose(cands, target=0.0, tolerance=0.05, floor=0.5)
+    assert not ch.reached and ch.index == 0  # the closest working setting, marked
+    assert "without collapsing retain accuracy below 0.500 (2 did, by breaking the model)" in ch.reason
+    assert choose(cands, target=0.0, tolerance=0.05).index == 1  # with no floor the broken one would win
+    ok = choose(cands + [_c(0.03, 12, 0.04, 0.6)], target=0.0, tolerance=0.05, floor=0.5)
+    assert ok.reached and ok.index == 3
+
+
 def test_choose_breaks_ties_towards_fewer_epochs():
     ch = choose([_c(0.1, 3, 0.0, 0.99), _c(0.1, 1, 0.0, 0.99)], 0.0, 0.05)
     assert ch.index == 1
