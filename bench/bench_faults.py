@@ -137,7 +137,7 @@ def main() -> int:
 
 def run(args, home: Path, api, jobs, rng: random.Random, faults: Faults, t_start: float) -> int:
     from engine.cachecheck import folder_problem
-    from engine.config import ConfigError
+    from engine.config import ConfigError, apply_sets
     # -- phase 1: jobs under kills, SIGTERMs and pauses ----------------------------------------------
     faults.spawn()
     faults.spawn()
@@ -200,9 +200,9 @@ def run(args, home: Path, api, jobs, rng: random.Random, faults: Faults, t_start
 
     # -- phase 3: invalid submissions ----------------------------------------------------------------
     accepted = []
-    parsed = [x for x in BAD_SETS if _parses(jobs, x)]
+    parsed = [x for x in BAD_SETS if _parses(x)]
     tried = len(BAD_SETS) - len(parsed)  # refused already by the --set parser
-    for kind, s in [("run", {"preset": "digits", "overrides": jobs.apply_sets({}, [x])}) for x in parsed] + BAD_SPECS:
+    for kind, s in [("run", {"preset": "digits", "overrides": apply_sets({}, [x])}) for x in parsed] + BAD_SPECS:
         tried += 1
         try:
             job = api.submit(kind, s)
@@ -254,9 +254,10 @@ def run(args, home: Path, api, jobs, rng: random.Random, faults: Faults, t_start
     return 0
 
 
-def _parses(jobs, text: str) -> bool:
+def _parses(text: str) -> bool:
+    from engine.config import apply_sets
     try:
-        jobs.apply_sets({}, [text])
+        apply_sets({}, [text])
         return True
     except Exception:  # noqa: BLE001 - refused by the --set parser itself
         return False

@@ -10,7 +10,6 @@ server this module starts with .ci/postgres.sh (no install attempted); skipped o
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import socket
