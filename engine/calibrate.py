@@ -279,7 +279,9 @@ def search(sc, ev, bases, method: str, ctx: JobContext, unlearn, keep_model: boo
 
         n_before = len(candidates)
         try:
-            model, entry = unlearn(sc, ev, bases, method, ctx, cfg=run_cfg, epoch_hook=score)
+            # no per-epoch CKA for candidates (CKA on two splits per candidate epoch): the kept run's
+            # history has per-epoch losses, not CKA by epoch
+            model, entry = unlearn(sc, ev, bases, method, ctx, cfg=run_cfg, epoch_hook=score, epoch_probes=False)
             if best and best["at"][0] == lr:
                 kept = (lr, model, entry)  # an earlier run's model is no longer needed
         except DivergenceError as err:

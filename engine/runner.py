@@ -324,10 +324,11 @@ def _unflatten_arrays(flat: dict, points: list[str]) -> dict:
 
 def unlearn(sc: Scenario, ev: EvalSet, bases: Bases, method_name: str, ctx: JobContext,
             plugin: bool = False, epoch_embed: bool = False, cfg: RunConfig | None = None,
-            epoch_hook=None) -> tuple[nn.Module, dict]:
+            epoch_hook=None, epoch_probes: bool = True) -> tuple[nn.Module, dict]:
     """Copy the original, run the method through the shared loop; returns (model, partial run entry).
     `cfg` replaces the scenario's config for this run (calibration's candidates); `epoch_hook(epoch,
-    state, seconds)` sees the model after every epoch (and may end the run by setting state.stop)."""
+    state, seconds)` sees the model after every epoch (and may end the run by setting state.stop);
+    `epoch_probes=False` skips the per-epoch CKA (calibration scores candidates itself)."""
     cfg = cfg or sc.cfg
     cfg = cfg if plugin or cfg.plugin == "none" else cfg.model_copy(update={"plugin": "none"})
     method = build_method(cfg, method_name)
@@ -342,7 +343,7 @@ def unlearn(sc: Scenario, ev: EvalSet, bases: Bases, method_name: str, ctx: JobC
 
     def on_epoch(epoch, row):
         t = time.perf_counter()
-        extra = epoch_probe(model, ev) if sc.cfg.eval.epoch_cka else {}
+        extra = epoch_probe(model, ev) if sc.cfg.eval.epoch_cka and epoch_probes else {}
         if epoch_embed:
             _, feats = forward_all(model, ev.x[ev.embed_idx])
             epoch_feats.append(feats[-1].cpu().numpy())
