@@ -1,6 +1,7 @@
 """Pure figure builders: plain dicts and arrays in, Plotly figures out.
 
-Nothing here imports Streamlit or the engine; every builder can be tested on hand-made inputs.
+Nothing here imports Streamlit or the engine (only its plain-Python catalog of method labels and
+colours); every builder can be tested on hand-made inputs.
 Conventions shared by all figures:
   * one colour per method everywhere (`method_color`), reference runs in greys;
   * CKA always on a fixed 0..1 colour scale (`zmin=0, zmax=1`), so colours compare across figures;
@@ -18,28 +19,13 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from engine.catalog import METHODS, base_method
+
 # -- names and colours -------------------------------------------------------------------------
 
-DISPLAY_NAMES = {
-    "original": "Original", "retrain": "Retrain", "ec": "EC", "ft": "FT", "ga": "GA",
-    "neggrad_plus": "NegGrad+", "rl": "RL", "l1_sparse": "ℓ1-sparse", "salun": "SalUn",
-    "scrub": "SCRUB", "boundary_shrink": "Boundary shrink", "cu": "CU",
-}
-
-_BASE_COLORS = {
-    "original": "#8c8c8c",
-    "retrain": "#222222",
-    "ec": "#d62839",
-    "ft": "#4e79a7",
-    "ga": "#f28e2b",
-    "neggrad_plus": "#76b7b2",
-    "rl": "#59a14f",
-    "l1_sparse": "#c9a227",
-    "salun": "#b07aa1",
-    "scrub": "#ff9da7",
-    "boundary_shrink": "#9c755f",
-    "cu": "#17becf",
-}
+# Methods' labels and colours live in engine/catalog.py; the reference "original" is no method.
+DISPLAY_NAMES = {"original": "Original", **{name: info.label for name, info in METHODS.items()}}
+_BASE_COLORS = {"original": "#8c8c8c", **{name: info.color for name, info in METHODS.items()}}
 _FALLBACK = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#7f7f7f", "#ff7f0e"]
 
 # Class colours for embeddings (distinct from the method palette on purpose).
@@ -50,11 +36,6 @@ CLASS_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"
 CKA_COLORSCALE = "Viridis"
 REFERENCE_RUNS = ("original", "retrain")
 _FONT = dict(family="Inter, Helvetica Neue, Arial, sans-serif", size=13)
-
-
-def base_method(name: str) -> str:
-    """'ft+ec' -> 'ft'; 'ec' -> 'ec'."""
-    return name.split("+", 1)[0] if name else name
 
 
 def display_name(name: str) -> str:

@@ -1,7 +1,7 @@
 """Pure helpers behind the pages: summaries of results.json, job labels, the launch spec.
 
-No Streamlit and no torch here (only engine.config, which imports pydantic), so every function is
-testable on plain dicts.
+No Streamlit and no torch here (only engine.config, which imports pydantic, and the plain-Python
+engine.catalog), so every function is testable on plain dicts.
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from engine.catalog import base_method
 
 from .calibration import not_forgotten
 
@@ -550,11 +552,7 @@ def config_from_results_run(results: Mapping, name: str) -> dict | None:
     if not cfg or name in REFERENCE:
         return None
     run = (results.get("runs") or {}).get(name) or {}
-    method = run.get("method") or base_name(name)
+    method = run.get("method") or base_method(name)
     cfg["method"] = method
     cfg["plugin"] = "ec" if name.endswith("+ec") else "none"
     return {"config": cfg, "source": f"{name} from job results"}
-
-
-def base_name(name: str) -> str:
-    return name.split("+", 1)[0]

@@ -15,22 +15,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-DATASET_CLASSES = {"digits": 10, "teach": 10, "mnist": 10, "fashion-mnist": 10, "cifar10": 10, "cifar100": 100}
+from .catalog import DATASETS, METHODS, SUPERVISION_POINTS as _CATALOG_POINTS
 
-# Supervision points per architecture (module names, in forward order). The last one is the
-# penultimate feature where the model's real head sits; EC supervises all of them.
-SUPERVISION_POINTS: dict[str, list[str]] = {
-    "small_cnn": ["block1", "block2", "block3", "block4"],
-    "resnet18": ["layer1", "layer2", "layer3", "layer4"],
-    "resnet50": ["layer1", "layer2", "layer3", "layer4"],
-    "vit_tiny": ["blocks.1", "blocks.3", "blocks.5", "norm"],
-    # torchvision's standard ResNets (ImageNet stem), e.g. for audited outside checkpoints
-    "tv_resnet18": ["layer1", "layer2", "layer3", "layer4"],
-    "tv_resnet50": ["layer1", "layer2", "layer3", "layer4"],
-}
+DATASET_CLASSES = {name: info.num_classes for name, info in DATASETS.items()}
 
-METHOD_NAMES = ["retrain", "ft", "ga", "neggrad_plus", "rl", "l1_sparse", "salun", "scrub",
-                "boundary_shrink", "cu", "ec"]
+# Supervision points per architecture (engine/catalog.py), as lists.
+SUPERVISION_POINTS: dict[str, list[str]] = {arch: list(points) for arch, points in _CATALOG_POINTS.items()}
+
+METHOD_NAMES = list(METHODS)
 
 
 class ConfigError(ValueError):
@@ -144,6 +136,10 @@ class ScrubConfig(MethodConfig):
     alpha: float = Field(1.0, ge=0, le=100)  # weight of retain KL in min-steps
 
 
+class ScrubAltConfig(ScrubConfig):
+    """SCRUB with its original alternating passes (engine/methods/scrub_alt.py): scrub's recipe."""
+
+
 class BoundaryShrinkConfig(MethodConfig):
     bound: float = Field(0.1, gt=0, le=10)  # FGSM step size in input space
 
@@ -170,6 +166,7 @@ class MethodsConfig(_Strict):
     l1_sparse: L1SparseConfig = L1SparseConfig()
     salun: SalUnConfig = SalUnConfig()
     scrub: ScrubConfig = ScrubConfig()
+    scrub_alt: ScrubAltConfig = ScrubAltConfig()
     boundary_shrink: BoundaryShrinkConfig = BoundaryShrinkConfig()
     cu: CUConfig = CUConfig()
     ec: ECMethodConfig = ECMethodConfig()
@@ -298,6 +295,7 @@ _OPTML_METHODS: dict[str, dict[str, Any]] = {
     "l1_sparse": {"epochs": 10, "lr": 0.01, "alpha": 1e-4, "batch_size": 256},
     "salun": {"epochs": 10, "lr": 0.01, "batch_size": 256},
     "scrub": {"epochs": 5, "lr": 5e-4, "max_epochs": 2, "batch_size": 256},
+    "scrub_alt": {"epochs": 5, "lr": 5e-4, "max_epochs": 2, "batch_size": 256},
     "boundary_shrink": {"epochs": 5, "lr": 1e-5, "batch_size": 256},
     "cu": {"epochs": 5, "lr": 0.01, "batch_size": 256},
     "ec": {"epochs": 5, "lr": 0.01, "batch_size": 256},
@@ -313,6 +311,7 @@ _TEACH_METHODS: dict[str, dict[str, Any]] = {
     "l1_sparse": {"epochs": 5, "lr": 0.1},
     "salun": {"epochs": 5, "lr": 0.003},
     "scrub": {"epochs": 10, "lr": 0.001},
+    "scrub_alt": {"epochs": 10, "lr": 0.001},  # scrub's
     "boundary_shrink": {"epochs": 3, "lr": 0.003},
     "cu": {"epochs": 10, "lr": 0.03},
     "ec": {"epochs": 10, "lr": 0.01},

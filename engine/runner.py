@@ -19,6 +19,7 @@ from torch import nn
 from . import calibrate
 from . import results as results_schema
 from . import store
+from .catalog import default_compare
 from .config import (METHOD_NAMES, ConfigError, RunConfig, aux_key, make_config, original_key, retrain_key,
                      stable_hash, validate)
 from .data.datasets import load_dataset
@@ -34,7 +35,7 @@ from .models import create_model, point_channels
 from .training import LoopState, pick_device, run_loop
 
 JOB_KINDS = ("run", "compare", "base", "embed", "audit")
-COMPARE_DEFAULT = [m for m in METHOD_NAMES if m != "retrain"]
+COMPARE_DEFAULT = default_compare()  # the catalog's in_default_compare methods
 
 
 # -- specs -------------------------------------------------------------------------------------

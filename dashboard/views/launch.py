@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import audit_form, calibration, data, figures, logic, runinfo, text, verdict, widgets
+from engine.catalog import class_names
 from engine.config import DATASET_CLASSES, METHOD_NAMES, SUPERVISION_POINTS, ConfigError, make_config
 
 ss = st.session_state
@@ -175,7 +176,7 @@ def form() -> None:
 
     dataset = d["data"]["dataset"]
     n_classes = DATASET_CLASSES.get(dataset, 10)
-    names = _class_names(dataset, n_classes)
+    names = class_names(dataset, n_classes)
     c1, c2 = st.columns([1, 2])
     mode = c1.radio("Forget request", ["classes", "random share"], key="l_forget_mode", horizontal=True,
                     persist_state=P)
@@ -207,14 +208,6 @@ def form() -> None:
               "random": share, "seed": seed, "device": device, "calibrate": calibrate}
     if st.button("Queue run", type="primary", key="l_submit", icon=":material/play_arrow:"):
         queue(values, extra_ov)
-
-
-def _class_names(dataset: str, n: int) -> list[str]:
-    if dataset in ("cifar10",):
-        return ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    if dataset == "fashion-mnist":
-        return ["T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
-    return [str(i) for i in range(n)]
 
 
 def _fmt_class(c, names) -> str:
