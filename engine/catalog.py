@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 UNLEARNING_KNOBS = ("epochs", "lr")  # every unlearning method's fields in the Launch form
 CONTRASTIVE_KNOBS = ("tau", "lambda_cu", "lambda_ce")
+EC_SECTION_KNOBS = ("weights",) + CONTRASTIVE_KNOBS  # the form knobs that live in the `ec` section
 
 
 @dataclass(frozen=True)
@@ -23,15 +24,20 @@ class MethodInfo:
     color: str  # one colour per method on every page (a "+ec" run gets a darker shade)
     hp_class: str  # its hyperparameter class in engine.config (section methods.<name>)
     module: str  # the engine.methods module that registers it
-    needs_aux: bool = False  # trains with EC's auxiliary modules (pretrained once per original)
-    form_knobs: tuple[str, ...] = UNLEARNING_KNOBS  # what the Launch form lets the user set
+    needs_aux: bool = False  # trains with EC's auxiliary modules (pretrained once per original, set by `ec`)
+    reads_ec: bool = False  # its loss is EC's: it reads the `ec` section (layer weights, tau, lambdas)
+    pluggable: bool = True  # the EC plug-in can be added to it (`plugin: ec`)
+    # what the Launch form lets the user set: fields of methods.<name>, and for a `reads_ec` method the
+    # EC_SECTION_KNOBS of the `ec` section
+    form_knobs: tuple[str, ...] = UNLEARNING_KNOBS
     in_default_compare: bool = True  # part of a comparison that names no methods
 
 
 # Order is the order of every list the user sees (form, CLI help, default comparison).
 METHODS: dict[str, MethodInfo] = {
     # retrain is the reference row of every comparison and uses the preset's `train` recipe
-    "retrain": MethodInfo("Retrain", "#222222", "MethodConfig", "baselines", form_knobs=(),
+    # (no plug-in: it never sees the forget set)
+    "retrain": MethodInfo("Retrain", "#222222", "MethodConfig", "baselines", pluggable=False, form_knobs=(),
                           in_default_compare=False),
     "ft": MethodInfo("FT", "#4e79a7", "FTConfig", "baselines"),
     "ga": MethodInfo("GA", "#f28e2b", "GAConfig", "baselines"),
@@ -46,8 +52,9 @@ METHODS: dict[str, MethodInfo] = {
     "boundary_shrink": MethodInfo("Boundary shrink", "#9c755f", "BoundaryShrinkConfig", "baselines"),
     "cu": MethodInfo("CU", "#17becf", "CUConfig", "ec.method", needs_aux=True,
                      form_knobs=UNLEARNING_KNOBS + CONTRASTIVE_KNOBS),
-    "ec": MethodInfo("EC", "#d62839", "ECMethodConfig", "ec.method", needs_aux=True,
-                     form_knobs=UNLEARNING_KNOBS + ("weights",) + CONTRASTIVE_KNOBS),
+    # (no plug-in: EC already is that loss)
+    "ec": MethodInfo("EC", "#d62839", "ECMethodConfig", "ec.method", needs_aux=True, reads_ec=True,
+                     pluggable=False, form_knobs=UNLEARNING_KNOBS + EC_SECTION_KNOBS),
 }
 
 
@@ -58,6 +65,27 @@ def method_names() -> list[str]:
 def default_compare() -> list[str]:
     """The methods of a comparison that names none (retrain is its reference row anyway)."""
     return [name for name, info in METHODS.items() if info.in_default_compare]
+
+
+def needs_aux(names, plugin: bool = False) -> bool:
+    """Whether runs of these methods (one name or several), with or without the EC plug-in, need EC's
+    auxiliary modules."""
+    names = [names] if isinstance(names, str) else names
+    return plugin or any(METHODS[n].needs_aux for n in names)
+
+
+def reads_ec(name: str, plugin: bool = False) -> bool:
+    """Whether a run of `name` (with or without the plug-in) reads the `ec` section's loss knobs; a
+    name the catalog does not know (an audited outside model) reads none."""
+    info = METHODS.get(name)
+    return plugin or (info is not None and info.reads_ec)
+
+
+def method_knobs(name: str) -> list[str]:
+    """The Launch form's knobs of `name` that are options of its own section methods.<name> (a
+    `reads_ec` method's EC_SECTION_KNOBS set the `ec` section instead)."""
+    info = METHODS[name]
+    return [k for k in info.form_knobs if not (info.reads_ec and k in EC_SECTION_KNOBS)]
 
 
 def base_method(name: str) -> str:

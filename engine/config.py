@@ -262,7 +262,7 @@ class RunConfig(_Strict):
                 raise ValueError(f"forget.classes would forget all {n} classes: keep at least one")
         if self.data.dataset == "imagefolder" and not self.data.data_dir:
             raise ValueError("data.data_dir is required for imagefolder: point it at a folder of class subfolders")
-        if self.plugin == "ec" and self.method in ("ec", "retrain"):
+        if self.plugin == "ec" and not METHODS[self.method].pluggable:
             raise ValueError(f"plugin: the EC plug-in adds to another method; not to {self.method!r}")
         return self
 
