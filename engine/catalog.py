@@ -130,6 +130,10 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+# every name `data.dataset` accepts: the table's, and image folders (classes from the folder layout)
+DATASET_NAMES: tuple[str, ...] = (*DATASETS, "imagefolder")
+
+
 def class_names(dataset: str, n: int) -> list[str]:
     """Display names of a data set's classes; the ids as text where the data set has no names
     (or is not in the table, e.g. an image folder of n classes)."""

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .catalog import DATASETS, METHODS, SUPERVISION_POINTS as _CATALOG_POINTS
+from .catalog import DATASET_NAMES, DATASETS, METHODS, SUPERVISION_POINTS as _CATALOG_POINTS
 
 DATASET_CLASSES = {name: info.num_classes for name, info in DATASETS.items()}
 
@@ -39,7 +39,7 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    dataset: Literal["digits", "teach", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"] = "digits"
+    dataset: Literal[DATASET_NAMES] = "digits"  # engine/catalog.py
     data_dir: str | None = None  # default: $ECLAB_DATA or ~/.cache/eclab/data
     download: bool = False  # only fetch data when the user asks
     image_size: int | None = Field(None, ge=8, le=512)  # imagefolder resize (default 32)
@@ -73,7 +73,7 @@ class ForgetConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    arch: Literal["small_cnn", "resnet18", "resnet50", "vit_tiny", "tv_resnet18", "tv_resnet50"] = "small_cnn"
+    arch: Literal[tuple(_CATALOG_POINTS)] = "small_cnn"  # the architectures of engine/catalog.py
     width: int = Field(32, ge=4, le=256)  # small_cnn base width; ignored by the others
 
 
