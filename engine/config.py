@@ -137,7 +137,17 @@ class ScrubConfig(MethodConfig):
 
 
 class ScrubAltConfig(ScrubConfig):
-    """SCRUB with its original alternating passes (engine/methods/scrub_alt.py): scrub's recipe."""
+    """SCRUB with its original alternating passes (engine/methods/scrub_alt.py), at the SCRUB authors'
+    class-forgetting recipe (meghdadk/SCRUB, large_scale_unlearning.ipynb: msteps 2 of 3 epochs,
+    gamma 0.99, alpha 0.001, kd_T 4, SGD). scrub's recipe (alpha 1, 1 max-epoch) did not forget with
+    these passes (digits class 5, calibrated: forget 0.669 at best, retrain 0.0). lr tuned on digits
+    (class 3, seed 0) under the digits rule: the authors' 5e-4 left forget accuracy at 1.0 and 0.001
+    at 0.964; 0.003 reached 0.000 with retain 1.000 (the measurements: the method's docstring)."""
+    epochs: int = Field(3, ge=1, le=1000)
+    lr: float = Field(0.003, gt=0, le=10)
+    max_epochs: int = Field(2, ge=0, le=1000)  # epochs (from the start) that begin with a max pass
+    gamma: float = Field(0.99, ge=0, le=100)  # weight of retain CE in min-steps
+    alpha: float = Field(0.001, ge=0, le=100)  # weight of retain KL in min-steps
 
 
 class BoundaryShrinkConfig(MethodConfig):
@@ -295,7 +305,7 @@ _OPTML_METHODS: dict[str, dict[str, Any]] = {
     "l1_sparse": {"epochs": 10, "lr": 0.01, "alpha": 1e-4, "batch_size": 256},
     "salun": {"epochs": 10, "lr": 0.01, "batch_size": 256},
     "scrub": {"epochs": 5, "lr": 5e-4, "max_epochs": 2, "batch_size": 256},
-    "scrub_alt": {"epochs": 5, "lr": 5e-4, "max_epochs": 2, "batch_size": 256},
+    "scrub_alt": {"epochs": 3, "lr": 5e-4, "max_epochs": 2, "batch_size": 256},  # the SCRUB authors' CIFAR-10
     "boundary_shrink": {"epochs": 5, "lr": 1e-5, "batch_size": 256},
     "cu": {"epochs": 5, "lr": 0.01, "batch_size": 256},
     "ec": {"epochs": 5, "lr": 0.01, "batch_size": 256},
@@ -311,7 +321,7 @@ _TEACH_METHODS: dict[str, dict[str, Any]] = {
     "l1_sparse": {"epochs": 5, "lr": 0.1},
     "salun": {"epochs": 5, "lr": 0.003},
     "scrub": {"epochs": 10, "lr": 0.001},
-    "scrub_alt": {"epochs": 10, "lr": 0.001},  # scrub's
+    "scrub_alt": {"epochs": 3, "lr": 0.003},  # forget 0.000, retain 1.000 (lr 0.001 left forget at 0.077)
     "boundary_shrink": {"epochs": 3, "lr": 0.003},
     "cu": {"epochs": 10, "lr": 0.03},
     "ec": {"epochs": 10, "lr": 0.01},
@@ -454,7 +464,7 @@ def option_table() -> list[tuple[str, Any, str]]:
                 walk(ann, f"{prefix}{name}.")
                 continue
             cons = ", ".join(str(m) for m in field.metadata) or str(ann).replace("typing.", "")
-            rows.append((prefix + name, field.default, cons))
+            rows.append((prefix + name, field.get_default(call_default_factory=True), cons))  # lr_factors has a factory
 
     walk(RunConfig, "")
     return rows
