@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.config import apply_sets, make_config  # noqa: E402
 from engine.evaluate import evaluate, prepare_references  # noqa: E402
 from engine.events import JobContext  # noqa: E402
-from engine.runner import base_models, eval_set, load_scenario, mean_mid_cka, unlearn  # noqa: E402
+from engine.runner import base_models, eval_set, load_scenario, mean_mid_cka  # noqa: E402
+from engine.unlearning import unlearn  # noqa: E402
 
 
 def choose(rows: list[dict], retrain_forget: float, tol: float = 0.05) -> dict | None:

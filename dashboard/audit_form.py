@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import data, logic
+from dashboard import data, launch_spec, logic
 from engine.audit import MAX_UPLOAD_MB  # torch-free at import
 from engine.config import SUPERVISION_POINTS, ConfigError
 
@@ -67,7 +67,7 @@ def section() -> None:
                "accepted. Keys must match the architecture exactly.")
     with st.form("audit_form"):
         c1, c2, c3 = st.columns(3)
-        preset = c1.selectbox("Data set / preset", logic.PRESET_CHOICES, key="a_preset")
+        preset = c1.selectbox("Data set / preset", launch_spec.PRESET_CHOICES, key="a_preset")
         arch = c2.selectbox("Architecture", ["(preset default)", *SUPERVISION_POINTS], key="a_arch")
         forget = c3.text_input("Forget classes", "3", key="a_forget", help="class-wise forgetting, e.g. 3 or 3,5")
         c1, c2 = st.columns([2, 1])

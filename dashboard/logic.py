@@ -1,15 +1,14 @@
-"""Pure helpers behind the pages: summaries of results.json, job labels, the launch spec.
+"""Pure helpers behind the pages: summaries of results.json, job labels, error messages (the Launch
+form's spec: dashboard/launch_spec.py).
 
-No Streamlit and no torch here (only engine.config, which imports pydantic), so every function is
-testable on plain dicts.
+No Streamlit and no torch here (only engine.config, which imports pydantic, and the plain-Python
+engine.catalog), so every function is testable on plain dicts.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import math
-import re
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from .calibration import not_forgotten
 
@@ -384,23 +383,7 @@ def last_stage(events: Sequence[Mapping]) -> Mapping | None:
     return next((e for e in reversed(events) if e.get("type") == "stage"), None)
 
 
-# -- launch form ---------------------------------------------------------------------------------
-
-TEMPERATURES = [0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0]
-LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.05, 0.1, 0.3, 1.0]
-def _known_presets(names: Sequence[str]) -> list[str]:
-    """The presets of this list that engine.config defines (the synthetic "teach" preset is newer)."""
-    from engine.config import PRESETS
-    return [n for n in names if n in PRESETS]
-
-
-PRESET_CHOICES = _known_presets(["digits", "teach", "mnist", "fashion-mnist", "cifar10", "cifar100", "cifar10-vit"])
-PRESET_NOTES = {"digits": "8×8 handwritten digits, built in (CPU, ~1 min)",
-                "teach": "synthetic oriented textures, built in (CPU): made to show superficial forgetting",
-                "mnist": "MNIST 28×28 (needs the data set on disk)",
-                "fashion-mnist": "Fashion-MNIST 28×28 (needs the data set on disk)",
-                "cifar10": "CIFAR-10, ResNet-18 (GPU)", "cifar100": "CIFAR-100, ResNet-50 (GPU)",
-                "cifar10-vit": "CIFAR-10, small ViT (GPU)"}
+# -- error messages ------------------------------------------------------------------------------
 
 # Form control that sets each option, for error messages that say where to fix it.
 OPTION_CONTROLS = {
@@ -409,78 +392,6 @@ OPTION_CONTROLS = {
     "method": "Method", "plugin": "EC plug-in", "beta": "β", "seed": "Seed", "model.arch": "Architecture",
     "preset": "Data set / preset", "calibrate": "Calibration",
 }
-
-
-def with_value(options: Sequence[float], value: float) -> list[float]:
-    """Options of a select_slider that always contain `value` (inserted in order)."""
-    opts = list(options)
-    if value is not None and not any(math.isclose(value, o, rel_tol=1e-9) for o in opts):
-        opts = sorted(opts + [value])
-    return opts
-
-
-def nearest(options: Sequence[float], value: float) -> float:
-    return min(options, key=lambda o: abs(math.log(o) - math.log(value)) if o > 0 and value > 0 else abs(o - value))
-
-
-_CLASS_RE = re.compile(r"^\s*(-?\d+)")
-
-
-def parse_classes(values: Sequence[Any]) -> list[int]:
-    """Forget classes from the multiselect: ints, or strings typed by the user ("12") or the
-    displayed option ("3 · cat"). Raises engine.config.ConfigError naming forget.classes."""
-    from engine.config import ConfigError
-    out = []
-    for v in values:
-        if isinstance(v, bool):
-            raise ConfigError("forget.classes", f"{v!r} is not a class id")
-        if isinstance(v, int):
-            out.append(v)
-            continue
-        m = _CLASS_RE.match(str(v))
-        if not m:
-            raise ConfigError("forget.classes", f"{v!r} is not a class id: give whole numbers such as 3")
-        out.append(int(m.group(1)))
-    return out
-
-
-def build_run_spec(v: Mapping[str, Any], extra: Mapping | None = None) -> dict:
-    """The job spec for kind "run" from the form values (over `extra`, options kept from a hand-off).
-
-    v keys: preset, method, plugin (bool), beta, arch, weights (list), tau, lambda_cu, lambda_ce,
-    epochs, lr, forget_mode ("classes"|"random"), classes (list), random (float), seed, device, and
-    optionally calibrate ("auto"|"on"|"off", config `calibrate`, at the top level of the overrides)."""
-    method = v["method"]
-    ov: dict[str, Any] = {"method": method, "seed": int(v.get("seed", 0)), "model": {"arch": v["arch"]}}
-    if v.get("device") and v["device"] != "auto":
-        ov["device"] = v["device"]
-    if v.get("calibrate"):
-        ov["calibrate"] = v["calibrate"]
-    if v.get("forget_mode") == "random":
-        ov["forget"] = {"random": float(v["random"])}
-    else:
-        ov["forget"] = {"classes": parse_classes(v.get("classes") or [])}
-    if method != "retrain":
-        mc: dict[str, Any] = {"epochs": int(v["epochs"]), "lr": float(v["lr"])}
-        if method == "cu":
-            mc.update(tau=float(v["tau"]), lambda_cu=float(v["lambda_cu"]), lambda_ce=float(v["lambda_ce"]))
-        ov["methods"] = {method: mc}
-    uses_ec = method == "ec" or bool(v.get("plugin"))
-    if v.get("plugin"):
-        ov["plugin"] = "ec"
-        ov["beta"] = float(v["beta"])
-    if uses_ec:
-        ov["ec"] = {"weights": [float(w) for w in v["weights"]], "tau": float(v["tau"]),
-                    "lambda_cu": float(v["lambda_cu"]), "lambda_ce": float(v["lambda_ce"])}
-    if extra:
-        ov = merge(extra, ov)
-    return {"preset": v["preset"], "overrides": ov}
-
-
-def check_spec(spec: Mapping):
-    """Validate a run spec with engine.config; returns the RunConfig or raises ConfigError."""
-    from engine.config import make_config
-    return make_config(spec.get("preset", "digits"), spec.get("overrides") or {})
 
 
 def error_text(err: Exception) -> str:
@@ -507,76 +418,3 @@ def _method_control(option: str) -> str | None:
     if option.startswith("methods."):
         return {"epochs": "Unlearning epochs", "lr": "Learning rate"}.get(option.rsplit(".", 1)[-1])
     return None
-
-
-def prefill_config(prefill: Mapping):
-    """A RunConfig from a hand-off dict: {"config": full dict} or {"preset", "overrides"}."""
-    from engine.config import make_config, validate
-    if prefill.get("config"):
-        return validate(dict(prefill["config"]))
-    return make_config(prefill.get("preset", "digits"), prefill.get("overrides") or {})
-
-
-# Options the Launch form sets itself; everything else a hand-off carries is kept as "extra" overrides.
-FORM_OPTIONS = {"preset", "method", "plugin", "beta", "seed", "device", "calibrate", "model.arch", "forget.classes",
-                "forget.random", "ec.weights", "ec.tau", "ec.lambda_cu", "ec.lambda_ce"}
-
-
-def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _unflatten(flat: Mapping[str, Any]) -> dict:
-    out: dict = {}
-    for key, v in flat.items():
-        node = out
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = v
-    return out
-
-
-def extra_overrides(cfg, defaults: Mapping) -> dict:
-    """What a handed-over RunConfig changes from its preset's defaults beyond the form's own options
-    (e.g. train.epochs, model.width, eval.*, other methods' knobs): nested overrides to keep."""
-    own = set(FORM_OPTIONS)
-    if cfg.method != "retrain":
-        own |= {f"methods.{cfg.method}.epochs", f"methods.{cfg.method}.lr"}
-    if cfg.method == "cu":
-        own |= {"methods.cu.tau", "methods.cu.lambda_cu", "methods.cu.lambda_ce"}
-    full, base = _flatten(cfg.model_dump()), _flatten(dict(defaults))
-    return _unflatten({k: v for k, v in full.items() if k not in own and base.get(k, object()) != v})
-
-
-def merge(base: Mapping, over: Mapping) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
-    return out
-
-
-def dotted(d: Mapping) -> list[str]:
-    return [f"{k}={v}" for k, v in _flatten(d).items()]
-
-
-def config_from_results_run(results: Mapping, name: str) -> dict | None:
-    """A hand-off for the Launch form that reproduces one run of a results file."""
-    cfg = dict(results.get("config") or {})
-    if not cfg or name in REFERENCE:
-        return None
-    run = (results.get("runs") or {}).get(name) or {}
-    method = run.get("method") or base_name(name)
-    cfg["method"] = method
-    cfg["plugin"] = "ec" if name.endswith("+ec") else "none"
-    return {"config": cfg, "source": f"{name} from job results"}
-
-
-def base_name(name: str) -> str:
-    return name.split("+", 1)[0]

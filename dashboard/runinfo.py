@@ -12,6 +12,8 @@ import functools
 import json
 from collections.abc import Mapping, Sequence
 
+from engine.catalog import base_method, reads_ec
+
 from .logic import REFERENCE, num
 
 
@@ -73,7 +75,7 @@ def config_settings(cfg: Mapping | None) -> str:
     """The short form of a full config dict (a job spec's "config", or results.json's)."""
     cfg = cfg or {}
     method = cfg.get("method") or "ec"
-    uses_ec = method == "ec" or cfg.get("plugin") == "ec"
+    uses_ec = reads_ec(method, cfg.get("plugin") == "ec")
     ec = dict(cfg.get("ec") or {})
     hp = (cfg.get("methods") or {}).get(method) or {}
     n = len(ec.get("weights") or []) or _n_points((cfg.get("model") or {}).get("arch"))
@@ -98,8 +100,8 @@ def run_settings(results: Mapping, name: str) -> str:
     cfg = results.get("config") or {}
     run = (results.get("runs") or {}).get(name) or {}
     params = run.get("params") or {}
-    method = run.get("method") or name.split("+", 1)[0]
-    uses_ec = method == "ec" or name.endswith("+ec")
+    method = run.get("method") or base_method(name)
+    uses_ec = reads_ec(method, name.endswith("+ec"))
     ec = dict(params.get("ec") or cfg.get("ec") or {})
     if params.get("layer_weights") and not ec.get("weights"):
         ec["weights"] = params["layer_weights"]

@@ -29,7 +29,7 @@ part of the search: EC is calibrated at the preset's default knobs, and what a u
 at that calibrated strength.
 
 `choose` is the rule as a pure function on candidate scores; the rest runs candidates through the
-one training loop (runner.unlearn).
+one training loop (engine.unlearning.unlearn).
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from . import store
+from .catalog import needs_aux
 from .config import RunConfig, make_config, scenario_dict, stable_hash
 from .events import DivergenceError, JobContext
 
@@ -159,7 +160,7 @@ def calibration_key(cfg: RunConfig, method: str) -> str:
     d = {"v": CACHE_VERSION, "scenario": scenario_dict(cal), "method": method,
          "hp": cal.method_config(method).model_dump(), "calibration": cal.calibration.model_dump(),
          "max_samples": cal.eval.max_samples}
-    if method in ("ec", "cu"):
+    if needs_aux(method):  # its auxiliary modules come from the `ec` section
         d["ec"] = cal.ec.model_dump()
     return "calib-" + stable_hash(d)
 
@@ -235,7 +236,7 @@ def accuracy_on(model, ev, idx: torch.Tensor) -> float:
 
 
 def search(sc, ev, bases, method: str, ctx: JobContext, unlearn, keep_model: bool) -> Search:
-    """Run the grid for `method` through `unlearn` (runner.unlearn) and return the choice. With
+    """Run the grid for `method` through `unlearn` (engine.unlearning.unlearn) and return the choice. With
     `keep_model` (the job runs exactly the calibration config) the chosen model and its run entry
     come back too, so the comparison does not train it a second time."""
     cal_cfg = calibration_config(sc.cfg, method)

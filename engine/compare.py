@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from .catalog import default_compare, method_names
 from .config import ConfigError, apply_sets, option_table
 from .events import JobContext
 
@@ -148,7 +149,8 @@ def cmd_options(args) -> int:
 def add_commands(sub) -> None:
     p = sub.add_parser("compare", help="run EC and the baselines on one scenario, write DIR/results.json")
     add_scenario_flags(p)
-    p.add_argument("--methods", help="comma list (default: all): ec,cu,ft,ga,neggrad_plus,rl,l1_sparse,salun,scrub,boundary_shrink")
+    p.add_argument("--methods", help=f"comma list of {','.join(m for m in method_names() if m != 'retrain')} "
+                                     f"(default: {','.join(default_compare())})")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("options", help="list every option with its default and allowed range")

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.catalog import base_method, needs_aux
+
 FIXTURE_NOTE = "TEST FIXTURE (synthetic numbers, not EC Lab results)"
 FAILED_ERROR = ("DivergenceError: ga: loss became nan at epoch 2, step 7; lower the learning rate "
                 "(methods.ga.lr) or the loss weights and run again")
@@ -103,7 +105,7 @@ def _history(name, rng, epochs=5, plugin=False):
     for e in range(1, epochs + 1):
         t = e / epochs
         losses = {"loss": float(1.2 * (1 - t) + 0.15 + 0.02 * rng.random())}
-        if name in ("ec", "cu") or plugin:
+        if needs_aux(base_method(name), plugin):  # EC's loss (ec, cu, the plug-in) logs its parts
             losses.update(ce=float(0.4 * (1 - t) + 0.05), cu=float(2.0 * (1 - t) + 0.3))
         hist.append({"epoch": e, "losses": losses,
                      "forget_acc": _clip(0.994 + (fa - 0.994) * t ** 0.5),

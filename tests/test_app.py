@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import logic
+from dashboard import launch_spec, logic
 from tests import fixtures_store as FS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -205,8 +205,8 @@ def test_launch_preset_labels_short_and_jobs_table_without_error_column(store):
     store("full")
     at = app("launch")
     preset = at.selectbox(key="l_preset")
-    assert list(preset.options) == logic.PRESET_CHOICES  # details are in the caption, not the option
-    assert logic.PRESET_NOTES["digits"] in texts(at)
+    assert list(preset.options) == launch_spec.PRESET_CHOICES  # details are in the caption, not the option
+    assert launch_spec.PRESET_NOTES["digits"] in texts(at)
     df = at.dataframe[0].value
     assert "Error" not in df.columns and list(df["State"]).count("failed") == 1
     assert FS.FAILED_ERROR in texts(at)  # shown in full below the table

@@ -1,7 +1,7 @@
 """How the pages read a run's calibration block (dashboard/calibration.py and its use in
 dashboard/verdict.py and logic.py): pure functions on hand-made results."""
 from dashboard import calibration as C
-from dashboard import figures as F
+from dashboard import compare_figures as CF
 from dashboard import logic as L
 from dashboard import verdict as V
 from tests import fixtures_store as FS
@@ -97,7 +97,7 @@ def test_a_run_that_did_not_reach_forgetting_is_flagged_and_kept_off_every_claim
     sentence = V.overview_sentence(list(rows.values()), LAYERS[:3])
     assert sentence.startswith("**1 of 2** methods")  # ft is not counted as forgetting
     shown = list(rows.values())
-    front = F.pareto_front([None if r["damaging"] else abs(r["cka_delta"]) for r in shown],
+    front = CF.pareto_front([None if r["damaging"] else abs(r["cka_delta"]) for r in shown],
                            [r["retain_acc"] for r in shown])
     assert not front[[r["name"] for r in shown].index("ft")]
     assert L.teaching_baseline(res) == "rl"  # ft would win on forget accuracy and CKA otherwise

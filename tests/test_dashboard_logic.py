@@ -1,6 +1,7 @@
 """Pure helpers behind the dashboard pages (dashboard/logic.py)."""
 import pytest
 
+from dashboard import launch_spec as LS
 from dashboard import logic as L
 from engine.config import ConfigError
 from tests import fixtures_store as FS
@@ -77,9 +78,9 @@ def test_forget_phrase():
 
 
 def test_parse_classes():
-    assert L.parse_classes([3, "12", "5 · dog", " 7"]) == [3, 12, 5, 7]
+    assert LS.parse_classes([3, "12", "5 · dog", " 7"]) == [3, 12, 5, 7]
     with pytest.raises(ConfigError) as e:
-        L.parse_classes(["cat"])
+        LS.parse_classes(["cat"])
     assert e.value.option == "forget.classes"
 
 
@@ -89,25 +90,25 @@ BASE = {"preset": "digits", "method": "ec", "plugin": False, "beta": 1.0, "arch"
 
 
 def test_build_run_spec_ec_validates():
-    spec = L.build_run_spec(BASE)
+    spec = LS.build_run_spec(BASE)
     assert spec == {"preset": "digits", "overrides": {
         "method": "ec", "seed": 7, "model": {"arch": "small_cnn"}, "forget": {"classes": [3, 5]},
         "methods": {"ec": {"epochs": 4, "lr": 0.03}},
         "ec": {"weights": [1.0, 0.5, 0.0, 2.0], "tau": 0.5, "lambda_cu": 3.0, "lambda_ce": 1.0}}}
-    cfg = L.check_spec(spec)
+    cfg = LS.check_spec(spec)
     assert cfg.layer_weights == [1.0, 0.5, 0.0, 2.0] and cfg.ec.tau == 0.5 and cfg.methods.ec.epochs == 4
 
 
 def test_build_run_spec_plugin_cu_random_retrain():
-    spec = L.build_run_spec({**BASE, "method": "ft", "plugin": True, "beta": 2.0, "forget_mode": "random",
+    spec = LS.build_run_spec({**BASE, "method": "ft", "plugin": True, "beta": 2.0, "forget_mode": "random",
                              "random": 0.2, "device": "cpu"})
     ov = spec["overrides"]
     assert ov["plugin"] == "ec" and ov["beta"] == 2.0 and ov["forget"] == {"random": 0.2} and ov["device"] == "cpu"
-    assert L.check_spec(spec).run_label == "ft+ec"
-    cu = L.build_run_spec({**BASE, "method": "cu"})["overrides"]
+    assert LS.check_spec(spec).run_label == "ft+ec"
+    cu = LS.build_run_spec({**BASE, "method": "cu"})["overrides"]
     assert cu["methods"]["cu"] == {"epochs": 4, "lr": 0.03, "tau": 0.5, "lambda_cu": 3.0, "lambda_ce": 1.0}
     assert "ec" not in cu
-    rt = L.build_run_spec({**BASE, "method": "retrain"})["overrides"]
+    rt = LS.build_run_spec({**BASE, "method": "retrain"})["overrides"]
     assert "methods" not in rt and "ec" not in rt
 
 
@@ -119,7 +120,7 @@ def test_build_run_spec_plugin_cu_random_retrain():
 ])
 def test_invalid_forms_name_the_option(change, option):
     with pytest.raises(ConfigError) as e:
-        L.check_spec(L.build_run_spec({**BASE, **change}))
+        LS.check_spec(LS.build_run_spec({**BASE, **change}))
     assert e.value.option == option
     text = L.error_text(e.value)
     assert f"`{option}`" in text
@@ -133,9 +134,9 @@ def test_error_text_mentions_control():
 
 
 def test_with_value_and_nearest():
-    assert L.with_value([0.1, 1.0], 0.5) == [0.1, 0.5, 1.0]
-    assert L.with_value([0.1, 1.0], 1.0) == [0.1, 1.0]
-    assert L.nearest(L.TEMPERATURES, 0.65) == 0.7
+    assert LS.with_value([0.1, 1.0], 0.5) == [0.1, 0.5, 1.0]
+    assert LS.with_value([0.1, 1.0], 1.0) == [0.1, 1.0]
+    assert LS.nearest(LS.TEMPERATURES, 0.65) == 0.7
 
 
 def test_job_label_and_epoch_history():
@@ -154,10 +155,10 @@ def test_job_label_and_epoch_history():
 
 def test_config_from_results_run_handoff_roundtrip():
     res = FS.make_results("run", ["ft+ec"], plugin_run="ft+ec")
-    h = L.config_from_results_run(res, "ft+ec")
-    cfg = L.prefill_config(h)
+    h = LS.config_from_results_run(res, "ft+ec")
+    cfg = LS.prefill_config(h)
     assert cfg.method == "ft" and cfg.plugin == "ec"
-    assert L.config_from_results_run(res, "original") is None
+    assert LS.config_from_results_run(res, "original") is None
 
 
 def test_all_run_rows():
@@ -202,23 +203,23 @@ def test_extra_overrides_keep_what_the_form_does_not_show():
     cfg = make_config("digits", {"method": "ft", "train": {"epochs": 3}, "model": {"width": 8},
                                  "methods": {"ft": {"epochs": 9, "momentum": 0.5}, "ga": {"lr": 0.001}},
                                  "ec": {"tau": 0.2, "aux_epochs": 2}, "seed": 5, "forget": {"classes": [1]}})
-    extra = L.extra_overrides(cfg, make_config("digits").model_dump())
+    extra = LS.extra_overrides(cfg, make_config("digits").model_dump())
     assert extra == {"train": {"epochs": 3}, "model": {"width": 8},
                      "methods": {"ft": {"momentum": 0.5}, "ga": {"lr": 0.001}}, "ec": {"aux_epochs": 2}}
-    spec = L.build_run_spec({**BASE, "method": "ft"}, extra)
-    c = L.check_spec(spec)
+    spec = LS.build_run_spec({**BASE, "method": "ft"}, extra)
+    c = LS.check_spec(spec)
     assert (c.train.epochs, c.model.width, c.methods.ft.momentum, c.methods.ft.epochs) == (3, 8, 0.5, 4)
     assert c.ec.aux_epochs == 2 and c.methods.ga.lr == 0.001
-    assert sorted(L.dotted({"a": {"b": 1}, "c": 2})) == ["a.b=1", "c=2"]
+    assert sorted(LS.dotted({"a": {"b": 1}, "c": 2})) == ["a.b=1", "c=2"]
 
 
 def test_build_run_spec_carries_calibrate_at_the_top_of_the_overrides():
     from engine.config import make_config
-    spec = L.build_run_spec({**BASE, "calibrate": "off"})
-    assert spec["overrides"]["calibrate"] == "off" and L.check_spec(spec).calibrate == "off"
-    assert "calibrate" not in L.build_run_spec(BASE)["overrides"]  # a caller without the field: the default
+    spec = LS.build_run_spec({**BASE, "calibrate": "off"})
+    assert spec["overrides"]["calibrate"] == "off" and LS.check_spec(spec).calibrate == "off"
+    assert "calibrate" not in LS.build_run_spec(BASE)["overrides"]  # a caller without the field: the default
     cfg = make_config("digits", {"method": "ft", "calibrate": "on"})
-    assert L.extra_overrides(cfg, make_config("digits").model_dump()) == {}  # the form's own option
+    assert LS.extra_overrides(cfg, make_config("digits").model_dump()) == {}  # the form's own option
 
 
 def test_seed_band_reads_the_noise_reference_or_nothing():

@@ -5,6 +5,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
+from dashboard import compare_figures as CF
 from dashboard import figures as F
 from engine.config import METHOD_NAMES
 
@@ -62,16 +63,16 @@ def test_pareto_front_hand_case():
     y = [0.9, 0.95, 0.8, 0.99, 0.85, 1.0, 0.99]
     # 0: on front; 1: on front; 2: on front (lowest x); 3: on front (highest y, lowest x among y=.99)
     # 4: dominated by 0; 5: missing -> never; 6: dominated by 3
-    assert F.pareto_front(x, y) == [True, True, True, True, False, False, False]
-    assert F.pareto_front([0.5, 0.5], [0.9, 0.9]) == [True, True]  # exact ties both kept
-    assert F.pareto_front([], []) == []
+    assert CF.pareto_front(x, y) == [True, True, True, True, False, False, False]
+    assert CF.pareto_front([0.5, 0.5], [0.9, 0.9]) == [True, True]  # exact ties both kept
+    assert CF.pareto_front([], []) == []
 
 
 def test_tradeoff_scatter_highlights_front():
     rows = [{"name": "ft", "id": "a/ft", "cka_mid": 0.9, "retain_acc": 0.99},
             {"name": "ec", "id": "a/ec", "cka_mid": 0.5, "retain_acc": 0.98},
             {"name": "ga", "id": "a/ga", "cka_mid": 0.8, "retain_acc": 0.90}]
-    fig = F.tradeoff_scatter(rows)
+    fig = CF.tradeoff_scatter(rows)
     pts = [t for t in fig.data if isinstance(t, go.Scattergl)]
     assert [t.name for t in pts] == ["FT", "EC", "GA"]
     assert pts[0].marker.color == F.method_color("ft")
@@ -90,7 +91,7 @@ def _inside_with_margin(values, rng, frac=0.04):
 
 
 def test_tradeoff_scatter_ranges_single_run():
-    fig = F.tradeoff_scatter([{"name": "ec", "id": "a/ec", "cka_mid": 0.69, "retain_acc": 0.985}])
+    fig = CF.tradeoff_scatter([{"name": "ec", "id": "a/ec", "cka_mid": 0.69, "retain_acc": 0.985}])
     yr, xr = list(fig.layout.yaxis.range), list(fig.layout.xaxis.range)
     assert 0.85 <= yr[0] < 0.985 and 1.0 < yr[1] <= 1.05  # not -50%..150%
     assert _inside_with_margin([0.985, 1.0], yr)  # the 100% line is inside too
@@ -102,7 +103,7 @@ def test_tradeoff_scatter_ranges_many_runs_keep_points_off_the_frame():
     ys = [0.985, 0.993, 0.98, 0.97, 0.96, 0.99, 0.995, 0.997]
     rows = [{"name": f"m{i}", "id": str(i), "cka_mid": x, "retain_acc": y} for i, (x, y) in enumerate(zip(xs, ys))]
     rows.append({"name": "ga", "id": "ga", "cka_mid": 0.89, "retain_acc": 0.902})
-    fig = F.tradeoff_scatter(rows)
+    fig = CF.tradeoff_scatter(rows)
     assert _inside_with_margin(ys + [0.902], fig.layout.yaxis.range)
     assert _inside_with_margin(xs + [0.89], fig.layout.xaxis.range)
     assert fig.layout.yaxis.range[1] <= 1.03
@@ -110,9 +111,9 @@ def test_tradeoff_scatter_ranges_many_runs_keep_points_off_the_frame():
 
 
 def test_tradeoff_ranges_edge_cases():
-    xr, yr = F.tradeoff_ranges([], [])
+    xr, yr = CF.tradeoff_ranges([], [])
     assert xr[0] < 0 < 1 < xr[1] and yr[0] < 0 < 1 < yr[1]
-    xr, yr = F.tradeoff_ranges([float("nan"), 0.0], [None, 0.1])
+    xr, yr = CF.tradeoff_ranges([float("nan"), 0.0], [None, 0.1])
     assert _inside_with_margin([0.0], xr) and _inside_with_margin([0.1, 1.0], yr)
 
 
@@ -177,11 +178,11 @@ def test_umap_panels_many_classes_uses_colour_scale():
 
 def test_member_intervals_and_mia_view():
     grid = {"conf": [0.0, 0.25, 0.5, 0.75, 1.0], "member": [0, 0, 1, 1, 1]}
-    assert F.member_intervals(grid) == [(0.5, 1.0)]
-    assert F.member_intervals({"conf": [0, 0.5, 1], "member": [1, 0, 1]}) == [(0.0, 0.0), (1.0, 1.0)]
-    assert F.member_intervals(None) == []
+    assert CF.member_intervals(grid) == [(0.5, 1.0)]
+    assert CF.member_intervals({"conf": [0, 0.5, 1], "member": [1, 0, 1]}) == [(0.0, 0.0), (1.0, 1.0)]
+    assert CF.member_intervals(None) == []
     conf = {"forget": np.array([0.1, 0.2]), "retain": np.array([0.9, 0.95, 1.0]), "test": None}
-    fig = F.mia_view(conf, grid, "ec", 0.93)
+    fig = CF.mia_view(conf, grid, "ec", 0.93)
     hists = [t for t in fig.data if isinstance(t, go.Histogram)]
     assert [t.name for t in hists] == ["forget (n=2)", "retain (n=3)"]
     rects = [s for s in fig.layout.shapes if s.type == "rect"]
@@ -192,11 +193,11 @@ def test_member_intervals_and_mia_view():
 
 
 def test_per_class_and_confusion():
-    fig = F.per_class_bars([0.9, 0.0, 0.8], [0.95, 0.97, 0.9], "ec", ["a", "b", "c"], forget_classes=[1])
+    fig = CF.per_class_bars([0.9, 0.0, 0.8], [0.95, 0.97, 0.9], "ec", ["a", "b", "c"], forget_classes=[1])
     assert [t.name for t in fig.data] == ["Original", "EC"]
     rects = [s for s in fig.layout.shapes if s.type == "rect"]
     assert len(rects) == 1 and rects[0].x0 == 0.5 and rects[0].x1 == 1.5
-    fig = F.confusion_pair([[3, 1], [0, 0]], [[4, 0], [1, 3]], "ec")
+    fig = CF.confusion_pair([[3, 1], [0, 0]], [[4, 0], [1, 3]], "ec")
     z_orig, z_run = fig.data[0].z, fig.data[1].z
     assert np.allclose(z_orig[0], [1.0, 0.0]) and np.allclose(z_orig[1], [0.25, 0.75])
     assert np.allclose(z_run[0], [0.75, 0.25]) and np.isnan(z_run[1]).all()  # empty row stays empty

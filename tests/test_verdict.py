@@ -3,6 +3,7 @@
 import pytest
 
 from dashboard import delta_figures as D
+from dashboard import compare_figures as CF
 from dashboard import figures as F
 from dashboard import runinfo as R
 from dashboard import verdict as V
@@ -138,7 +139,7 @@ def test_tradeoff_centred_keeps_damaging_runs_off_the_front_and_names_settings()
             {"name": "ec", "id": "b/ec", "cka_delta": 0.01, "retain_acc": 0.995, "settings": "w 0/2.5/2.5/1 tau 0.3"},
             {"name": "ga", "id": "a/ga", "cka_delta": 0.0, "retain_acc": 1.0, "damaging": True},
             {"name": "ft", "id": "a/ft", "cka_delta": -0.02, "retain_acc": 0.98}]
-    fig = F.tradeoff_scatter(rows, x_key="cka_delta", centred=True)
+    fig = CF.tradeoff_scatter(rows, x_key="cka_delta", centred=True)
     pts = [t for t in fig.data if t.type == "scattergl"]
     assert [t.name for t in pts] == ["EC · w 1/1/1/1 tau 0.7", "EC · w 0/2.5/2.5/1 tau 0.3", "GA", "FT"]
     assert pts[0].marker.color != pts[1].marker.color  # two EC settings, two colours

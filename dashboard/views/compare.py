@@ -3,7 +3,7 @@ membership-inference views of one run, CSV and HTML export."""
 import pandas as pd
 import streamlit as st
 
-from dashboard import calibration, data, figures, logic, text, verdict, widgets
+from dashboard import calibration, compare_figures, data, figures, launch_spec, logic, text, verdict, widgets
 
 st.title("Compare")
 all_jobs = data.jobs()
@@ -106,9 +106,9 @@ if not shown:
 
 st.subheader("Trade-off front")
 widgets.run_warnings([r for r in shown if r["role"] == "method"])
-widgets.show(figures.tradeoff_scatter(shown, x_key="cka_delta", centred=True), key="cmp_scatter",
+widgets.show(compare_figures.tradeoff_scatter(shown, x_key="cka_delta", centred=True), key="cmp_scatter",
              export="tradeoff_front")
-front = [r for r, f in zip(shown, figures.pareto_front(
+front = [r for r, f in zip(shown, compare_figures.pareto_front(
     [None if r.get("damaging") or r.get("cka_delta") is None else abs(r["cka_delta"]) for r in shown],
     [r["retain_acc"] for r in shown])) if f]
 if front:
@@ -149,11 +149,11 @@ if calibration.NOT_REACHED in row.get("flags", []):
 widgets.calibration_grid(run, name, key="cmp_cal_grid")
 
 if run.get("per_class_test_acc"):
-    widgets.show(figures.per_class_bars(run["per_class_test_acc"], orig.get("per_class_test_acc"), name,
+    widgets.show(compare_figures.per_class_bars(run["per_class_test_acc"], orig.get("per_class_test_acc"), name,
                                         class_names, logic.forget_classes(res)),
                  key="cmp_perclass", export=f"per_class_{name}")
 if run.get("confusion_test"):
-    widgets.show(figures.confusion_pair(run["confusion_test"], orig.get("confusion_test"), name, class_names),
+    widgets.show(compare_figures.confusion_pair(run["confusion_test"], orig.get("confusion_test"), name, class_names),
                  key="cmp_confusion", export=f"confusion_{name}")
 
 arrs = None
@@ -164,7 +164,7 @@ except Exception as err:
 conf = {sp: (arrs or {}).get(f"conf__{name}__{sp}") for sp in ("forget", "retain", "test")}
 if any(v is not None for v in conf.values()):
     grid = (run.get("mia") or {}).get("decision_grid")
-    widgets.show(figures.mia_view(conf, grid, name, (run.get("metrics") or {}).get("mia_efficacy")),
+    widgets.show(compare_figures.mia_view(conf, grid, name, (run.get("metrics") or {}).get("mia_efficacy")),
                  key="cmp_mia", export=f"mia_{name}")
     st.caption("The attack learns to tell training members (retain) from non-members (test) by the confidence on the "
                "true label; the shaded band is where it says 'member'. Forgotten samples should look like test "
@@ -172,7 +172,7 @@ if any(v is not None for v in conf.values()):
 else:
     st.caption("No confidence arrays stored for this run (membership-inference view unavailable).")
 
-handoff = logic.config_from_results_run(res, name)
+handoff = launch_spec.config_from_results_run(res, name)
 if handoff:
     def _use(h=handoff):
         st.session_state["prefill"] = h

@@ -3,7 +3,8 @@ progress of the job in the URL (?job=), cancel, and the list of recent jobs."""
 import pandas as pd
 import streamlit as st
 
-from dashboard import audit_form, calibration, data, figures, logic, runinfo, text, verdict, widgets
+from dashboard import audit_form, calibration, data, figures, launch_spec, logic, runinfo, text, verdict, widgets
+from engine.catalog import CONTRASTIVE_KNOBS, METHODS, class_names, method_knobs, reads_ec
 from engine.config import DATASET_CLASSES, METHOD_NAMES, SUPERVISION_POINTS, ConfigError, make_config
 
 ss = st.session_state
@@ -23,11 +24,11 @@ def apply_prefill() -> None:
     if not pre:
         return
     try:
-        cfg = logic.prefill_config(pre)
+        cfg = launch_spec.prefill_config(pre)
     except (ConfigError, ValueError) as err:
         st.warning(f"Could not use the handed-over settings: {logic.error_text(err)}")
         return
-    preset = cfg.preset if cfg.preset in logic.PRESET_CHOICES else "digits"
+    preset = cfg.preset if cfg.preset in launch_spec.PRESET_CHOICES else "digits"
     arch = cfg.model.arch
     ss["l_preset"] = preset
     ss[f"l_arch__{preset}"] = arch
@@ -36,11 +37,12 @@ def apply_prefill() -> None:
     ss["l_beta"] = float(cfg.beta)
     for p, w in zip(cfg.supervision_points, cfg.layer_weights):
         ss[f"l_w__{arch}__{p}"] = float(min(5.0, max(0.0, w)))
-    knobs = cfg.methods.cu if cfg.method == "cu" else cfg.ec
+    own = method_knobs(cfg.method)
+    knobs = cfg.method_config() if any(k in own for k in CONTRASTIVE_KNOBS) else cfg.ec
     ss["l_tau"] = float(knobs.tau)
     ss["l_lcu"] = float(knobs.lambda_cu)
     ss["l_lce"] = float(knobs.lambda_ce)
-    if cfg.method != "retrain":
+    if "epochs" in own:
         mc = cfg.method_config()
         ss[f"l_epochs__{preset}__{cfg.method}"] = int(mc.epochs)
         ss[f"l_lr__{preset}__{cfg.method}"] = float(mc.lr)
@@ -54,7 +56,7 @@ def apply_prefill() -> None:
     ss["l_seed"] = int(cfg.seed)
     ss["l_device"] = cfg.device
     ss["l_calibrate"] = cfg.calibrate
-    ss["l_extra"] = {"preset": preset, "overrides": logic.extra_overrides(cfg, preset_defaults(preset))}
+    ss["l_extra"] = {"preset": preset, "overrides": launch_spec.extra_overrides(cfg, preset_defaults(preset))}
     ss["_prefill_note"] = str(pre.get("source") or "handed-over settings")
 
 
@@ -94,9 +96,9 @@ def form() -> None:
                    icon=":material/input:")
         st.html(SCROLL_TO_FORM, unsafe_allow_javascript=True)
     c1, c2, c3 = st.columns(3)
-    preset = c1.selectbox("Data set / preset", logic.PRESET_CHOICES, key="l_preset", persist_state=P,
-                          help="  \n".join(f"**{p}**: {n}" for p, n in logic.PRESET_NOTES.items()))
-    c1.caption(logic.PRESET_NOTES.get(preset, ""))
+    preset = c1.selectbox("Data set / preset", launch_spec.PRESET_CHOICES, key="l_preset", persist_state=P,
+                          help="  \n".join(f"**{p}**: {n}" for p, n in launch_spec.PRESET_NOTES.items()))
+    c1.caption(launch_spec.PRESET_NOTES.get(preset, ""))
     d = preset_defaults(preset)
     archs = list(SUPERVISION_POINTS)
     arch_key = f"l_arch__{preset}"
@@ -106,12 +108,13 @@ def form() -> None:
     _init("l_method", "ec")
     method = c3.selectbox("Method", methods, key="l_method", format_func=figures.display_name, persist_state=P)
 
-    can_plug = method not in ("ec", "retrain")
+    info = METHODS[method]
+    can_plug = info.pluggable
     c1, c2 = st.columns([1, 2])
     plugin = c1.toggle("EC plug-in", key="l_plugin", disabled=not can_plug, persist_state=P,
                        help="Add EC's layer-wise contrastive loss on top of this method (weight β)." if can_plug
                        else f"Not available for {figures.display_name(method)}: "
-                            + ("EC already is this loss." if method == "ec"
+                            + ("EC already is this loss." if info.reads_ec
                                else "it trains from scratch without the forget set."))
     plugin = bool(plugin and can_plug)
     beta = 1.0
@@ -119,7 +122,8 @@ def form() -> None:
         _init("l_beta", float(d["beta"]))
         beta = c2.number_input("β (weight of the EC plug-in loss)", min_value=0.01, max_value=1000.0,
                                step=0.1, key="l_beta", persist_state=P)
-    uses_ec = method == "ec" or plugin
+    uses_ec = reads_ec(method, plugin)  # the layer weights and EC's knobs (section `ec`) apply
+    own = method_knobs(method)  # the method's own options in the form (engine/catalog.py)
     points = SUPERVISION_POINTS[arch]
 
     weights: list[float] = []
@@ -130,14 +134,15 @@ def form() -> None:
             key = f"l_w__{arch}__{p}"
             _init(key, 1.0)
             weights.append(col.slider(p, 0.0, 5.0, step=0.1, key=key, persist_state=P))
-    knob_src = d["methods"]["cu"] if method == "cu" else d["ec"]
+    own_contrastive = any(k in own for k in CONTRASTIVE_KNOBS)  # CU: its own tau and lambdas
+    knob_src = d["methods"][method] if own_contrastive else d["ec"]
     tau, lcu, lce = knob_src["tau"], knob_src["lambda_cu"], knob_src["lambda_ce"]
-    if uses_ec or method == "cu":
+    if uses_ec or own_contrastive:
         c1, c2, c3 = st.columns(3)
         _init("l_tau", float(knob_src["tau"]))
         _init("l_lcu", float(knob_src["lambda_cu"]))
         _init("l_lce", float(knob_src["lambda_ce"]))
-        tau = c1.select_slider("Temperature τ (log scale)", logic.with_value(logic.TEMPERATURES, ss["l_tau"]),
+        tau = c1.select_slider("Temperature τ (log scale)", launch_spec.with_value(launch_spec.TEMPERATURES, ss["l_tau"]),
                                key="l_tau", format_func=lambda v: f"{v:g}", persist_state=P,
                                help="Contrastive temperature: lower = sharper pull/push between samples.")
         lcu = c2.number_input("λ_CU (contrastive unlearning weight)", 0.0, 1000.0, step=0.5, key="l_lcu",
@@ -147,14 +152,14 @@ def form() -> None:
 
     epochs, lr = 1, 0.01
     c1, c2, c3 = st.columns(3)
-    if method != "retrain":
+    if "epochs" in own:
         mc = d["methods"][method]
         ekey, lkey = f"l_epochs__{preset}__{method}", f"l_lr__{preset}__{method}"
         _init(ekey, int(mc["epochs"]))
         _init(lkey, float(mc["lr"]))
         # min 0, not 1: a typed 0 is then refused on submit with the option named, not a bare red box
         epochs = c1.number_input("Unlearning epochs", 0, 1000, step=1, key=ekey, persist_state=P)
-        lr = c2.select_slider("Learning rate (log scale)", logic.with_value(logic.LEARNING_RATES, ss[lkey]),
+        lr = c2.select_slider("Learning rate (log scale)", launch_spec.with_value(launch_spec.LEARNING_RATES, ss[lkey]),
                               key=lkey, format_func=lambda v: f"{v:g}", persist_state=P)
     else:
         c1.caption("Retrain uses the training recipe of the preset (train.*), not an unlearning schedule.")
@@ -162,7 +167,7 @@ def form() -> None:
     seed = c3.number_input("Seed", 0, 2**31 - 1, step=1, key="l_seed", persist_state=P)
     _init("l_calibrate", d.get("calibrate", "auto"))
     calibrate = ss["l_calibrate"]
-    if method != "retrain":
+    if "epochs" in own:  # calibration searches lr x epochs
         c1, c2 = st.columns([1, 2])
         calibrate = c1.selectbox("Calibration", calibration.MODES, key="l_calibrate", persist_state=P,
                                  format_func=lambda m: calibration.mode_label(m, preset), help=calibration.MODE_HELP)
@@ -175,7 +180,7 @@ def form() -> None:
 
     dataset = d["data"]["dataset"]
     n_classes = DATASET_CLASSES.get(dataset, 10)
-    names = _class_names(dataset, n_classes)
+    names = class_names(dataset, n_classes)
     c1, c2 = st.columns([1, 2])
     mode = c1.radio("Forget request", ["classes", "random share"], key="l_forget_mode", horizontal=True,
                     persist_state=P)
@@ -199,7 +204,7 @@ def form() -> None:
     if extra_ov:
         c1, c2 = st.columns([5, 1])
         c1.caption("Also kept from the hand-off (options this form does not show): "
-                   + ", ".join(text.code(t) for t in logic.dotted(extra_ov)))
+                   + ", ".join(text.code(t) for t in launch_spec.dotted(extra_ov)))
         c2.button("Drop them", key="l_drop_extra", on_click=lambda: ss.pop("l_extra", None))
     values = {"preset": preset, "method": method, "plugin": plugin, "beta": beta, "arch": arch,
               "weights": weights, "tau": tau, "lambda_cu": lcu, "lambda_ce": lce, "epochs": epochs, "lr": lr,
@@ -207,14 +212,6 @@ def form() -> None:
               "random": share, "seed": seed, "device": device, "calibrate": calibrate}
     if st.button("Queue run", type="primary", key="l_submit", icon=":material/play_arrow:"):
         queue(values, extra_ov)
-
-
-def _class_names(dataset: str, n: int) -> list[str]:
-    if dataset in ("cifar10",):
-        return ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    if dataset == "fashion-mnist":
-        return ["T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
-    return [str(i) for i in range(n)]
 
 
 def _fmt_class(c, names) -> str:
@@ -226,8 +223,8 @@ def _fmt_class(c, names) -> str:
 def queue(values: dict, extra: dict | None = None) -> None:
     """Validate (engine.config) and queue; on any invalid option show it and queue nothing."""
     try:
-        spec = logic.build_run_spec(values, extra)
-        logic.check_spec(spec)
+        spec = launch_spec.build_run_spec(values, extra)
+        launch_spec.check_spec(spec)
     except ConfigError as err:
         st.error(logic.error_text(err) + " Nothing was queued.", icon=":material/error:")
         return

@@ -1,4 +1,9 @@
-"""Unlearning methods, registered by name. Importing this package registers all of them."""
+"""Unlearning methods, registered by name. Importing this package imports the module that
+engine/catalog.py names for each method, which registers it (`@register(name)`)."""
+import importlib
+
+from ..catalog import METHODS
 from .base import Method, create_method, method_names, register  # noqa: F401
-from . import baselines  # noqa: F401  (registers ft, ga, neggrad_plus, rl, l1_sparse, salun, scrub, boundary_shrink, retrain)
-from .ec import method as _ec  # noqa: F401  (registers ec, cu)
+
+for _module in dict.fromkeys(info.module for info in METHODS.values()):
+    importlib.import_module(f"{__name__}.{_module}")

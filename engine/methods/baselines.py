@@ -118,6 +118,8 @@ class SalUn(RandomLabel):
 
 
 def _kl(student_logits, teacher_logits, t):
+    """KL(teacher || student) of the temperature-softened distributions, times t^2 (Hinton's scaling),
+    averaged over the batch: F.kl_div(log q_student, p_teacher) = sum p_teacher (log p_teacher - log q_student)."""
     return F.kl_div(F.log_softmax(student_logits / t, 1), F.softmax(teacher_logits / t, 1),
                     reduction="batchmean") * t * t
 
@@ -125,9 +127,10 @@ def _kl(student_logits, teacher_logits, t):
 @register("scrub")
 class Scrub(_Joint):
     """SCRUB: teacher = original, student = the model. During the first `max_epochs` epochs every
-    step also ascends KL(student || teacher) on a forget batch (max-step); every step descends
-    gamma * CE + alpha * KL on a retain batch (min-step). Max- and min-steps are combined in one
-    update per step instead of SCRUB's alternating passes, so the shared loop serves it too."""
+    step also ascends KL(teacher || student) on a forget batch (max-step); every step descends
+    gamma * CE + alpha * KL(teacher || student) on a retain batch (min-step), both at `temperature`
+    (`_kl`). Max- and min-steps are combined in one update per step instead of SCRUB's alternating
+    passes (those are `scrub_alt`, engine/methods/scrub_alt.py), so the shared loop serves it too."""
 
     def loss(self, state, xf, yf, xr, yr):
         t = self.hp.temperature

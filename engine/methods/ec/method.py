@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...catalog import METHODS
 from ...models import FeatureTaps, pool
 from ..base import Method, create_method, register
 from .loss import contrastive_unlearning_loss, supcon_loss
@@ -208,6 +209,6 @@ class ECPlugin(Method):
 def build_method(cfg, name: str | None = None) -> Method:
     """The method a config asks for, wrapped in the EC plug-in when `plugin: ec`."""
     name = name or cfg.method
-    if cfg.plugin == "ec" and name not in ("ec", "retrain"):
+    if cfg.plugin == "ec" and METHODS[name].pluggable:  # not EC itself, nor retrain (engine/catalog.py)
         return ECPlugin(cfg, name)
     return create_method(name, cfg)

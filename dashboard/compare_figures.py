@@ -1,0 +1,225 @@
+"""The Compare page's figures: the trade-off scatter and its Pareto front, per-class accuracy,
+confusion matrices and the membership-inference view. Same conventions as dashboard/figures.py,
+whose colours, names and layout they use.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .figures import (REFERENCE_RUNS, _class_name, _layout, _legend_right, _num, _shade, display_name,
+                      method_color)
+
+
+def pareto_front(x: Sequence[float | None], y: Sequence[float | None]) -> list[bool]:
+    """Pareto-optimal points when x is minimised and y maximised.
+
+    A point is on the front unless another point is at least as good in both and strictly better
+    in one. Points with a missing coordinate are never on the front. Exact duplicates are both
+    kept."""
+    pts = [(_num(a), _num(b)) for a, b in zip(x, y)]
+    out = []
+    for i, (xi, yi) in enumerate(pts):
+        if math.isnan(xi) or math.isnan(yi):
+            out.append(False)
+            continue
+        dominated = False
+        for j, (xj, yj) in enumerate(pts):
+            if j == i or math.isnan(xj) or math.isnan(yj):
+                continue
+            if xj <= xi and yj >= yi and (xj < xi or yj > yi):
+                dominated = True
+                break
+        out.append(not dominated)
+    return out
+
+
+def _variant_label(r: Mapping) -> str:
+    return display_name(r["name"]) + (f" · {r['settings']}" if r.get("settings") else "")
+
+
+def tradeoff_scatter(rows: Sequence[Mapping], x_key: str = "cka_mid", y_key: str = "retain_acc",
+                     centred: bool = False) -> go.Figure:
+    """Retain accuracy vs forget CKA for every run; the Pareto front is highlighted and joined.
+
+    rows: dicts with "name" (method label), "id" (shown on hover), x_key and y_key; optional
+    "settings" (short form: each distinct setting of a method is its own legend entry and shade)
+    and "damaging" (True: drawn as an x, never on the front, as the sweeps do).
+    centred: x is a signed difference to retrain (x_key "cka_delta"): the front minimises |x|
+    (closer to retrain), and retrain is the dashed line at 0."""
+    xs = [_num(r.get(x_key)) for r in rows]
+    ys = [_num(r.get(y_key)) for r in rows]
+    ok = [not r.get("damaging") for r in rows]
+    front_x = [abs(x) if centred else x for x in xs]
+    front = pareto_front([x if k else None for x, k in zip(front_x, ok)], [y if k else None for y, k in zip(ys, ok)])
+    fig = go.Figure()
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault((r["name"], r.get("settings") or ""), []).append(i)
+    shade_of: dict[str, int] = {}
+    for (name, settings), idx in groups.items():
+        n = shade_of[name] = shade_of.get(name, -1) + 1
+        color = method_color(name) if n == 0 else _shade(method_color(name), (0.6, 1.35, 0.8, 1.2)[(n - 1) % 4])
+        fig.add_trace(go.Scattergl(
+            x=[xs[i] for i in idx], y=[ys[i] for i in idx], mode="markers", name=_variant_label(rows[idx[0]]),
+            marker=dict(color=color, size=[14 if front[i] else 9 for i in idx],
+                        line=dict(color=["#000" if front[i] else "rgba(0,0,0,0)" for i in idx], width=2),
+                        symbol=["diamond" if name in REFERENCE_RUNS else ("x" if not ok[i] else "circle")
+                                for i in idx]),
+            customdata=[[str(rows[i].get("id", "")), "Pareto front" if front[i] else
+                         ("damaging: kept off the front" if not ok[i] else "")] for i in idx],
+            hovertemplate=_variant_label(rows[idx[0]]) + " · %{customdata[0]}<br>forget CKA"
+                          + (" − retrain %{x:+.3f}" if centred else " %{x:.3f}")
+                          + "<br>retain acc %{y:.1%}<br>%{customdata[1]}<extra></extra>"))
+    fidx = sorted((i for i, f in enumerate(front) if f), key=lambda i: front_x[i])
+    if fidx:
+        fig.add_trace(go.Scatter(x=[xs[i] for i in fidx], y=[ys[i] for i in fidx], mode="lines",
+                                 name="Pareto front", line=dict(color="#000", width=1.5, dash="dot"),
+                                 line_shape="linear" if centred else "hv", hoverinfo="skip"))
+    xr, yr = tradeoff_ranges(xs, ys)
+    if centred:  # symmetric about retrain (0), zoomed to the furthest run
+        lim = 1.15 * max([abs(x) for x in xs if not math.isnan(x)] + [0.02])
+        xr = [-lim, lim]
+        fig.add_vline(x=0, line=dict(color="#222", width=2, dash="dash"), annotation_text="retrain",
+                      annotation_position="top")
+        fig.update_xaxes(title="forget CKA to original minus retrain's, inner layers "
+                               "(0 = like retrain; below 0 = pushed past it, distorted)", range=xr, tickformat="+.2f")
+    else:
+        fig.update_xaxes(title="forget CKA to original, inner layers", range=xr)
+    fig.update_yaxes(title="retain accuracy", tickformat=".0%", range=yr)
+    title = "Trade-off: retain accuracy vs closeness to retrain" if centred else \
+        "Trade-off: retain accuracy vs representation-level forgetting"
+    fig = _legend_right(_layout(fig, title, height=440))
+    fig.update_layout(legend=dict(itemsizing="constant"))  # front points are larger; legend symbols are not
+    return fig
+
+
+def _span_range(lo: float, hi: float, min_span: float, pad_frac: float,
+                bounds: tuple[float, float]) -> list[float]:
+    """[lo, hi] widened to at least `min_span` (kept inside `bounds` where possible), then padded on
+    both sides by `pad_frac` of the span, so no point sits on the frame."""
+    if hi - lo < min_span:
+        mid = 0.5 * (lo + hi)
+        lo, hi = mid - min_span / 2, mid + min_span / 2
+        if lo < bounds[0]:
+            lo, hi = bounds[0], bounds[0] + min_span
+        elif hi > bounds[1]:
+            lo, hi = bounds[1] - min_span, bounds[1]
+    pad = pad_frac * (hi - lo)
+    return [lo - pad, hi + pad]
+
+
+def tradeoff_ranges(xs: Sequence[float], ys: Sequence[float]) -> tuple[list[float], list[float]]:
+    """Axis ranges of the trade-off scatter: (forget CKA range, retain accuracy range).
+
+    CKA: the data range, at least 0.1 wide, inside 0..1, padded by 8%. Retain accuracy: from the
+    lowest value (at most 95%) up to 100%, padded by 8% of that span, so runs near 100% never sit
+    on the top edge and a single run does not get an axis from -50% to 150%."""
+    fx = [float(v) for v in xs if v is not None and not math.isnan(float(v))]
+    fy = [float(v) for v in ys if v is not None and not math.isnan(float(v))]
+    xr = _span_range(min(fx), max(fx), 0.1, 0.08, (0.0, 1.0)) if fx else [-0.05, 1.05]
+    lo = min(min(fy), 0.95) if fy else 0.0
+    hi = max(max(fy), 1.0) if fy else 1.0
+    yr = _span_range(lo, hi, 0.05, 0.08, (0.0, 1.0))
+    return xr, yr
+
+
+def per_class_bars(run_acc: Sequence[float], orig_acc: Sequence[float] | None, run: str,
+                   class_names: Sequence[str] | None = None,
+                   forget_classes: Sequence[int] = ()) -> go.Figure:
+    """Test accuracy per class: the original beside one run; forget classes shaded."""
+    n = len(run_acc)
+    xs = list(range(n))
+    ticks = [_class_name(class_names, c) for c in xs]
+    fig = go.Figure()
+    if orig_acc is not None:
+        fig.add_trace(go.Bar(x=xs, y=[_num(v) for v in orig_acc], name="Original",
+                             marker_color=method_color("original")))
+    fig.add_trace(go.Bar(x=xs, y=[_num(v) for v in run_acc], name=display_name(run),
+                         marker_color=method_color(run)))
+    for c in forget_classes or ():
+        if 0 <= int(c) < n:
+            fig.add_vrect(x0=int(c) - 0.5, x1=int(c) + 0.5, fillcolor="#d62839", opacity=0.10, line_width=0,
+                          annotation_text="forget", annotation_position="top left")
+    fig.update_xaxes(tickvals=xs, ticktext=ticks, title="class")
+    fig.update_yaxes(tickformat=".0%", range=[0, 1.08], title="test accuracy")
+    return _layout(fig, "Per-class test accuracy", height=360, barmode="group")
+
+
+def _row_normalise(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=float)
+    s = m.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(s > 0, m / np.where(s == 0, 1, s), np.nan)
+
+
+def confusion_pair(conf_run, conf_orig, run: str, class_names: Sequence[str] | None = None) -> go.Figure:
+    """Row-normalised confusion matrices (share of each true class), original left, run right."""
+    mats = [("Original", conf_orig), (display_name(run), conf_run)]
+    mats = [(t, _row_normalise(m)) for t, m in mats if m is not None]
+    fig = make_subplots(rows=1, cols=len(mats), subplot_titles=[t for t, _ in mats], horizontal_spacing=0.08)
+    for col, (t, m) in enumerate(mats, start=1):
+        n = m.shape[0]
+        ticks = [_class_name(class_names, c) for c in range(n)]
+        fig.add_trace(go.Heatmap(z=m, x=ticks, y=ticks, zmin=0, zmax=1, colorscale="Blues",
+                                 showscale=col == len(mats), colorbar=dict(title="share", tickformat=".0%"),
+                                 hovertemplate="true %{y} → predicted %{x}: %{z:.1%}<extra>" + t + "</extra>"),
+                      row=1, col=col)
+        fig.update_yaxes(autorange="reversed", row=1, col=col, title="true class" if col == 1 else None,
+                         type="category")
+        fig.update_xaxes(title="predicted class", row=1, col=col, type="category")
+    return _layout(fig, "Confusion matrices on the test set (rows sum to 100%)", height=420)
+
+
+MIA_SPLITS = (("forget", "#d62839"), ("retain", "#222222"), ("test", "#4e79a7"))
+MIA_X_RANGE = (-0.02, 1.02)  # a little room at both ends, so the tick labels 0 and 1 are not clipped
+
+
+def mia_view(conf: Mapping[str, np.ndarray | None], decision_grid: Mapping | None = None,
+             run: str = "", efficacy: float | None = None) -> go.Figure:
+    """Distributions of the true-label confidence on forget, retain and test samples, with the
+    attack's decision over the confidence axis shaded ("member" regions)."""
+    fig = go.Figure()
+    bins = dict(start=0.0, end=1.0, size=0.025)
+    for split, color in MIA_SPLITS:
+        v = conf.get(split)
+        if v is None or len(v) == 0:
+            continue
+        fig.add_trace(go.Histogram(x=np.asarray(v, dtype=float), name=f"{split} (n={len(v)})", xbins=bins,
+                                   histnorm="percent", marker_color=color, opacity=0.55,
+                                   hovertemplate=split + ": %{y:.1f}% of samples at confidence %{x}<extra></extra>"))
+    for x0, x1 in member_intervals(decision_grid):
+        fig.add_vrect(x0=x0, x1=x1, fillcolor="#f2b134", opacity=0.18, line_width=0, layer="below")
+    if member_intervals(decision_grid):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="attack says “member”",
+                                 marker=dict(symbol="square", size=12, color="rgba(242,177,52,0.45)")))
+    title = "Membership inference: true-label confidence"
+    if run:
+        title += f" · {display_name(run)}"
+    if efficacy is not None and not math.isnan(_num(efficacy)):
+        title += f" (MIA efficacy {_num(efficacy):.1%})"
+    fig.update_xaxes(range=list(MIA_X_RANGE), title="softmax confidence of the true label")
+    fig.update_yaxes(title="share of the split's samples", ticksuffix="%")
+    return _layout(fig, title, height=380, barmode="overlay")
+
+
+def member_intervals(decision_grid: Mapping | None) -> list[tuple[float, float]]:
+    """Contiguous confidence intervals where the attack predicts "member"."""
+    if not decision_grid:
+        return []
+    xs = list(decision_grid.get("conf") or [])
+    ms = list(decision_grid.get("member") or [])
+    out: list[tuple[float, float]] = []
+    start = None
+    for i, (x, m) in enumerate(zip(xs, ms)):
+        if m and start is None:
+            start = x
+        if start is not None and (not m or i == len(xs) - 1):
+            end = x if m else xs[i - 1]
+            out.append((float(start), float(end)))
+            start = None
+    return out

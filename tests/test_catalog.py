@@ -1,0 +1,220 @@
+"""engine/catalog.py is the one home of the method, architecture and data-set facts: the config,
+both registries, the comparison default and the figures agree with it; scrub_alt, the method added
+as one file, runs its alternating schedule and forgets."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+import torch
+
+from dashboard import figures, launch_spec
+from engine import calibrate, catalog, cli, config, runner
+from engine.data import datasets
+from engine.events import CollectingContext
+from engine.methods import base as methods_base
+from engine.methods import create_method, method_names
+from engine.methods.ec.method import build_method
+from engine.models import FeatureTaps, create_model, model_names
+from engine.training import run_loop
+from tests.jobs_helpers import TINY_EVAL
+from tests.test_engine import _tiny_cfg, _tiny_state
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_catalog_and_config_import_without_torch():
+    code = "import sys, engine.catalog, engine.config; assert 'torch' not in sys.modules, 'torch was imported'"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+# -- one home, one check --------------------------------------------------------------------------
+
+def test_catalog_config_and_registries_agree():
+    """The catalog, engine.config (METHOD_NAMES, the MethodsConfig sections, SUPERVISION_POINTS, the
+    architectures ModelConfig accepts) and both registries (methods, models) name the same things."""
+    names = list(catalog.METHODS)
+    assert config.METHOD_NAMES == names
+    assert list(config.MethodsConfig.model_fields) == names
+    assert set(method_names()) == set(names)
+    for name, info in catalog.METHODS.items():
+        section = config.MethodsConfig.model_fields[name].annotation
+        assert section.__name__ == info.hp_class, name
+        assert methods_base._REGISTRY[name].__module__ == f"engine.methods.{info.module}", name
+    archs = list(catalog.SUPERVISION_POINTS)
+    assert list(config.SUPERVISION_POINTS) == archs
+    assert all(config.SUPERVISION_POINTS[a] == list(p) for a, p in catalog.SUPERVISION_POINTS.items())
+    assert set(model_names()) == set(archs)
+    assert set(typing.get_args(config.ModelConfig.model_fields["arch"].annotation)) == set(archs)
+
+
+@pytest.mark.parametrize("name", list(catalog.METHODS))
+def test_form_knobs_are_options_of_the_method_or_of_the_ec_section(name):
+    cfg = config.make_config("digits")
+    own = type(cfg.method_config(name)).model_fields
+    assert all(k in own for k in catalog.method_knobs(name)), name
+    if catalog.METHODS[name].reads_ec:
+        assert all(k in config.ECConfig.model_fields for k in catalog.EC_SECTION_KNOBS)
+    # the Launch form's spec from its values is a valid run of this method, its knobs where they belong
+    values = {"preset": "digits", "method": name, "plugin": False, "beta": 1.0, "arch": "small_cnn",
+              "weights": [1.0, 2.0, 1.0, 1.0], "tau": 0.5, "lambda_cu": 2.0, "lambda_ce": 1.5, "epochs": 2,
+              "lr": 0.02, "forget_mode": "classes", "classes": [3], "random": 0.1, "seed": 0}
+    spec = launch_spec.build_run_spec(values)
+    run = launch_spec.check_spec(spec)
+    assert set((spec["overrides"].get("methods") or {}).get(name, {})) == set(catalog.method_knobs(name))
+    assert ("ec" in spec["overrides"]) == catalog.METHODS[name].reads_ec
+    if catalog.method_knobs(name):
+        assert (run.method_config(name).epochs, run.method_config(name).lr) == (2, 0.02)
+
+
+@pytest.mark.parametrize("name", list(catalog.METHODS))
+def test_generic_code_reads_aux_and_plugin_from_the_catalog(name):
+    info = catalog.METHODS[name]
+    # the plug-in: refused by the config where the catalog says so, else wraps the method
+    over = {"method": name, "plugin": "ec"}
+    if info.pluggable:
+        cfg = config.make_config("digits", over)
+        assert build_method(cfg).name == f"{name}+ec"
+        assert catalog.needs_aux(name, plugin=True) and catalog.reads_ec(name, plugin=True)
+    else:
+        with pytest.raises(config.ConfigError, match="plugin"):
+            config.make_config("digits", over)
+    # calibration's cache key depends on EC's auxiliary modules' settings exactly when the method
+    # trains with them (a custom config: a preset's calibration uses the preset's `ec` section)
+    custom = {**config.make_config("digits").model_dump(), "preset": "custom"}
+    key = calibrate.calibration_key(config.validate(custom), name)
+    other = calibrate.calibration_key(config.validate({**custom, "ec": {**custom["ec"], "aux_epochs": 3}}), name)
+    assert (key != other) == info.needs_aux
+
+
+def test_labels_and_colours_come_from_the_catalog():
+    for name, info in catalog.METHODS.items():
+        assert figures.display_name(name) == info.label
+        assert figures.method_color(name) == info.color
+    assert figures.display_name("scrub_alt+ec") == "SCRUB (alternating) + EC"
+    assert figures.base_method("scrub_alt+ec") == "scrub_alt"
+
+
+def test_default_comparison_is_every_flagged_method_and_leaves_scrub_alt_out():
+    assert runner.COMPARE_DEFAULT == [m for m, info in catalog.METHODS.items() if info.in_default_compare]
+    assert "scrub_alt" not in runner.COMPARE_DEFAULT and "retrain" not in runner.COMPARE_DEFAULT
+    assert runner.parse_methods(None) == runner.COMPARE_DEFAULT
+    assert runner.parse_methods("scrub,scrub_alt") == ["scrub", "scrub_alt"]  # the CLI's --methods
+
+
+# -- architectures and data sets -----------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", list(catalog.SUPERVISION_POINTS))
+def test_supervision_points_match_the_models_taps_on_a_tiny_input(arch):
+    size = 8 if arch == "small_cnn" else 32
+    model = create_model(arch, 10, 3, size).eval()
+    with torch.no_grad(), FeatureTaps(model) as taps:
+        model(torch.randn(2, 3, size, size))
+    assert list(taps.features) == list(catalog.SUPERVISION_POINTS[arch])
+
+
+def test_data_sets_agree_with_the_config():
+    assert config.DATASET_CLASSES == {name: info.num_classes for name, info in catalog.DATASETS.items()}
+    assert typing.get_args(config.DataConfig.model_fields["dataset"].annotation) == catalog.DATASET_NAMES
+    assert datasets.DATASETS == catalog.DATASET_NAMES  # what load_dataset accepts
+    for name, info in catalog.DATASETS.items():
+        assert len(catalog.class_names(name, info.num_classes)) == info.num_classes
+    assert catalog.class_names("cifar10", 10)[3] == "cat"
+    assert catalog.class_names("imagefolder", 3) == ["0", "1", "2"]
+
+
+# -- scrub_alt -----------------------------------------------------------------------------------
+
+def test_scrub_alt_alternates_a_max_pass_on_forget_then_a_min_pass_on_retain():
+    cfg = _tiny_cfg(**{"methods.scrub_alt.max_epochs": 1})
+    state = _tiny_state(cfg)
+    method = create_method("scrub_alt", cfg)
+    seen: list[tuple[int, str, torch.Tensor | None]] = []  # (epoch, kind of step, its batch)
+    loss = method.loss
+
+    def recording_loss(state, xf, yf, xr, yr):
+        out, logs = loss(state, xf, yf, xr, yr)
+        if "max" in logs:
+            seen.append((state.epoch, "max", method.forget_batches[state.step]))
+        elif "min" in logs:
+            seen.append((state.epoch, "min", method.retain_batches[state.step - method.n_forget]))
+        else:
+            seen.append((state.epoch, "skip", None))
+        return out, logs
+
+    method.loss = recording_loss
+    history = run_loop(method, state, epochs=2, lr=0.001, momentum=0.9, weight_decay=5e-4)
+    n_f, n_r = method.n_forget, method.n_retain  # 24 forget, 72 retain samples in batches of 16
+    assert (n_f, n_r) == (2, 5)
+    assert [k for e, k, _ in seen if e == 0] == ["max"] * n_f + ["min"] * n_r
+    assert [k for e, k, _ in seen if e == 1] == ["skip"] * n_f + ["min"] * n_r
+    for kind, idx in (("max", state.forget_idx), ("min", state.retain_idx)):  # exact passes in epoch 0
+        drawn = torch.cat([b for e, k, b in seen if e == 0 and k == kind])
+        assert sorted(drawn.tolist()) == sorted(idx.tolist())
+    assert "max" in history[0]["losses"] and "max" not in history[1]["losses"]
+
+
+def test_scrub_alt_skipped_steps_leave_the_weights_alone():
+    cfg = _tiny_cfg(**{"methods.scrub_alt.max_epochs": 0})
+    state = _tiny_state(cfg)
+    method = create_method("scrub_alt", cfg)
+    method.setup(state)
+    assert method.n_forget == 0 and method.steps_per_epoch(state) == method.n_retain
+    cfg = _tiny_cfg(**{"methods.scrub_alt.max_epochs": 1})
+    method = create_method("scrub_alt", cfg)
+    method.setup(state)
+    state.epoch, state.step = 1, 0
+    method.before_step(state)
+    loss, logs = method.loss(state, None, None, None, None)
+    loss.backward()
+    assert logs == {} and all(p.grad is None for p in state.model.parameters())
+
+
+def test_scrub_alt_prefixes_are_exact_so_calibration_scores_every_epoch_of_one_run():
+    """engine/calibrate.py scores epoch e of an E-epoch run as the e-epoch setting unless the method
+    says its schedule depends on E: scrub_alt's does not (max passes end at an absolute epoch)."""
+    cfg = _tiny_cfg(**{"methods.scrub_alt.max_epochs": 1})
+    assert create_method("scrub_alt", cfg).schedule_uses_epochs is False
+
+    def weights_per_epoch(total: int) -> list[list[torch.Tensor]]:
+        state = _tiny_state(cfg)
+        out: list[list[torch.Tensor]] = []
+        run_loop(create_method("scrub_alt", cfg), state, epochs=total, lr=0.01, momentum=0.9, weight_decay=5e-4,
+                 on_epoch=lambda e, row: out.append([p.detach().clone() for p in state.model.parameters()]))
+        return out
+
+    one, three = weights_per_epoch(1), weights_per_epoch(3)
+    assert all(torch.equal(a, b) for a, b in zip(one[0], three[0]))
+
+
+def test_scrub_alt_is_an_option_and_a_comparison_method_of_the_cli(capsys):
+    assert cli.main(["options"]) == 0
+    out = capsys.readouterr().out
+    for option in ("methods.scrub_alt.lr", "methods.scrub_alt.max_epochs", "methods.scrub_alt.alpha"):
+        assert option in out
+    with pytest.raises(SystemExit):
+        cli.main(["compare", "--help"])
+    assert "scrub_alt" in capsys.readouterr().out  # listed, though not in the default comparison
+    spec, _ = runner.prepare("compare", {"preset": "digits", "methods": "scrub_alt"})
+    assert spec["methods"] == ["scrub_alt"]
+
+
+@pytest.mark.slow
+def test_scrub_alt_forgets_on_digits_end_to_end(tmp_path, monkeypatch):
+    """The digits recipe (the SCRUB authors' schedule: max passes in the first two of three epochs,
+    alpha 0.001) forgets the class as far as retraining does, with retain accuracy kept."""
+    monkeypatch.setenv("ECLAB_HOME", str(tmp_path / "home"))
+    over = {"model": {"width": 16}, "train": {"epochs": 8}, "eval": TINY_EVAL, "calibrate": "off"}
+    spec, _ = runner.prepare("compare", {"preset": "digits", "overrides": over, "methods": ["scrub_alt"]})
+    runner.execute("compare", spec, tmp_path / "run", CollectingContext())
+    res = runner.store.load_json(tmp_path / "run" / "results.json")
+    original, retrain = res["runs"]["original"]["metrics"], res["runs"]["retrain"]["metrics"]
+    unlearned = res["runs"]["scrub_alt"]["metrics"]
+    assert original["forget_acc"] > 0.8
+    assert abs(unlearned["forget_acc"] - retrain["forget_acc"]) <= 0.05  # the calibration rule's tolerance
+    assert unlearned["retain_acc"] > 0.9
+    assert res["runs"]["scrub_alt"]["calibration"]["reached"]
