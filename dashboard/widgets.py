@@ -350,11 +350,19 @@ def calibration_note(rows: list[dict]) -> None:
     if not methods:
         return
     used = [r for r in methods if r["calibration"].get("used")]
-    missed = [r for r in used if calibration.NOT_REACHED in (r.get("flags") or [])]
-    line = (f"**Calibration**: {len(used)} of {len(methods)} methods ran a setting calibrated on this scenario "
-            "(learning rate × epochs: among the settings within "
+    missed = [r for r in methods if calibration.NOT_REACHED in (r.get("flags") or [])]
+    rule = ("learning rate × epochs: among the settings within "
             f"{verdict.FORGET_TOL:g} of retrain's forget accuracy on the forget training split, the highest retain "
-            "accuracy)" + ("; the others ran their recipe as given." if len(used) < len(methods) else "."))
+            "accuracy")
+    # why the others ran their recipe, once per distinct reason ("the teach recipe, tuned on this scenario ...")
+    whys = sorted({str(r["calibration"].get("reason") or "").removeprefix("recipe as given (").removesuffix(")")
+                   for r in methods if not r["calibration"].get("used")} - {""})
+    if used:
+        line = f"**Calibration**: {len(used)} of {len(methods)} methods ran a setting calibrated on this scenario ({rule})"
+        line += (f"; the others ran their recipe as given ({'; '.join(whys)})." if len(used) < len(methods) else ".")
+    else:
+        line = (f"**Calibration**: every method ran its recipe as given" + (f" ({'; '.join(whys)})" if whys else "")
+                + "; each run was still checked against retrain's forget accuracy.")
     if missed:
         line += (f" **{calibration.NOT_REACHED.capitalize()}**: "
                  + ", ".join(text.md(figures.display_name(r["name"])) for r in missed)

@@ -20,8 +20,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "tests"):  # tests/browser_helpers imports its sibling jobs_helpers
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 from tests import browser_helpers as H  # noqa: E402
 

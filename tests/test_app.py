@@ -595,10 +595,10 @@ def test_compare_shows_the_setting_the_mark_and_the_grid(store):
     _, ids = store("full")
     at = app("compare")
     df = at.dataframe[0].value
-    assert list(df.columns)[:3] == ["Method", "Settings", "Setting"]
+    assert list(df.columns)[:3] == ["Method", "Settings", "Calibration"]
     ec = df[df["Method"] == "EC"].iloc[0]
-    assert ec["Setting"] == "calibrated: lr 0.01, 5 ep (recipe lr 0.03, 10 ep)"
-    assert df[df["Method"] == "FT + EC"].iloc[0]["Setting"] == ""  # the single run predates calibration
+    assert ec["Calibration"] == "calibrated: lr 0.01, 5 ep (recipe lr 0.03, 10 ep)"
+    assert df[df["Method"] == "FT + EC"].iloc[0]["Calibration"] == ""  # the single run predates calibration
     assert NOT_REACHED in df[df["Method"] == "Boundary shrink"].iloc[0]["Verdict"]
     front_caption = next(c.value for c in at.caption if c.value.startswith("On the front"))
     assert "Boundary shrink" not in front_caption
@@ -640,7 +640,7 @@ def test_job_page_says_whether_the_run_used_a_calibrated_setting(store):
     _, ids = store("full")
     at = app("launch", query={"job": ids["compare"]})
     df = at.dataframe[0].value
-    assert df[df["Run"] == "EC"].iloc[0]["Setting"] == "calibrated: lr 0.01, 5 ep (recipe lr 0.03, 10 ep)"
+    assert df[df["Run"] == "EC"].iloc[0]["Calibration"] == "calibrated: lr 0.01, 5 ep (recipe lr 0.03, 10 ep)"
     assert NOT_REACHED in df[df["Run"] == "Boundary shrink"].iloc[0]["Verdict"]
     at = app("launch", query={"job": ids["run"]})
     assert "**FT + EC**: Not calibrated: these results predate calibration" in texts(at)

@@ -43,10 +43,10 @@ def keep(r: dict) -> bool:
 # Original and Retrain once per scenario (not once per job that shares them).
 shown = verdict.one_reference_pair([r for r in rows if keep(r)])
 P = widgets.as_pct
-COLUMNS = ["Method", "Settings", "Setting", "Data set", "Model", "Forget", "Seed", "Forget acc", "Retain acc", "MIA",
+COLUMNS = ["Method", "Settings", "Calibration", "Data set", "Model", "Forget", "Seed", "Forget acc", "Retain acc", "MIA",
            "CKA − retrain", "Probe − retrain", "Avg gap", "Verdict", "Time (s)", "Job"]
 df = pd.DataFrame([{
-    "Method": widgets.fmt_run(r["name"]), "Settings": r.get("settings") or "", "Setting": r.get("setting") or "",
+    "Method": widgets.fmt_run(r["name"]), "Settings": r.get("settings") or "", "Calibration": r.get("setting") or "",
     "Data set": r["dataset"],
     "Model": r["arch"], "Forget": r["forget"], "Seed": r["seed"], "Forget acc": P(r["forget_acc"]),
     "Retain acc": P(r["retain_acc"]), "MIA": P(r["mia"]), "CKA − retrain": r.get("cka_delta"),
@@ -77,7 +77,7 @@ st.dataframe(df, hide_index=True, width="stretch", height=min(600, 38 + 35 * max
                  "Settings": st.column_config.TextColumn(
                      width=150, help="What was tuned: EC's layer weights (w) and temperature (tau), and any option "
                                      "that differs from the preset's defaults"),
-                 "Setting": st.column_config.TextColumn(
+                 "Calibration": st.column_config.TextColumn(
                      width=150, help="How the learning rate and epochs were found: calibrated on this scenario (the "
                                      "setting kept, and the method's recipe), the recipe as given, or empty for runs "
                                      "made before calibration. 'One run up close' shows the grid tried."),

@@ -392,7 +392,7 @@ def final(job: dict) -> None:
         _calibration_used(res)
     P = widgets.as_pct
     st.dataframe(pd.DataFrame([{"Run": widgets.fmt_run(r["name"]), "Settings": runinfo.run_settings(res, r["name"]),
-                                "Setting": r["setting"], "Forget acc": P(r["forget_acc"]), "Retain acc": P(r["retain_acc"]),
+                                "Calibration": r["setting"], "Forget acc": P(r["forget_acc"]), "Retain acc": P(r["retain_acc"]),
                                 "Test acc": P(r["test_acc"]), "MIA efficacy": P(r["mia"]),
                                 "Forget CKA (inner)": r["cka_mid"], "CKA − retrain": r["cka_delta"],
                                 "Probe recovery (inner)": P(r["probe_mid"]), "Verdict": r["verdict"]} for r in rows]),
