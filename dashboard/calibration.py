@@ -34,11 +34,11 @@ def resolved_mode(calibrate: str | None, preset: str | None) -> str:
 
 
 def mode_label(mode: str, preset: str | None) -> str:
-    """The Launch form's option text (a single run): 'auto (a comparison's calibrated setting if any)',
+    """The Launch form's option text (a single run): 'auto (calibrated if known)',
     'auto (off for cifar10)', 'on', 'off'."""
     if mode != "auto":
         return mode
-    return "auto (a comparison's calibrated setting if any)" if resolved_mode(mode, preset) == "on" \
+    return "auto (calibrated if known)" if resolved_mode(mode, preset) == "on" \
         else f"auto (off for {preset})"
 
 

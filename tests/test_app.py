@@ -624,7 +624,7 @@ def test_launch_calibration_select_sets_the_config_field(store):
     store("full")
     at = app("launch")
     sel = at.selectbox(key="l_calibrate")
-    assert sel.value == "auto" and list(sel.options)[0] == "auto (a comparison's calibrated setting if any)"
+    assert sel.value == "auto" and list(sel.options)[0] == "auto (calibrated if known)"
     before = {j["id"] for j in api().list_jobs()}
     sel.set_value("off").run()
     at.button(key="l_submit").click().run()

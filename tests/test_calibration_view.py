@@ -82,7 +82,7 @@ def test_auto_mode_per_preset():
     assert [C.resolved_mode("auto", p) for p in ("cifar10", "cifar100", "cifar10-vit")] == ["off"] * 3
     assert C.resolved_mode("on", "cifar10") == "on" and C.resolved_mode("off", "digits") == "off"
     assert C.mode_label("auto", "cifar10") == "auto (off for cifar10)" and C.mode_label("on", "digits") == "on"
-    assert C.mode_label("auto", "teach") == "auto (a comparison's calibrated setting if any)"
+    assert C.mode_label("auto", "teach") == "auto (calibrated if known)"
 
 
 def test_a_run_that_did_not_reach_forgetting_is_flagged_and_kept_off_every_claim():
