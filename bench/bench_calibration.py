@@ -11,7 +11,6 @@ nothing is asserted.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -20,31 +19,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench_compare import Timer  # noqa: E402
+from bench_compare import Timer, compare_spec, scenario_args  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--preset", default="digits")
-    ap.add_argument("--methods", default=None)
-    ap.add_argument("--set", action="append", default=[])
-    args = ap.parse_args()
+    args = scenario_args()
     home = Path(tempfile.mkdtemp(prefix="eclab-bench-calib-"))
     os.environ["ECLAB_HOME"] = str(home)
     import torch
 
     from engine.compare import format_table
-    from engine.config import apply_sets
     from engine.runner import execute, prepare
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
           f"load {os.getloadavg()[0]:.1f}")
     totals = {}
     for label, mode in (("cold, recipes", "off"), ("warm, recipes", "off"), ("warm, calibrated", "on")):
-        spec = {"preset": args.preset, "overrides": apply_sets({}, [*args.set, f"calibrate={mode}"])}
-        if args.methods:
-            spec["methods"] = args.methods.split(",")
-        norm, _ = prepare("compare", spec)
+        norm, _ = prepare("compare", compare_spec(args, f"calibrate={mode}"))
         timer = Timer()
         out = home / f"out-{label.replace(', ', '-')}"
         execute("compare", norm, out, timer)

@@ -41,22 +41,32 @@ class Timer(JobContext):
         return now - self.t0
 
 
-def main():
+def scenario_args() -> argparse.Namespace:
+    """--preset, --methods, --set: the scenario a bench compares on (shared by the bench scripts)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="digits")
     ap.add_argument("--methods", default=None)
     ap.add_argument("--set", action="append", default=[])
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def compare_spec(args: argparse.Namespace, *extra_sets: str) -> dict:
+    """The compare job spec of those flags, with `extra_sets` applied after --set."""
+    from engine.config import apply_sets
+    spec = {"preset": args.preset, "overrides": apply_sets({}, [*args.set, *extra_sets])}
+    if args.methods:
+        spec["methods"] = args.methods.split(",")
+    return spec
+
+
+def main():
+    args = scenario_args()
     os.environ["ECLAB_HOME"] = tempfile.mkdtemp(prefix="eclab-bench-")
     import torch
 
-    from engine.config import apply_sets
     from engine.runner import execute, prepare
 
-    spec = {"preset": args.preset, "overrides": apply_sets({}, args.set)}
-    if args.methods:
-        spec["methods"] = args.methods.split(",")
-    norm, _ = prepare("compare", spec)
+    norm, _ = prepare("compare", compare_spec(args))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
           f"cuda {torch.cuda.is_available()}")
     totals = {}

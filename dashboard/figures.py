@@ -21,10 +21,12 @@ from plotly.subplots import make_subplots
 
 from engine.catalog import METHODS, base_method
 
+from .logic import NOISE
+
 # -- names and colours -------------------------------------------------------------------------
 
 # Methods' labels and colours live in engine/catalog.py; the reference "original" is no method.
-DISPLAY_NAMES = {"original": "Original", "original_seed2": "Original, other seed",  # the training-noise reference
+DISPLAY_NAMES = {"original": "Original", NOISE: "Original, other seed",  # the training-noise reference
                  **{name: info.label for name, info in METHODS.items()}}
 _BASE_COLORS = {"original": "#8c8c8c", **{name: info.color for name, info in METHODS.items()}}
 _FALLBACK = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#7f7f7f", "#ff7f0e"]
@@ -35,7 +37,7 @@ CLASS_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"
                 "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"]
 
 CKA_COLORSCALE = "Viridis"
-REFERENCE_RUNS = ("original", "retrain", "original_seed2")  # the last: the training-noise reference
+REFERENCE_RUNS = ("original", "retrain", NOISE)  # the last: the training-noise reference
 _FONT = dict(family="Inter, Helvetica Neue, Arial, sans-serif", size=13)
 
 
@@ -207,7 +209,7 @@ def layer_lines(values: Mapping[str, Mapping[str, float] | None], layers: Sequen
             label += " (floor)"
         elif name == "original":
             style.update(dash="dot")
-        elif name == "original_seed2":  # training noise: what reseeding alone does
+        elif name == NOISE:  # training noise: what reseeding alone does
             style.update(color="#9a9a9a", dash="dashdot", width=2)
             label += " (training noise)"
         fmt = ".1%" if percent else ".3f"

@@ -110,7 +110,7 @@ def headline_rows(results: Mapping) -> list[dict]:
     return rows
 
 
-NOISE = "original_seed2"  # the training-noise reference: a second original from another seed
+NOISE = "original_seed2"  # the training-noise reference (engine runner.SECOND_ORIGINAL): another seed's original
 
 
 def seed_band(results: Mapping, split: str = "forget") -> dict[str, float] | None:

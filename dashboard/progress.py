@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .logic import num
+from .logic import NOISE, num
 
 # (key, label, rough seconds for the digits default on a 2-core CPU, README "Measured figures")
 STAGES = (
@@ -14,7 +14,7 @@ STAGES = (
     ("aux", "Pretrain EC's auxiliary modules", 2.0),
     ("refs", "Evaluate the reference rows (original, retrain)", 3.0),
     ("method", "Unlearn and evaluate each method", 4.5),  # per method
-    ("original_seed2", "Train a second original from another seed (the training-noise band)", 15.0),
+    (NOISE, "Train a second original from another seed (the training-noise band)", 15.0),
     ("embed", "Embed the penultimate features for the UMAP view", 20.0),
 )
 ESTIMATED_PRESETS = ("digits",)

@@ -133,7 +133,7 @@ def choose(candidates: list[Candidate], target: float, tolerance: float, floor: 
                   f"within {tolerance:g} of retrain's forget accuracy ({target:.3f})"
                   + (f" with retain at least {floor:.3f}" if floor > 0 else ""))
         return Choice(best, True, reason, candidates)
-    broke = sum(abs(x.forget_acc - target) <= tolerance + 1e-9 and x.retain_acc < floor for x in candidates)
+    broke = sum(qualifies(x.forget_acc, target, tolerance) and x.retain_acc < floor for x in candidates)
     reason = (f"did not reach logit-level forgetting: no setting of {len(candidates)} came within {tolerance:g} "
               f"of retrain's forget accuracy ({target:.3f})"
               + (f" without collapsing retain accuracy below {floor:.3f} ({broke} did, by breaking the model)"
@@ -182,17 +182,16 @@ def off_block(recipe: dict, reason: str, forget_acc: float, target: float, toler
     """A run at its recipe (or the user's setting), still checked against retrain on the forget
     training split (and for a collapsed retain accuracy), so a recipe that does not forget is marked
     like a calibration that did not."""
-    reached = qualifies(forget_acc, target, tolerance, retain_acc, floor) if forget_acc == forget_acc else False
+    reached = qualifies(forget_acc, target, tolerance, retain_acc, floor)  # False for NaN (a diverged run)
     return {"used": False, "mode": "off", "recipe": recipe, "reason": reason, "forget_acc": forget_acc,
             "retain_acc": retain_acc, "target": {"forget_acc": target, "tolerance": tolerance, "retain_floor": floor},
             "reached": reached}
 
 
 def check_block(model, ev, bases, recipe: dict, reason: str, cfg: RunConfig) -> dict:
-    f_idx, r_idx = score_indices(ev)
-    floor = cfg.calibration.collapse * accuracy_on(bases.original, ev, r_idx)
-    return off_block(recipe, reason, accuracy_on(model, ev, f_idx), accuracy_on(bases.retrain, ev, f_idx),
-                     cfg.calibration.tolerance, accuracy_on(model, ev, r_idx), floor)
+    f_idx, r_idx, target, floor = targets(ev, bases, cfg.calibration.collapse)
+    return off_block(recipe, reason, accuracy_on(model, ev, f_idx), target, cfg.calibration.tolerance,
+                     accuracy_on(model, ev, r_idx), floor)
 
 
 def load_cached(key: str) -> dict | None:
@@ -225,6 +224,13 @@ def score_indices(ev) -> tuple[torch.Tensor, torch.Tensor]:
     return ev.cka_idx["forget"], ev.cka_idx["retain"]
 
 
+def targets(ev, bases, collapse: float) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """(forget idx, retain idx, retrain's forget accuracy, the retain floor) every setting is judged by:
+    the target to come within the tolerance of, and `collapse` x the original's retain accuracy."""
+    f_idx, r_idx = score_indices(ev)
+    return f_idx, r_idx, accuracy_on(bases.retrain, ev, f_idx), collapse * accuracy_on(bases.original, ev, r_idx)
+
+
 def accuracy_on(model, ev, idx: torch.Tensor) -> float:
     from .evaluate import predict
     if len(idx) == 0:
@@ -243,9 +249,7 @@ def search(sc, ev, bases, method: str, ctx: JobContext, unlearn, keep_model: boo
     knobs = cal_cfg.calibration
     hp = cal_cfg.method_config(method)
     recipe = {"lr": hp.lr, "epochs": hp.epochs}
-    f_idx, r_idx = score_indices(ev)
-    target = accuracy_on(bases.retrain, ev, f_idx)
-    floor = knobs.collapse * accuracy_on(bases.original, ev, r_idx)
+    f_idx, r_idx, target, floor = targets(ev, bases, knobs.collapse)
     from .methods import create_method
     prefix_exact = not getattr(create_method(method, cal_cfg), "schedule_uses_epochs", False)
     t0 = time.perf_counter()
