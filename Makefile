@@ -12,6 +12,7 @@ PORT ?= 8501
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@$(PY) -c 'from engine.embed import numba_cache_dir, warm_umap; print(f"compiled UMAP once ({warm_umap():.0f} s), cached in {numba_cache_dir()}")'
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 

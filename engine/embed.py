@@ -8,17 +8,64 @@ or a SIGTERM (check raises) takes effect at once, and the helper stops at its ne
 """
 from __future__ import annotations
 
+import functools
 import os
+import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 
 
-def _numba_cache():
-    if "NUMBA_CACHE_DIR" not in os.environ:
-        from .store import home
-        os.environ["NUMBA_CACHE_DIR"] = str(Path(home()) / "numba_cache")
+def numba_cache_dir() -> Path:
+    """Where numba caches umap's compiled kernels: NUMBA_CACHE_DIR, else inside the virtual
+    environment (the cache belongs to the installed numba/umap; `make venv` fills it), else the run
+    store's home."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return Path(os.environ["NUMBA_CACHE_DIR"])
+    venv = Path(sys.prefix)
+    if sys.prefix != sys.base_prefix and os.access(venv, os.W_OK):
+        return venv / "numba_cache"
+    from .store import home
+    return Path(home()) / "numba_cache"
+
+
+_numba_ready = False
+_numba_lock = threading.Lock()
+
+
+def _prepare_numba() -> None:
+    """Point numba at its cache and make every kernel umap and pynndescent define cacheable. They
+    leave many uncached (`numba.njit` without cache=True), so each new process spent ~18 s of one core
+    recompiling them even with a warm cache; with cache=True it is ~2-3 s (bench/results/umap_warm.txt).
+    A kernel numba cannot cache still compiles as before (numba warns and goes on)."""
+    global _numba_ready
+    with _numba_lock:  # the worker's warm-up thread and a job may both get here first
+        if not _numba_ready:
+            _patch_and_import()
+            _numba_ready = True
+
+
+def _patch_and_import() -> None:
+    os.environ["NUMBA_CACHE_DIR"] = str(numba_cache_dir())
+    import numba
+    if "umap" not in sys.modules and "pynndescent" not in sys.modules:
+        plain = {name: getattr(numba, name) for name in ("njit", "jit")}
+        try:
+            for name, decorator in plain.items():
+                setattr(numba, name, _cache_by_default(decorator))
+            import umap  # noqa: F401 - defines its kernels under the patched decorators
+        finally:
+            for name, decorator in plain.items():
+                setattr(numba, name, decorator)
+
+
+def _cache_by_default(decorator):
+    @functools.wraps(decorator)
+    def wrapper(*args, **kwargs):
+        kwargs.setdefault("cache", True)
+        return decorator(*args, **kwargs)
+    return wrapper
 
 
 def warm_umap() -> float:
@@ -81,7 +128,7 @@ def _embed(feats: dict[str, np.ndarray], reference: str, method: str, seed: int,
     mean, std = ref.mean(0), ref.std(0) + 1e-6
     scaled = {k: (np.asarray(v, dtype=np.float32) - mean) / std for k, v in feats.items()}
     if method == "umap" and len(ref) > n_neighbors + 1:
-        _numba_cache()
+        _prepare_numba()
         import warnings
         import umap
         with warnings.catch_warnings():

@@ -956,7 +956,6 @@ class Worker:
     def run(self, once: bool = False) -> int:
         """Claim and run jobs until stopped (or, with once, until the queue is empty)."""
         home = store.home()
-        os.environ.setdefault("NUMBA_CACHE_DIR", str(home / "numba_cache"))
         if self.handle_signals:
             self._install_signals()
         self.say(f"started (pid {os.getpid()}, home {home})")

@@ -44,7 +44,6 @@ def stop_child(proc: subprocess.Popen | None, sig: int, timeout: float) -> None:
 def cmd_serve(args) -> int:
     from . import api
     root = home()
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(root / "numba_cache"))
     signal.signal(signal.SIGTERM, _interrupt)
     worker = server = None
     try:
