@@ -53,11 +53,11 @@ def free_port() -> int:
 
 
 def base_env(home: Path, **extra) -> dict:
-    """Environment for the server and the worker: their own run store and numba cache, no autostart,
-    no UMAP warm-up (numba compilation takes minutes on a busy 2-core machine)."""
+    """Environment for the server and the worker: their own run store, no autostart, no UMAP warm-up.
+    UMAP's compiled kernels come from the venv's numba cache (engine.embed.numba_cache_dir, filled
+    by the install step), so a comparison's embedding stage does not recompile them per test."""
     env = dict(os.environ)
-    env.update({"ECLAB_HOME": str(home), "NUMBA_CACHE_DIR": str(Path(home) / "numba_cache"),
-                "ECLAB_NO_AUTOSTART": "1", "ECLAB_NO_WARM": "1", "PYTHONPATH": str(ROOT),
+    env.update({"ECLAB_HOME": str(home), "ECLAB_NO_AUTOSTART": "1", "ECLAB_NO_WARM": "1", "PYTHONPATH": str(ROOT),
                 "PYTHONUNBUFFERED": "1", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"})
     env.update({k: str(v) for k, v in extra.items()})
     return env

@@ -30,7 +30,6 @@ METRICS = ("forget_acc", "retain_acc", "test_acc", "forget_test_acc", "retain_te
 def home(tmp_path, monkeypatch):
     h = tmp_path / "home"
     monkeypatch.setenv("ECLAB_HOME", str(h))
-    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
     monkeypatch.setenv("ECLAB_NO_AUTOSTART", "1")
     return h
 

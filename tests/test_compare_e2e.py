@@ -18,7 +18,7 @@ SMALL = ["--set", "train.epochs=4", "--set", "ec.aux_epochs=2", "--set", "eval.p
 
 
 def _compare(out: Path, home: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {"ECLAB_HOME": str(home), "PATH": "/usr/bin:/bin", "NUMBA_CACHE_DIR": str(home / "numba")}
+    env = {"ECLAB_HOME": str(home), "PATH": "/usr/bin:/bin"}  # numba: the venv's cache
     return subprocess.run([sys.executable, "-m", "engine", "compare", "--preset", "digits", "--out", str(out),
                            *SMALL, *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
