@@ -89,6 +89,7 @@ def prepare_audit(spec: dict) -> tuple[dict, str]:
     the normalised spec holds the config, absolute paths, their SHA-256 and the indices themselves."""
     from .checkpoints import check_path, file_sha256, load_model
     from .config import ConfigError, stable_hash
+    from . import results as results_schema
     from .runner import _hashable, config_from_spec
     if not isinstance(spec, dict):
         raise ConfigError("spec", "must be a JSON object")
@@ -115,7 +116,7 @@ def prepare_audit(spec: dict) -> tuple[dict, str]:
             "unlearned": {n: paths[n] for n in files if n not in RESERVED}, "forget_indices": indices, "sha256": sha}
     key = {"kind": "audit", "config": _hashable(cfg), "sha256": sha, "names": list(norm["unlearned"]),
            "retrain": "retrain" in paths, "indices": stable_hash(indices) if indices else None}
-    return norm, stable_hash(key)
+    return norm, stable_hash(results_schema.versioned(key))
 
 
 def _role(role: str) -> str:
