@@ -61,7 +61,7 @@ run_summary = facts.run_summary
 headline_rows = facts.summary
 
 
-NOISE = "original_seed2"  # the training-noise reference (engine runner.SECOND_ORIGINAL): another seed's original
+NOISE = facts.NOISE_RUN  # the training-noise reference (engine/results.py): another seed's original
 
 
 def seed_band(results: Mapping, split: str = "forget") -> dict[str, float] | None:

@@ -261,6 +261,9 @@ def unflatten_arrays(flat: Mapping, points: Sequence[str]) -> dict:
 # -- the headline ---------------------------------------------------------------------------------
 
 REFERENCE = ("original", "retrain")
+# the training-noise reference: a second original trained from another seed (results.json "seed_band";
+# its base-model stage and checkpoint carry the same name)
+NOISE_RUN = "original_seed2"
 
 
 def num(v) -> float | None:

@@ -238,7 +238,7 @@ def base_models(sc: Scenario, ctx: JobContext, need_aux: bool = True) -> Bases:
                                           "aux": time.perf_counter() - t - t_orig - t_re})
 
 
-SECOND_ORIGINAL = "original_seed2"
+SECOND_ORIGINAL = results_schema.NOISE_RUN
 
 
 def wants_seed_band(cfg: RunConfig) -> bool:
