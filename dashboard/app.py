@@ -17,7 +17,7 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from dashboard import widgets  # noqa: E402
-from engine.dbguard import DatabaseUnavailable  # noqa: E402
+from dashboard.facts import DatabaseUnavailable  # noqa: E402
 
 # Not "pages/": a folder of that name beside the entrypoint switches Streamlit to the old
 # pages-directory mode on the first run of a process (and in AppTest on every run).

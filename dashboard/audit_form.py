@@ -9,8 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import data, launch_spec, logic
-from engine.audit import MAX_UPLOAD_MB  # torch-free at import
-from engine.config import SUPERVISION_POINTS, ConfigError
+from dashboard.facts import MAX_UPLOAD_MB, SUPERVISION_POINTS, ConfigError
 
 FORMATS = ["safetensors", "pt", "pth", "tar", "bin", "ckpt"]
 

@@ -11,31 +11,18 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from . import facts
 from .figures import (REFERENCE_RUNS, _class_name, _layout, _legend_right, _num, _shade, display_name,
                       method_color)
 
 
 def pareto_front(x: Sequence[float | None], y: Sequence[float | None]) -> list[bool]:
-    """Pareto-optimal points when x is minimised and y maximised.
+    """Pareto-optimal points when x is minimised and y maximised (engine/results.py `pareto`).
 
     A point is on the front unless another point is at least as good in both and strictly better
     in one. Points with a missing coordinate are never on the front. Exact duplicates are both
     kept."""
-    pts = [(_num(a), _num(b)) for a, b in zip(x, y)]
-    out = []
-    for i, (xi, yi) in enumerate(pts):
-        if math.isnan(xi) or math.isnan(yi):
-            out.append(False)
-            continue
-        dominated = False
-        for j, (xj, yj) in enumerate(pts):
-            if j == i or math.isnan(xj) or math.isnan(yj):
-                continue
-            if xj <= xi and yj >= yi and (xj < xi or yj > yi):
-                dominated = True
-                break
-        out.append(not dominated)
-    return out
+    return facts.pareto(list(zip(x, y)), ("min", "max"))
 
 
 def _variant_label(r: Mapping) -> str:

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 
 import streamlit as st
 
-from . import logic, verdict
+from . import facts, logic, verdict
 
-ARRAY_PREFIXES_SKIPPED = ("feat__",)  # pooled features: the engine's, not the dashboard's
+ARRAY_KINDS_SKIPPED = (facts.FEAT,)  # pooled features: the engine's, not the dashboard's
 
 
 def api():
@@ -25,8 +25,7 @@ def api():
 
 
 def home() -> str:
-    from engine import store
-    return str(store.home())
+    return facts.home()
 
 
 def jt(job: Mapping | None, field: str):
@@ -145,7 +144,7 @@ def _arrays(home_dir: str, job_id: str, name: str, token) -> dict | None:
     arrs = api().load_arrays(job_id, name)
     if arrs is None:
         return None
-    return {k: v for k, v in arrs.items() if not k.startswith(ARRAY_PREFIXES_SKIPPED)}
+    return {k: v for k, v in arrs.items() if getattr(facts.parse_key(k), "kind", None) not in ARRAY_KINDS_SKIPPED}
 
 
 def arrays(job: Mapping, name: str = "arrays.npz", token=None) -> dict | None:

@@ -1,7 +1,7 @@
 """Pure figure builders: plain dicts and arrays in, Plotly figures out.
 
-Nothing here imports Streamlit or the engine (only its plain-Python catalog of method labels and
-colours); every builder can be tested on hand-made inputs.
+Nothing here imports Streamlit or the engine (method labels and colours come from engine/catalog.py
+through dashboard/facts.py); every builder can be tested on hand-made inputs.
 Conventions shared by all figures:
   * one colour per method everywhere (`method_color`), reference runs in greys;
   * CKA always on a fixed 0..1 colour scale (`zmin=0, zmax=1`), so colours compare across figures;
@@ -19,8 +19,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from engine.catalog import METHODS, base_method
-
+from .facts import METHODS, base_method
 from .logic import NOISE
 
 # -- names and colours -------------------------------------------------------------------------

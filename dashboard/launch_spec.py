@@ -13,8 +13,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from engine.catalog import EC_SECTION_KNOBS, base_method, method_knobs, reads_ec
-
+from . import facts
+from .facts import EC_SECTION_KNOBS, ConfigError, base_method, method_knobs, reads_ec
 from .logic import REFERENCE
 
 
@@ -24,8 +24,7 @@ LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.05, 0.1, 0.3
 
 def _known_presets(names: Sequence[str]) -> list[str]:
     """The presets of this list that engine.config defines (the synthetic "teach" preset is newer)."""
-    from engine.config import PRESETS
-    return [n for n in names if n in PRESETS]
+    return [n for n in names if n in facts.PRESETS]
 
 
 PRESET_CHOICES = _known_presets(["digits", "teach", "mnist", "fashion-mnist", "cifar10", "cifar100", "cifar10-vit"])
@@ -55,7 +54,6 @@ _CLASS_RE = re.compile(r"^\s*(-?\d+)")
 def parse_classes(values: Sequence[Any]) -> list[int]:
     """Forget classes from the multiselect: ints, or strings typed by the user ("12") or the
     displayed option ("3 · cat"). Raises engine.config.ConfigError naming forget.classes."""
-    from engine.config import ConfigError
     out = []
     for v in values:
         if isinstance(v, bool):
@@ -101,16 +99,14 @@ def build_run_spec(v: Mapping[str, Any], extra: Mapping | None = None) -> dict:
 
 def check_spec(spec: Mapping):
     """Validate a run spec with engine.config; returns the RunConfig or raises ConfigError."""
-    from engine.config import make_config
-    return make_config(spec.get("preset", "digits"), spec.get("overrides") or {})
+    return facts.make_config(spec.get("preset", "digits"), spec.get("overrides") or {})
 
 
 def prefill_config(prefill: Mapping):
     """A RunConfig from a hand-off dict: {"config": full dict} or {"preset", "overrides"}."""
-    from engine.config import make_config, validate
     if prefill.get("config"):
-        return validate(dict(prefill["config"]))
-    return make_config(prefill.get("preset", "digits"), prefill.get("overrides") or {})
+        return facts.validate(dict(prefill["config"]))
+    return facts.make_config(prefill.get("preset", "digits"), prefill.get("overrides") or {})
 
 
 # Options the Launch form sets itself; everything else a hand-off carries is kept as "extra" overrides.
@@ -156,11 +152,7 @@ def extra_overrides(cfg, defaults: Mapping) -> dict:
     return _unflatten({k: v for k, v in full.items() if k not in own and base.get(k, object()) != v})
 
 
-def merge(base: Mapping, over: Mapping) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
-    return out
+merge = facts.deep_merge  # the one deep merge (engine/config.py)
 
 
 def dotted(d: Mapping) -> list[str]:

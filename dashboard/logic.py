@@ -1,18 +1,18 @@
 """Pure helpers behind the pages: summaries of results.json, job labels, error messages (the Launch
 form's spec: dashboard/launch_spec.py).
 
-No Streamlit and no torch here (only engine.config, which imports pydantic, and the plain-Python
-engine.catalog), so every function is testable on plain dicts.
+No Streamlit, no torch and no engine import here: the results format and its one headline come
+through dashboard/facts.py (engine/results.py), so every function is testable on plain dicts.
 """
 from __future__ import annotations
 
 import datetime as _dt
-import math
 from collections.abc import Mapping, Sequence
 
+from . import facts
 from .calibration import not_forgotten
 
-REFERENCE = ("original", "retrain")
+REFERENCE = facts.REFERENCE
 RESULT_KINDS = ("compare", "run", "audit")  # jobs whose results.json the analysis pages show
 NO_RETRAIN_NOTE = ("no retrained reference supplied: CKA vs the original only. This audit has no gold-standard "
                    "model (a model retrained without the forget set), so CKA to the retrained model, Avg. Gap and "
@@ -30,13 +30,7 @@ SPLIT_LABELS = {"forget": "forget (train)", "retain": "retain (train)",
 
 # -- numbers -----------------------------------------------------------------------------------
 
-def num(v) -> float | None:
-    """A finite float or None."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
+num = facts.num  # a finite float or None
 
 
 def pct(v, digits: int = 1) -> str:
@@ -49,68 +43,25 @@ def dec(v, digits: int = 2) -> str:
     return "n/a" if f is None else f"{f:.{digits}f}"
 
 
-def mean_over(values: Mapping | None, keys: Sequence[str]) -> float | None:
-    vals = [num((values or {}).get(k)) for k in keys]
-    vals = [v for v in vals if v is not None]
-    return sum(vals) / len(vals) if vals else None
-
-
-def inner_layers(layers: Sequence[str]) -> list[str]:
-    """The intermediate supervision points: all but the last (the penultimate feature, where the
-    model's head sits). With a single point, that point."""
-    layers = list(layers or [])
-    return layers[:-1] if len(layers) > 1 else layers
+mean_over = facts.mean_over
+inner_layers = facts.inner_layers  # all supervision points but the last (engine/results.py)
 
 
 # -- results.json ------------------------------------------------------------------------------
 
-def run_names(results: Mapping) -> list[str]:
-    """original, retrain, then the methods in stored order."""
-    runs = list((results or {}).get("runs") or {})
-    return [n for n in REFERENCE if n in runs] + [n for n in runs if n not in REFERENCE]
+run_names = facts.run_names  # original, retrain, then the methods in stored order
 
 
 def method_runs(results: Mapping) -> list[str]:
     return [n for n in run_names(results) if n not in REFERENCE]
 
 
-def run_summary(results: Mapping, name: str) -> dict:
-    """The headline numbers of one run: logit-level next to representation-level forgetting."""
-    run = (results.get("runs") or {}).get(name) or {}
-    layers = list(results.get("layers") or [])
-    inner = inner_layers(layers)
-    m = run.get("metrics") or {}
-    cka_o = (run.get("cka_vs_original") or {}).get("forget")
-    cka_r = (run.get("cka_vs_retrain") or {}).get("forget")
-    probe = run.get("probe_forget_acc")
-    return {
-        "name": name,
-        "method": run.get("method", name),
-        "role": "reference" if name in REFERENCE else "method",
-        "forget_acc": num(m.get("forget_acc")),
-        "retain_acc": num(m.get("retain_acc")),
-        "test_acc": num(m.get("test_acc")),
-        "forget_test_acc": num(m.get("forget_test_acc")),
-        "mia": num(m.get("mia_efficacy")),
-        "avg_gap": num(m.get("avg_gap")),
-        "cka_mid": mean_over(cka_o, inner),
-        "cka_mid_retrain": mean_over(cka_r, inner),
-        "probe_mid": mean_over(probe, inner),
-        "probe_max": max((v for v in (num((probe or {}).get(k)) for k in inner) if v is not None), default=None),
-        "seconds": num(run.get("seconds")),
-    }
+# The headline of a run and of a results file: engine/results.py (cka_mid is THE inner forget CKA).
+run_summary = facts.run_summary
+headline_rows = facts.summary
 
 
-def headline_rows(results: Mapping) -> list[dict]:
-    rows = [run_summary(results, n) for n in run_names(results)]
-    ref = next((r for r in rows if r["name"] == "retrain"), None)
-    for r in rows:
-        r["cka_excess"] = (r["cka_mid"] - ref["cka_mid"]) if (ref and r["cka_mid"] is not None
-                                                              and ref["cka_mid"] is not None) else None
-    return rows
-
-
-NOISE = "original_seed2"  # the training-noise reference (engine runner.SECOND_ORIGINAL): another seed's original
+NOISE = facts.NOISE_RUN  # the training-noise reference (engine/results.py): another seed's original
 
 
 def seed_band(results: Mapping, split: str = "forget") -> dict[str, float] | None:

@@ -12,17 +12,16 @@ import functools
 import json
 from collections.abc import Mapping, Sequence
 
-from engine.catalog import base_method, reads_ec
-
+from . import facts
+from .facts import base_method, reads_ec
 from .logic import REFERENCE, num
 
 
 @functools.lru_cache(maxsize=16)
 def _preset_defaults(preset: str) -> str:
     """The preset's default config as JSON (cached; pydantic only, no torch)."""
-    from engine.config import make_config
     try:
-        return json.dumps(make_config(preset).model_dump())
+        return json.dumps(facts.make_config(preset).model_dump())
     except Exception:  # an unknown preset ("custom" files, old stores): compare with nothing
         return "{}"
 
@@ -67,8 +66,7 @@ def short_settings(method: str, uses_ec: bool, ec: Mapping | None, hp: Mapping |
 
 
 def _n_points(arch) -> int | None:
-    from engine.config import SUPERVISION_POINTS
-    return len(SUPERVISION_POINTS.get(arch) or []) or None
+    return len(facts.SUPERVISION_POINTS.get(arch) or []) or None
 
 
 def config_settings(cfg: Mapping | None) -> str:

@@ -1,6 +1,7 @@
 """Pure builders for the Sweeps page: plain trial rows in, Plotly figures / tables / hand-offs out.
 
-No Streamlit, no engine imports. A trial row is the dict engine.sweep.trial_rows() makes:
+No Streamlit; the engine only through dashboard/facts.py (the Pareto front, the deep merge).
+A trial row is the dict engine.sweep.trial_rows() makes:
     {"number", "state" ("COMPLETE"|"FAIL"|"RUNNING"|...), "cka_gap_to_retrain", "forget_cka",
      "retrain_forget_cka", "retain_acc", "forget_acc", "retrain_forget_acc", "constraint",
      "feasible" (bool|None), "pareto" (bool, optional), "params": {"w_<point>": .., "tau": .., ...},
@@ -19,6 +20,8 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
+
+from . import facts
 
 FEASIBLE = "#1f77b4"
 INFEASIBLE = "#bdbdbd"
@@ -49,18 +52,8 @@ def pareto_mask(rows: Sequence[Mapping], feasible_only: bool = True) -> list[boo
     feasible ones when any is feasible. Uses row["pareto"] as given when every row has it."""
     if rows and all("pareto" in r for r in rows):
         return [bool(r["pareto"]) for r in rows]
-    done = [i for i, r in enumerate(rows) if r in complete(rows)]
-    if feasible_only and any(rows[i].get("feasible") for i in done):
-        done = [i for i in done if rows[i].get("feasible")]
-    pts = {i: (_num(rows[i][GAP]), _num(rows[i]["retain_acc"])) for i in done}
-    out = []
-    for i in range(len(rows)):
-        if i not in pts:
-            out.append(False)
-            continue
-        x, y = pts[i]
-        out.append(not any(xo <= x and yo >= y and (xo < x or yo > y) for j, (xo, yo) in pts.items() if j != i))
-    return out
+    points = [(r.get(GAP), r.get("retain_acc")) if r.get("state") == "COMPLETE" else (None, None) for r in rows]
+    return facts.pareto(points, ("min", "max"), [r.get("feasible") for r in rows] if feasible_only else None)
 
 
 def _cka_line(r: Mapping) -> str:
@@ -202,13 +195,6 @@ def best_row(rows: Sequence[Mapping], reference: Mapping | None = None) -> Mappi
     return min(pool, key=lambda r: (_num(r[GAP]), -_num(r["retain_acc"]))) if pool else None
 
 
-def _merge(base: dict, over: Mapping) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def prefill(row: Mapping, attrs: Mapping, study: str | None = None) -> dict:
     """The Launch page hand-off for a trial's settings:
     {"method": "ec", "ec": {"weights", "tau", ...}, "preset", "overrides" (the study's scenario plus these
@@ -231,7 +217,7 @@ def prefill(row: Mapping, attrs: Mapping, study: str | None = None) -> dict:
                 ec[key] = params[key]
     if "weights" in ec:
         over.setdefault("ec", {})["weights"] = ec["weights"]
-    overrides = _merge(copy.deepcopy(dict(attrs.get("overrides") or {})), over)
+    overrides = facts.deep_merge(copy.deepcopy(dict(attrs.get("overrides") or {})), over)
     src = f"sweep {study} trial {row.get('number')}" if study else f"sweep trial {row.get('number')}"
     return {"method": "ec", "ec": ec, "preset": attrs.get("preset", "digits"), "overrides": overrides,
             "source": src}

@@ -9,7 +9,7 @@ import streamlit as st
 
 import pandas as pd
 
-from . import calibration, data, figures, logic, progress, runinfo, text, verdict
+from . import calibration, data, facts, figures, logic, progress, runinfo, text, verdict
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 RESULTS_KEY = "results_job"
@@ -411,7 +411,7 @@ def scenario_history(job: dict, res: dict, limit: int = 12) -> None:
     items = data.all_results(data.jobs())
     hist = runinfo.scenario_history(items, res.get("config") or {}, label)
     dflt = runinfo.config_settings({**runinfo.defaults((res.get("config") or {}).get("preset")),
-                                    "method": (res["runs"][label].get("method") or label.split("+")[0]),
+                                    "method": (res["runs"][label].get("method") or facts.base_method(label)),
                                     "plugin": "ec" if label.endswith("+ec") else "none"})
     tagged = runinfo.tag_history(hist, job["id"], dflt)[:limit]
     name = text.md(figures.display_name(label))  # run names come from results files: plain text

@@ -10,8 +10,13 @@ cancel_requested (bool), summary (dict from the runner), run_dir (path).
 """
 from __future__ import annotations
 
-from . import store
+from . import results, store
 from .audit import MAX_UPLOAD_MB, save_upload
+from .catalog import (CONTRASTIVE_KNOBS, EC_SECTION_KNOBS, METHODS, base_method, class_names, method_knobs,
+                      reads_ec)
+from .config import (DATASET_CLASSES, METHOD_NAMES, PRESETS, SUPERVISION_POINTS, ConfigError, deep_merge,
+                     make_config, validate)
+from .dbguard import DatabaseUnavailable
 from .jobs import (
     cancel,
     ensure_worker,
@@ -52,6 +57,33 @@ def first_start_jobs() -> list[str]:
     return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
 
 
+def home() -> str:
+    """The run store's folder ($ECLAB_HOME)."""
+    return str(store.home())
+
+
+# The sweep readers import Optuna: only on first use, so a page that shows no sweep never loads it.
+
+def discover_studies(extra_storage: str | None = None) -> list[dict]:
+    from . import sweep
+    return sweep.discover_studies(extra_storage)
+
+
+def study_table(study: str, storage: str) -> dict:
+    from . import sweep
+    return sweep.study_table(study, storage)
+
+
+def sweep_format_version():
+    """engine.sweep.FORMAT_VERSION: the study format the sweep readers rank."""
+    from . import sweep
+    return sweep.FORMAT_VERSION
+
+
 __all__ = ["queue_defaults", "first_start_jobs", "DEFAULT_PRESETS", "submit", "get_job", "list_jobs", "events_since", "cancel", "load_results", "load_arrays", "load_partial",
            "list_results", "record_external", "worker_alive", "ensure_worker", "workers", "headline_metrics",
-           "save_upload", "MAX_UPLOAD_MB"]
+           "save_upload", "MAX_UPLOAD_MB", "home", "discover_studies", "study_table", "sweep_format_version",
+           # the facts the pages read (engine/catalog.py, engine/config.py, engine/results.py)
+           "results", "METHODS", "CONTRASTIVE_KNOBS", "EC_SECTION_KNOBS", "base_method", "class_names", "method_knobs",
+           "reads_ec", "DATASET_CLASSES", "METHOD_NAMES", "PRESETS", "SUPERVISION_POINTS", "ConfigError", "deep_merge",
+           "make_config", "validate", "DatabaseUnavailable"]

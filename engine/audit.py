@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import results as results_schema
+
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,39}$")
 RESERVED = ("original", "retrain")
 MAX_INDEX_MB = 64
@@ -50,7 +52,7 @@ def parse_unlearned(items) -> dict[str, str]:
         raise AuditError("name at least one unlearned model: --unlearned NAME=PATH (e.g. ec=/models/ec.pth.tar)")
     out: dict[str, str] = {}
     for name, path in pairs:
-        if not NAME.match(name) or "__" in name:
+        if not NAME.match(name) or results_schema.SEP in name:  # "__" separates arrays.npz key parts
             raise AuditError(f"unlearned model name {name!r}: use letters, digits and _ . + - (at most 40, no '__')")
         if name in RESERVED:
             raise AuditError(f"unlearned model name {name!r} is reserved: pass that model as --{name} instead")
@@ -115,7 +117,7 @@ def prepare_audit(spec: dict) -> tuple[dict, str]:
             "unlearned": {n: paths[n] for n in files if n not in RESERVED}, "forget_indices": indices, "sha256": sha}
     key = {"kind": "audit", "config": _hashable(cfg), "sha256": sha, "names": list(norm["unlearned"]),
            "retrain": "retrain" in paths, "indices": stable_hash(indices) if indices else None}
-    return norm, stable_hash(key)
+    return norm, stable_hash(results_schema.versioned(key))
 
 
 def _role(role: str) -> str:

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import results as results_schema
 from .catalog import default_compare, method_names
 from .config import ConfigError, apply_sets, option_table
 from .events import JobContext
@@ -88,21 +89,19 @@ class PrintingContext(JobContext):
 
 
 def format_table(results: dict) -> str:
-    from .runner import mean_mid_cka
     layers = results["layers"]
+    inner = results_schema.inner_layers(layers)
     head = (f"{'run':<16}{'forget':>8}{'retain':>8}{'test':>8}{'MIA':>7}{'gap':>7}{'CKA mid':>9}{'probe':>7}{'sec':>7}"
             f"  setting")
     lines = [head, "-" * len(head)]
     fmt = lambda v, w, p=3: f"{v:>{w}.{p}f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"  # noqa: E731
     for name, run in results["runs"].items():
         m = run["metrics"]
-        probes = [run["probe_forget_acc"].get(l) for l in layers[:-1]]
-        probes = [p for p in probes if p is not None]
-        probe = sum(probes) / len(probes) if probes else None
+        probe = results_schema.mean_over(run.get("probe_forget_acc"), inner)
         lines.append(f"{name:<16}{fmt(m['forget_acc'], 8)}{fmt(m['retain_acc'], 8)}{fmt(m['test_acc'], 8)}"
-                     f"{fmt(m['mia_efficacy'], 7)}{fmt(m.get('avg_gap'), 7)}{fmt(mean_mid_cka(run, layers), 9)}"
+                     f"{fmt(m['mia_efficacy'], 7)}{fmt(m.get('avg_gap'), 7)}{fmt(results_schema.inner_cka(run, layers), 9)}"
                      f"{fmt(probe, 7)}{fmt(run.get('seconds'), 7, 1)}  {setting_text(run)}")
-    lines.append(f"CKA mid: mean forget-split CKA to the original over {', '.join(layers[:-1])}; "
+    lines.append(f"CKA mid: mean forget-split CKA to the original over {', '.join(inner)}; "
                  f"probe: linear-probe accuracy on forget-class test samples at those layers")
     misses = [name for name, run in results["runs"].items() if (run.get("calibration") or {}).get("reached") is False]
     if misses:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -349,11 +350,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _merge(base: dict, over: dict) -> dict:
+def deep_merge(base: Mapping, over: Mapping) -> dict:
+    """`base` with `over` laid on top, key by key: a mapping merges into a dict (recursively),
+    anything else replaces. Returns new dicts along the merged paths; neither input is changed."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
     return out
+
+
+_merge = deep_merge  # the old name (engine.sweep imports it)
 
 
 def _format_error(err: ValidationError) -> ConfigError:
@@ -376,9 +382,9 @@ def make_config(preset: str = "digits", overrides: dict | None = None, **top) ->
     """Build and validate a config from a preset plus nested overrides."""
     if preset not in PRESETS:
         raise ConfigError("preset", f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    raw = _merge(PRESETS[preset], {"preset": preset})
-    raw = _merge(raw, overrides or {})
-    raw = _merge(raw, top)
+    raw = deep_merge(PRESETS[preset], {"preset": preset})
+    raw = deep_merge(raw, overrides or {})
+    raw = deep_merge(raw, top)
     return validate(raw)
 
 

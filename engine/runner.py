@@ -79,7 +79,7 @@ def prepare(kind: str, spec: dict) -> tuple[dict, str]:
         if not isinstance(layer, str) or not layer:
             raise ConfigError("layer", "name a supervision point, e.g. block2")
         norm = {"job": job, "layer": layer}
-        return norm, stable_hash({"kind": kind, **norm})
+        return norm, stable_hash(results_schema.versioned({"kind": kind, **norm}))
     if kind == "audit":
         from .audit import prepare_audit
         return prepare_audit(spec)
@@ -88,7 +88,7 @@ def prepare(kind: str, spec: dict) -> tuple[dict, str]:
     norm: dict = {"config": cfg.model_dump()}
     if kind == "compare":
         norm["methods"] = parse_methods(spec.get("methods"))
-    return norm, stable_hash({"kind": kind, **norm, "config": _hashable(cfg)})
+    return norm, stable_hash(results_schema.versioned({"kind": kind, **norm, "config": _hashable(cfg)}))
 
 
 def check_forget_size(cfg: RunConfig) -> None:
@@ -238,7 +238,7 @@ def base_models(sc: Scenario, ctx: JobContext, need_aux: bool = True) -> Bases:
                                           "aux": time.perf_counter() - t - t_orig - t_re})
 
 
-SECOND_ORIGINAL = "original_seed2"
+SECOND_ORIGINAL = results_schema.NOISE_RUN
 
 
 def wants_seed_band(cfg: RunConfig) -> bool:
@@ -275,18 +275,18 @@ def eval_set(sc: Scenario) -> EvalSet:
 
 def _reference_rows(sc: Scenario, ev: EvalSet, bases: Bases, ctx: JobContext) -> tuple[dict, dict]:
     """Evaluate original and retrain (cached per scenario + evaluation settings)."""
-    key = "refs-" + stable_hash({"retrain": retrain_key(sc.cfg), "eval": sc.cfg.eval.model_dump(exclude={"relearn", "relearn_samples", "relearn_steps", "relearn_lr", "umap", "seed_band"})})
+    key = "refs-" + stable_hash(results_schema.versioned({"retrain": retrain_key(sc.cfg), "eval": sc.cfg.eval.model_dump(exclude={"relearn", "relearn_samples", "relearn_steps", "relearn_lr", "umap", "seed_band"})}))
     folder = store.cache_dir(key)
     if (folder / "refs.json").exists() and (folder / "refs.npz").exists():
         try:
             rows = store.load_json(folder / "refs.json")
             arrays = store.load_npz(folder / "refs.npz")
-            return rows, _unflatten_arrays(arrays, ev.points)
+            return rows, results_schema.unflatten_arrays(arrays, ev.points)
         except store.CheckpointError:
             pass  # rebuild below
     rows, arrays = evaluate_references(ev, {"original": bases.original, "retrain": bases.retrain}, ctx)
     store.atomic_write_json(folder / "refs.json", rows)
-    store.atomic_save_npz(folder / "refs.npz", _flatten_arrays(arrays, ev.points))
+    store.atomic_save_npz(folder / "refs.npz", results_schema.flatten_arrays(arrays, ev.points))
     return rows, arrays
 
 
@@ -303,22 +303,6 @@ def evaluate_references(ev: EvalSet, refs: dict[str, nn.Module], ctx: JobContext
     for row in rows.values():
         row["metrics"]["avg_gap"] = avg_gap(row["metrics"], retrain)
     return rows, arrays
-
-
-def _flatten_arrays(arrays: dict, points: list[str]) -> dict[str, np.ndarray]:
-    out = {}
-    for name, arr in arrays.items():
-        for p, f in zip(points, arr["feats"]):
-            out[f"feat__{name}__{p}"] = f
-        for split, c in arr["conf"].items():
-            out[f"conf__{name}__{split}"] = c
-    return out
-
-
-def _unflatten_arrays(flat: dict, points: list[str]) -> dict:
-    names = {k.split("__")[1] for k in flat if k.startswith("feat__")}
-    return {n: {"feats": [flat[f"feat__{n}__{p}"] for p in points],
-                "conf": {s: flat[f"conf__{n}__{s}"] for s in ("forget", "retain", "test")}} for n in names}
 
 
 # -- jobs ----------------------------------------------------------------------------------------
@@ -342,30 +326,27 @@ def _finish_runs(sc: Scenario, ev: EvalSet, bases: Bases, refs: dict, ref_arrays
             epoch_feats[label] = entry.pop("_epoch_feats")
         arrays[label] = entry.pop("_arrays")
         runs[label] = entry
-        store.atomic_save_safetensors(run_dir / f"weights__{label.replace('+', '_')}.safetensors", model.state_dict())
+        store.atomic_save_safetensors(run_dir / results_schema.weights_file(label), model.state_dict())
     if cfg.eval.relearn:
         ctx.emit({"type": "stage", "stage": "eval", "name": "relearn", "fraction": 0.0, "message": "relearning test"})
         for label, model in [("retrain", bases.retrain), ("original", bases.original)] + [(l, m) for l, m, _ in results]:
             if model is not None:
                 runs[label]["relearn"] = relearn_curve(sc, ev, model, ctx)
-    flat = _flatten_arrays(arrays, ev.points)
+    flat = results_schema.flatten_arrays(arrays, ev.points)
     labels = ev.y[ev.embed_idx].cpu().numpy()
-    flat["embed_labels"] = labels.astype(np.int64)
-    flat["embed_is_forget"] = np.isin(ev.embed_idx.cpu().numpy(), sc.splits.forget_idx)
+    flat[results_schema.EMBED_LABELS] = labels.astype(np.int64)
+    flat[results_schema.EMBED_IS_FORGET] = np.isin(ev.embed_idx.cpu().numpy(), sc.splits.forget_idx)
     method = "umap" if cfg.eval.umap else "pca"
     ctx.emit({"type": "stage", "stage": "embed", "name": method, "fraction": 0.0, "message": f"embedding ({method.upper()})"})
     pen = {name: arr["feats"][-1] for name, arr in arrays.items()}
     for label, feats in epoch_feats.items():
         for e, f in enumerate(feats):
-            pen[f"epoch__{label}__{e + 1}"] = f
+            pen[results_schema.epoch_umap_key(label, e + 1)] = f  # its arrays.npz key
     coords = embed(pen, method=method, seed=cfg.seed, check=ctx.check)  # cancel / SIGTERM work here too
     ctx.check()  # the last safe point: a job cancelled during the embedding writes no results
     for name, c in coords.items():
-        if name.startswith("epoch__"):
-            _, label, e = name.split("__")
-            flat[f"epoch_umap__{label}__{e}"] = c
-        else:
-            flat[f"umap__{name}"] = c
+        epoch = results_schema.parse_key(name)
+        flat[name if epoch is not None and epoch.kind == results_schema.EPOCH_UMAP else results_schema.umap_key(name)] = c
     results_json = {"kind": kind, "scenario": sc.info(), "layers": list(ev.points), "config": cfg.model_dump(),
                     "embedding": method, "base_seconds": bases.seconds, **(extra or {}), "runs": runs}
     results_schema.check(results_json)  # the readers' schema: never write what they would refuse
@@ -446,13 +427,14 @@ def run_embed(spec: dict, run_dir: Path, ctx: JobContext) -> dict:
     if layer not in results["layers"]:
         raise ConfigError("layer", f"{layer!r} is not a supervision point of that run ({', '.join(results['layers'])})")
     arrays = store.load_npz(source / "arrays.npz")
-    feats = {k.split("__")[1]: v for k, v in arrays.items() if k.startswith("feat__") and k.endswith(f"__{layer}")}
+    feats = {run: arrays[results_schema.feat_key(run, layer)]
+             for run in results_schema.runs_of(arrays, results_schema.FEAT, layer)}
     cfg = validate(results["config"])
     coords = embed(feats, method="umap" if cfg.eval.umap else "pca", seed=cfg.seed, check=ctx.check)
     ctx.check()
-    out = {f"umap__{k}": v for k, v in coords.items()}
-    store.atomic_save_npz(source / f"embed__{layer}.npz", out)
-    store.atomic_save_npz(run_dir / f"embed__{layer}.npz", out)
+    out = {results_schema.umap_key(k): v for k, v in coords.items()}
+    store.atomic_save_npz(source / results_schema.embed_file(layer), out)
+    store.atomic_save_npz(run_dir / results_schema.embed_file(layer), out)
     summary = {"kind": "embed", "job": spec["job"], "layer": layer, "runs": sorted(coords)}
     store.atomic_write_json(run_dir / "embed.json", summary)
     return summary
@@ -501,11 +483,7 @@ def summarize(results: dict) -> dict:
     return {"kind": results["kind"], "runs": out}
 
 
-def mean_mid_cka(run: dict, layers: list[str], split: str = "forget", ref: str = "cka_vs_original") -> float | None:
-    """Mean CKA to the reference over the intermediate supervision points (all but the last)."""
-    vals = [run.get(ref, {}).get(split, {}).get(l) for l in layers[:-1]]
-    vals = [v for v in vals if v is not None]
-    return float(np.mean(vals)) if vals else None
+mean_mid_cka = results_schema.inner_cka  # the one inner CKA (engine/results.py): all points but the last
 
 
 __all__ = ["JOB_KINDS", "prepare", "execute", "config_from_spec", "parse_methods", "mean_mid_cka", "summarize"]

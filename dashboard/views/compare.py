@@ -3,7 +3,7 @@ membership-inference views of one run, CSV and HTML export."""
 import pandas as pd
 import streamlit as st
 
-from dashboard import calibration, compare_figures, data, figures, launch_spec, logic, text, verdict, widgets
+from dashboard import calibration, compare_figures, data, facts, figures, launch_spec, logic, text, verdict, widgets
 
 st.title("Compare")
 all_jobs = data.jobs()
@@ -161,7 +161,7 @@ try:
     arrs = data.arrays(job)
 except Exception as err:
     st.caption(f"Arrays unreadable: {text.md(err)}")
-conf = {sp: (arrs or {}).get(f"conf__{name}__{sp}") for sp in ("forget", "retain", "test")}
+conf = {sp: (arrs or {}).get(facts.conf_key(name, sp)) for sp in ("forget", "retain", "test")}
 if any(v is not None for v in conf.values()):
     grid = (run.get("mia") or {}).get("decision_grid")
     widgets.show(compare_figures.mia_view(conf, grid, name, (run.get("metrics") or {}).get("mia_efficacy")),

@@ -1,10 +1,8 @@
 """Embeddings (UMAP): forget vs retain samples, original vs unlearned on shared axes, per layer,
 with an epoch scrubber. UMAP itself always runs on the worker (embed jobs), never in this process."""
-import re
-
 import streamlit as st
 
-from dashboard import data, figures, logic, text, widgets
+from dashboard import data, facts, figures, logic, text, widgets
 
 st.title("Embeddings (UMAP)")
 ctx = widgets.require_results()
@@ -20,14 +18,14 @@ try:
 except Exception as err:
     st.error(f"Could not read the arrays of job {text.code(job['id'])}: {text.md(err)}")
     st.stop()
-if not arrs or "embed_labels" not in arrs or "embed_is_forget" not in arrs:
+if not arrs or facts.EMBED_LABELS not in arrs or facts.EMBED_IS_FORGET not in arrs:
     st.info("This job stored no embedding sample (arrays.npz is missing or has no embed_labels); "
             "rerun it to get the UMAP views.")
     st.stop()
-labels, is_forget = arrs["embed_labels"], arrs["embed_is_forget"]
+labels, is_forget = arrs[facts.EMBED_LABELS], arrs[facts.EMBED_IS_FORGET]
 
-runs = [n for n in logic.run_names(res) if n != "original" and f"umap__{n}" in arrs]
-if not runs or "umap__original" not in arrs:
+runs = [n for n in logic.run_names(res) if n != "original" and facts.umap_key(n) in arrs]
+if not runs or facts.umap_key("original") not in arrs:
     st.info("No UMAP coordinates were stored for this job.")
     st.stop()
 
@@ -43,8 +41,8 @@ st.caption(f"{int(is_forget.sum())} forget samples (×) and {int((~is_forget).su
 
 
 def show_pair(coords: dict, key: str, title: str | None = None) -> None:
-    left = coords.get("umap__original")
-    right = coords.get(f"umap__{run}")
+    left = coords.get(facts.umap_key("original"))
+    right = coords.get(facts.umap_key(run))
     if left is None or right is None:
         st.info(f"This embedding has no coordinates for {text.md(figures.display_name(run))}.")
         return
@@ -81,7 +79,7 @@ else:
     ej = data.embed_jobs(data.jobs(), job["id"]).get(layer)
     token = (ej["id"], data.jt(ej, "finished")) if ej and ej.get("state") == "done" else None
     try:
-        emb = data.arrays(job, f"embed__{layer}.npz", token=token or "none")
+        emb = data.arrays(job, facts.embed_file(layer), token=token or "none")
     except Exception as err:
         emb = None
         st.error(f"Could not read the embedding of {text.md(layer)}: {text.md(err)}")
@@ -101,13 +99,12 @@ else:
             st.error(st.session_state["_embed_error"])
 
 # Epoch scrubber: per-epoch penultimate embeddings of single runs.
-pat = re.compile(rf"^epoch_umap__{re.escape(run)}__(\d+)$")
-epochs = sorted(int(m.group(1)) for k in arrs if (m := pat.match(k)))
+epochs = facts.epochs_of(arrs, run)
 st.subheader("Through unlearning")
 if epochs:
     e = st.select_slider("Epoch", epochs, value=epochs[-1], key=f"em_epoch_{run}")
-    fig = figures.umap_panels([("Original", arrs["umap__original"]),
-                               (f"{widgets.fmt_run(run)} · epoch {e}", arrs[f"epoch_umap__{run}__{e}"])],
+    fig = figures.umap_panels([("Original", arrs[facts.umap_key("original")]),
+                               (f"{widgets.fmt_run(run)} · epoch {e}", arrs[facts.epoch_umap_key(run, e)])],
                               labels, is_forget, class_names)
     widgets.show(fig, key="em_epochs", export=f"umap_epoch_{run}_{e}")
     st.caption(f"Penultimate layer after each of {len(epochs)} unlearning epochs (same axes as the original).")

@@ -1,11 +1,11 @@
-"""Launch and tune: the run form (validated with engine.config before anything is queued), live
-progress of the job in the URL (?job=), cancel, and the list of recent jobs."""
+"""Launch and tune: the run form (validated with engine.config, reached through dashboard/facts.py,
+before anything is queued), live progress of the job in the URL (?job=), cancel, and the list of recent jobs."""
 import pandas as pd
 import streamlit as st
 
 from dashboard import audit_form, calibration, data, figures, launch_spec, logic, runinfo, text, verdict, widgets
-from engine.catalog import CONTRASTIVE_KNOBS, METHODS, class_names, method_knobs, reads_ec
-from engine.config import DATASET_CLASSES, METHOD_NAMES, SUPERVISION_POINTS, ConfigError, make_config
+from dashboard.facts import (CONTRASTIVE_KNOBS, DATASET_CLASSES, METHOD_NAMES, METHODS, SUPERVISION_POINTS, ConfigError,
+                             class_names, make_config, method_knobs, reads_ec)
 
 ss = st.session_state
 P = "session"  # widget values survive page switches

@@ -10,10 +10,8 @@ import os
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
+from dashboard import facts, text
 from dashboard import sweep_figures as SF
-from dashboard import text
-from engine import store
-from engine import sweep as engine_sweep
 
 LAUNCH_PAGE = "views/launch.py"
 
@@ -21,12 +19,12 @@ LAUNCH_PAGE = "views/launch.py"
 @st.cache_data(ttl=10, show_spinner=False)
 def studies(home: str, extra: str) -> list[dict]:
     """Keyed by the run store and ECLAB_SWEEP_STORAGE, so a changed store is never served stale."""
-    return engine_sweep.discover_studies(extra or None)
+    return facts.discover_studies(extra or None)
 
 
 @st.cache_data(ttl=3, show_spinner=False)
 def table(study: str, storage: str) -> dict:
-    return engine_sweep.study_table(study, storage)
+    return facts.study_table(study, storage)
 
 
 def start_form(expanded: bool) -> None:
@@ -56,7 +54,7 @@ def start_form(expanded: bool) -> None:
 
 
 st.title("Sweeps")
-found = studies(str(store.home()), os.environ.get("ECLAB_SWEEP_STORAGE", ""))
+found = studies(facts.home(), os.environ.get("ECLAB_SWEEP_STORAGE", ""))
 errors = [s for s in found if s.get("error")]
 found = [s for s in found if not s.get("error")]
 for s in errors:
@@ -98,7 +96,7 @@ scen = attrs.get("overrides") or {}
 st.caption(f"Preset {text.code(attrs.get('preset'))} · sampler {text.md(attrs.get('sampler'))} · scenario overrides "
            f"{text.code(scen or 'none')} · feasible: forget accuracy within {attrs.get('tolerance', 0.05):.0%} of the "
            f"retrained model's. Each trial is a normal EC run in the run store (its run id is in the table).")
-if attrs.get("eclab_sweep") != engine_sweep.FORMAT_VERSION:
+if attrs.get("eclab_sweep") != facts.sweep_format_version():
     # an older format ranked trials by EC's raw forget CKA and recorded no retrain CKA: list, do not rank
     st.warning(f"This study was made by an older sweep (format {text.md(attrs.get('eclab_sweep'))}) that minimised "
                "EC's raw forget CKA, which rewards pushing the model past retrain. Its trials are listed as "

@@ -1,0 +1,34 @@
+"""The engine's facts, as the pages read them: the one dashboard module that, besides data.py (the
+job API), imports the engine, and only its facade engine.api.
+
+Methods, labels and colours, architectures and class names come from engine/catalog.py; presets,
+validation and the one deep merge from engine/config.py; the results format (arrays.npz key names,
+the headline, the Pareto front) from engine/results.py. Views and dashboard/logic.py reach the
+engine only through here. Nothing here imports torch or Optuna (the sweep readers load Optuna on
+first use).
+"""
+from __future__ import annotations
+
+from engine.api import (CONTRASTIVE_KNOBS, DATASET_CLASSES, EC_SECTION_KNOBS, MAX_UPLOAD_MB, METHOD_NAMES,
+                        METHODS, PRESETS, SUPERVISION_POINTS, ConfigError, DatabaseUnavailable, base_method,
+                        class_names, deep_merge, discover_studies, home, make_config, method_knobs, reads_ec,
+                        results, study_table, sweep_format_version, validate)
+
+# the results format (engine/results.py)
+SCHEMA_VERSION = results.SCHEMA_VERSION
+REFERENCE, NOISE_RUN = results.REFERENCE, results.NOISE_RUN
+FEAT, UMAP, EPOCH_UMAP = results.FEAT, results.UMAP, results.EPOCH_UMAP
+EMBED_LABELS, EMBED_IS_FORGET = results.EMBED_LABELS, results.EMBED_IS_FORGET
+conf_key, umap_key, epoch_umap_key, embed_file = results.conf_key, results.umap_key, results.epoch_umap_key, \
+    results.embed_file
+parse_key, runs_of, epochs_of = results.parse_key, results.runs_of, results.epochs_of
+num, mean_over, inner_layers = results.num, results.mean_over, results.inner_layers
+run_names, run_summary, summary, pareto = results.run_names, results.run_summary, results.summary, results.pareto
+
+__all__ = ["CONTRASTIVE_KNOBS", "DATASET_CLASSES", "EC_SECTION_KNOBS", "MAX_UPLOAD_MB", "METHOD_NAMES", "METHODS",
+           "PRESETS", "SUPERVISION_POINTS", "ConfigError", "DatabaseUnavailable", "base_method", "class_names",
+           "deep_merge", "discover_studies", "home", "make_config", "method_knobs", "reads_ec", "study_table",
+           "sweep_format_version", "validate", "SCHEMA_VERSION", "REFERENCE", "NOISE_RUN", "FEAT", "UMAP", "EPOCH_UMAP",
+           "EMBED_LABELS", "EMBED_IS_FORGET", "conf_key", "umap_key", "epoch_umap_key", "embed_file", "parse_key",
+           "runs_of", "epochs_of", "num", "mean_over", "inner_layers", "run_names", "run_summary", "summary",
+           "pareto"]
