@@ -16,6 +16,7 @@ from .queue import JOB_KINDS, cancel, events_since, get_job, list_jobs, load_res
 from .recovery import ensure_worker, worker_alive
 from .worker import run_worker
 
+
 def add_commands(sub) -> None:
     p = sub.add_parser("submit", help="queue a job (run, compare, base, embed, audit)",
                        description="Queue a job for the background worker and print its id.")
