@@ -1,0 +1,199 @@
+"""The job table: schema, connections and transactions, events, job rows and ids."""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from .. import dbguard, store
+
+STATES = ("queued", "running", "done", "failed", "cancelled")
+ACTIVE = ("queued", "running")
+FINAL = ("done", "failed", "cancelled")
+MAX_ATTEMPTS = 2  # a job is run at most twice: the first run plus one requeue after a crash
+HEARTBEAT_S = 1.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+    spec TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    progress REAL NOT NULL DEFAULT 0,
+    stage TEXT,
+    error TEXT,
+    cached_from TEXT,
+    worker TEXT,
+    heartbeat REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    summary TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created);
+CREATE INDEX IF NOT EXISTS jobs_hash ON jobs (kind, hash, state);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created);
+CREATE TABLE IF NOT EXISTS events (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    time REAL NOT NULL,
+    event TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    started REAL NOT NULL,
+    heartbeat REAL NOT NULL,
+    current_job TEXT,
+    warmed REAL
+);
+"""
+_JOB_COLUMNS = ("id", "kind", "state", "spec", "hash", "created", "started", "finished", "progress", "stage",
+                "error", "cached_from", "worker", "heartbeat", "attempts", "cancel_requested", "summary")
+
+
+# -- settings -------------------------------------------------------------------------------------
+def stale_seconds() -> float:
+    """Heartbeat age after which a running job's worker is taken for dead (ECLAB_STALE_S, default 15)."""
+    try:
+        value = float(os.environ.get("ECLAB_STALE_S", "15"))
+    except ValueError:
+        value = 15.0
+    return max(value, 2 * HEARTBEAT_S)
+
+
+def db_path() -> Path:
+    return store.home() / "jobs.sqlite"
+
+
+# -- database -------------------------------------------------------------------------------------
+_initialised: set[tuple[str, int]] = set()  # (path, inode) of job tables known to have the schema
+_init_lock = threading.Lock()
+
+
+def connect() -> sqlite3.Connection:
+    """A new connection (autocommit; write with `transaction()`). Use it in one thread only."""
+    path = db_path()
+    try:
+        key = (str(path), path.stat().st_ino)
+    except FileNotFoundError:
+        key = None
+    with dbguard.guard(path):  # a corrupt, full or unwritable file: one line naming it and the fix
+        con = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
+        try:
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA busy_timeout = 30000")
+            con.execute("PRAGMA synchronous = NORMAL")
+            if key is None or key not in _initialised:
+                with _init_lock:
+                    con.execute("PRAGMA journal_mode = WAL")
+                    with transaction(con):
+                        for stmt in _SCHEMA.split(";"):
+                            if stmt.strip():
+                                con.execute(stmt)
+                    _initialised.add((str(path), path.stat().st_ino))
+        except BaseException:
+            con.close()
+            raise
+    return con
+
+
+@contextlib.contextmanager
+def _db() -> Iterator[sqlite3.Connection]:
+    con = connect()
+    try:
+        with dbguard.guard(db_path()):
+            yield con
+    finally:
+        con.close()
+
+
+@contextlib.contextmanager
+def transaction(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT; rolled back on any exception (KeyboardInterrupt included)."""
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        yield con
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def _add_event(con: sqlite3.Connection, job_id: str, event: dict, now: float | None = None) -> int:
+    """Append an event (inside the caller's transaction); returns its seq."""
+    row = con.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job_id = ?", (job_id,)).fetchone()
+    seq = int(row[0])
+    con.execute("INSERT INTO events (job_id, seq, time, event) VALUES (?, ?, ?, ?)",
+                (job_id, seq, time.time() if now is None else now, _dumps(event)))
+    return seq
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, default=_jsonable, allow_nan=True)
+
+
+def _jsonable(o):
+    try:
+        return store._jsonable(o)
+    except TypeError:
+        if hasattr(o, "item"):  # torch scalars
+            return o.item()
+        return str(o)
+
+
+def _loads(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+def _row_to_job(row: sqlite3.Row | None) -> dict | None:
+    if row is None:
+        return None
+    job = {k: row[k] for k in _JOB_COLUMNS}
+    job["spec"] = _loads(job["spec"])
+    job["summary"] = _loads(job["summary"])
+    job["cancel_requested"] = bool(job["cancel_requested"])
+    job["cached"] = job["cached_from"] is not None
+    job["run_dir"] = str(store.home() / "runs" / job["id"])
+    return job
+
+
+# -- ids ------------------------------------------------------------------------------------------
+def new_job_id(now: float | None = None) -> str:
+    stamp = _dt.datetime.fromtimestamp(time.time() if now is None else now).strftime("%Y%m%d-%H%M")
+    return store.check_id(f"j-{stamp}-{secrets.token_hex(3)}")
+
+
+def _check_job_id(job_id: str) -> str:
+    store.check_id(job_id)
+    return job_id
+
+
+def _free_id(con: sqlite3.Connection, now: float) -> str:
+    for _ in range(50):
+        job_id = new_job_id(now)
+        if con.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
+            return job_id
+    raise RuntimeError("could not find a free job id")
+
+
+def _stamp(t: float | None = None) -> str:
+    return _dt.datetime.fromtimestamp(time.time() if t is None else t).strftime("%Y-%m-%d %H:%M:%S")
