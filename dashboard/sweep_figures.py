@@ -29,9 +29,6 @@ FRONT = "#d62728"
 DEFAULT = "#2ca02c"
 GAP = "cka_gap_to_retrain"  # the first objective (engine.sweep.OBJECTIVES[0])
 GAP_AXIS = "distance to retrain's inner forget CKA |EC − retrain| (lower = closer to retrain)"
-# where a swept parameter goes in the run config (mirrors engine.sweep.TARGETS)
-TARGETS = {"tau": ("ec", "tau"), "lambda_cu": ("ec", "lambda_cu"), "lambda_ce": ("ec", "lambda_ce"),
-           "lr": ("methods", "ec", "lr"), "epochs": ("methods", "ec", "epochs")}
 
 
 def _num(v) -> float:
@@ -201,22 +198,10 @@ def prefill(row: Mapping, attrs: Mapping, study: str | None = None) -> dict:
     settings), "source"}. The Launch page reads "preset" + "overrides"."""
     params = dict(row.get("params") or {})
     points = list(attrs.get("points") or [])
-    ec: dict = {}
-    over: dict = {"method": "ec", "plugin": "none"}
-    if any(f"w_{p}" in params for p in points):
-        ec["weights"] = [float(params.get(f"w_{p}", 1.0)) for p in points]
-    elif row.get("weights"):
-        ec["weights"] = [float(w) for w in row["weights"]]
-    for key, path in TARGETS.items():
-        if key in params:
-            node = over
-            for part in path[:-1]:
-                node = node.setdefault(part, {})
-            node[path[-1]] = params[key]
-            if path[0] == "ec":
-                ec[key] = params[key]
-    if "weights" in ec:
-        over.setdefault("ec", {})["weights"] = ec["weights"]
+    over = facts.params_to_overrides(params, points)  # the sweep's own mapping (engine/sweep/space.py)
+    if "weights" not in over.get("ec", {}) and row.get("weights"):
+        over.setdefault("ec", {})["weights"] = [float(w) for w in row["weights"]]
+    ec = dict(over.get("ec") or {})
     overrides = facts.deep_merge(copy.deepcopy(dict(attrs.get("overrides") or {})), over)
     src = f"sweep {study} trial {row.get('number')}" if study else f"sweep trial {row.get('number')}"
     return {"method": "ec", "ec": ec, "preset": attrs.get("preset", "digits"), "overrides": overrides,

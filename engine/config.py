@@ -359,7 +359,6 @@ def deep_merge(base: Mapping, over: Mapping) -> dict:
     return out
 
 
-_merge = deep_merge  # the old name (engine.sweep imports it)
 
 
 def _format_error(err: ValidationError) -> ConfigError:

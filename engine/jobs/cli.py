@@ -5,6 +5,7 @@ import json
 import sys
 import time
 
+from .. import results as results_schema
 from .. import store
 from ..audit import add_model_flags
 from ..audit import spec_from_args as audit_spec
@@ -164,16 +165,9 @@ def _cmd_cancel(args) -> int:
 
 def headline(results: dict) -> list[dict]:
     """One row per run of a results dict: the numbers `show` prints."""
-    rows = []
-    for name, run in (results.get("runs") or {}).items():
-        m = run.get("metrics") or {}
-        cka = (run.get("cka_vs_original") or {}).get("forget") or {}
-        vals = [v for v in cka.values() if isinstance(v, (int, float))]
-        rows.append({"run": name, "forget_acc": m.get("forget_acc"), "retain_acc": m.get("retain_acc"),
-                     "test_acc": m.get("test_acc"), "mia_efficacy": m.get("mia_efficacy"),
-                     "cka_forget_mean": sum(vals) / len(vals) if vals else None,
-                     "seconds": run.get("seconds")})
-    return rows
+    return [{"run": r["name"], "forget_acc": r["forget_acc"], "retain_acc": r["retain_acc"], "test_acc": r["test_acc"],
+             "mia_efficacy": r["mia"], "cka_forget_mean": r["cka_mid"], "seconds": r["seconds"]}
+            for r in results_schema.summary(results)]
 
 
 def _cmd_show(args) -> int:

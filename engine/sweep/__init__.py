@@ -8,7 +8,7 @@ $ECLAB_HOME/runs/<run id>, so the dashboard and `python -m engine show` read it 
 Objectives (per trial):
     cka_gap_to_retrain  minimise: |EC's forget CKA - the retrained model's forget CKA|, where forget CKA
                         is the mean forget-split CKA to the original over the intermediate supervision
-                        points (runner.mean_mid_cka: all points but the last). Retrain is the gold
+                        points (engine/results.py inner_cka: all points but the last). Retrain is the gold
                         standard: closer is better in either direction (a CKA below retrain's is
                         distortion, not more forgetting).
     retain_acc          maximise: accuracy on the retain split

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .. import results as results_schema
 from ..procs import one_line
 from .space import _params_text
 from .storage import _quiet_optuna, is_url, open_storage, redact, sweeps_dir
@@ -46,16 +47,9 @@ def pareto_front(rows: list[dict], feasible_only: bool = True) -> list[int]:
     """Trial numbers of the non-dominated COMPLETE trials (min cka_gap_to_retrain, max retain_acc), among
     the feasible ones when any is feasible. Rows without a gap (a format-1 study) are on no front."""
     gap = OBJECTIVES[0]
-    done = [r for r in rows if r["state"] == "COMPLETE" and r.get(gap) is not None and r["retain_acc"] is not None]
-    if feasible_only and any(r["feasible"] for r in done):
-        done = [r for r in done if r["feasible"]]
-    front = []
-    for r in done:
-        dominated = any(o[gap] <= r[gap] and o["retain_acc"] >= r["retain_acc"] and
-                        (o[gap] < r[gap] or o["retain_acc"] > r["retain_acc"]) for o in done)
-        if not dominated:
-            front.append(r["number"])
-    return front
+    points = [(r.get(gap), r["retain_acc"]) if r["state"] == "COMPLETE" else (None, None) for r in rows]
+    on = results_schema.pareto(points, ("min", "max"), [r["feasible"] for r in rows] if feasible_only else None)
+    return [r["number"] for r, o in zip(rows, on) if o]
 
 
 def summary_text(study, ref: dict | None = None) -> str:

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from ..config import SUPERVISION_POINTS, ConfigError, _merge, make_config, stable_hash
+from ..config import SUPERVISION_POINTS, ConfigError, deep_merge, make_config, stable_hash
 from .space import grid_size, grid_space, param_names, params_to_overrides, validate_space
 from .storage import SweepError, _quiet_optuna, check_study_name, is_url, open_storage, redact, resolve_storage
 
@@ -67,20 +67,20 @@ def create_study(study: str, storage: str | None = None, *, preset: str = "digit
         raise ConfigError("sampler", f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if not isinstance(n_trials, int) or n_trials < 0:
         raise ConfigError("trials", f"must be a whole number >= 0 (got {n_trials!r})")
-    overrides = _merge(copy.deepcopy(SWEEP_EVAL_DEFAULTS), copy.deepcopy(overrides or {}))
+    overrides = deep_merge(copy.deepcopy(SWEEP_EVAL_DEFAULTS), copy.deepcopy(overrides or {}))
     if overrides.get("calibrate", "off") != "off":
         raise ConfigError("calibrate", f"a sweep's trials run at the settings it picks: calibrate must be off "
                                        f"(got {overrides['calibrate']!r})")
-    overrides = _merge(overrides, SWEEP_FIXED)
+    overrides = deep_merge(overrides, SWEEP_FIXED)
     space = validate_space(space)
-    cfg = make_config(preset, _merge(overrides, {"method": "ec", "plugin": "none"}))  # the scenario is valid
+    cfg = make_config(preset, deep_merge(overrides, {"method": "ec", "plugin": "none"}))  # the scenario is valid
     points = list(SUPERVISION_POINTS[cfg.model.arch])
     # the space's corners must make valid configs too (e.g. epochs within limits)
     for corner in ("low", "high"):
         params = {n: space["weights" if n.startswith("w_") else n][corner] for n in param_names(space, points)}
         if all(params.get(f"w_{p}", 1.0) == 0 for p in points):
             params[f"w_{points[0]}"] = 1.0  # all-zero weights are a per-trial failure, not a space error
-        make_config(preset, _merge(overrides, params_to_overrides(params, points)))
+        make_config(preset, deep_merge(overrides, params_to_overrides(params, points)))
     if sampler == "grid":
         n_trials = min(n_trials, grid_size(space, points))
     storage = resolve_storage(storage, study)

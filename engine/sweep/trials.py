@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .. import store
-from ..config import _merge, make_config
+from ..config import deep_merge, make_config
 from ..events import Cancelled, JobContext
 from ..procs import Beat, one_line, set_threads, why_stopped
 from .space import _params_text, params_to_overrides, suggest
@@ -103,8 +103,8 @@ class TrialContext(JobContext):
 
 def run_spec(attrs: dict, params: dict) -> dict:
     """The job spec of one trial: {"preset", "overrides"} with the trial's EC settings."""
-    over = _merge(copy.deepcopy(attrs.get("overrides") or {}), params_to_overrides(params, attrs["points"]))
-    return {"preset": attrs["preset"], "overrides": _merge(over, SWEEP_FIXED)}
+    over = deep_merge(copy.deepcopy(attrs.get("overrides") or {}), params_to_overrides(params, attrs["points"]))
+    return {"preset": attrs["preset"], "overrides": deep_merge(over, SWEEP_FIXED)}
 
 
 def measure(summary: dict, tolerance: float = TOLERANCE) -> dict:
