@@ -21,6 +21,7 @@ from plotly.subplots import make_subplots
 
 from .facts import METHODS, base_method
 from .logic import NOISE
+from .logic import as_float as _num
 
 # -- names and colours -------------------------------------------------------------------------
 
@@ -97,13 +98,6 @@ def _layout(fig: go.Figure, title: str | None = None, height: int = 380, **kw) -
 TITLE_MARGIN = 84  # px above the plot area: the title line, then the legend line
 
 
-def _num(v) -> float:
-    """None / missing -> nan, so gaps show as gaps instead of zeros."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return float("nan")
-    return f
 
 
 def _pct(v) -> str:

@@ -19,6 +19,14 @@ NO_RETRAIN_NOTE = ("no retrained reference supplied: CKA vs the original only. T
                    "the distance to the retrain floor are not shown; pass --retrain PATH to add them.")
 
 
+def as_float(v) -> float:
+    """None / missing / text -> nan, so gaps show as gaps instead of zeros (figures and tables)."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def lacks_retrain(results: Mapping) -> bool:
     """An audit given no retrained model: its pages compare against the original only."""
     return "retrain" not in ((results or {}).get("runs") or {})

@@ -22,6 +22,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from . import facts
+from .logic import as_float as _num
 
 FEASIBLE = "#1f77b4"
 INFEASIBLE = "#bdbdbd"
@@ -31,12 +32,6 @@ GAP = "cka_gap_to_retrain"  # the first objective (engine.sweep.OBJECTIVES[0])
 GAP_AXIS = "distance to retrain's inner forget CKA |EC − retrain| (lower = closer to retrain)"
 
 
-def _num(v) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return float("nan")
-    return f
 
 
 def complete(rows: Sequence[Mapping]) -> list[Mapping]:

@@ -140,6 +140,17 @@ def _newest(all_jobs: list[dict], kind: str) -> dict | None:
     return next((j for j in all_jobs if j.get("kind") == kind), None)
 
 
+def results_page(title: str) -> tuple[dict, dict, list, dict]:
+    """A results page's start: its title, then the selected (job, results, layers, scenario); with no
+    results it renders the empty / computing state and stops the page."""
+    st.title(title)
+    ctx = require_results()
+    if ctx is None:
+        st.stop()
+    job, res = ctx
+    return job, res, list(res.get("layers") or []), res.get("scenario") or {}
+
+
 def require_results() -> tuple[dict, dict] | None:
     """The selected (job, results), after reporting newer computing or failed comparisons.
     With no results it renders the empty / computing state and returns None."""

@@ -4,13 +4,7 @@ import streamlit as st
 
 from dashboard import data, facts, figures, logic, text, widgets
 
-st.title("Embeddings (UMAP)")
-ctx = widgets.require_results()
-if ctx is None:
-    st.stop()
-job, res = ctx
-layers = list(res.get("layers") or [])
-s = res.get("scenario") or {}
+job, res, layers, s = widgets.results_page("Embeddings (UMAP)")
 class_names = s.get("class_names")
 
 try:

@@ -3,13 +3,7 @@ import streamlit as st
 
 from dashboard import delta_figures, figures, logic, text, verdict, widgets
 
-st.title("Layers (CKA)")
-ctx = widgets.require_results()
-if ctx is None:
-    st.stop()
-job, res = ctx
-layers = list(res.get("layers") or [])
-s = res.get("scenario") or {}
+job, res, layers, s = widgets.results_page("Layers (CKA)")
 st.caption("CKA (centred kernel alignment) compares the features two models compute for the same samples: "
            "1 = the same up to rotation and scale, 0 = unrelated. After real forgetting, the forget samples' features "
            "should look like the retrained model's, not the original's.")

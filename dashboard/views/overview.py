@@ -4,14 +4,7 @@ import streamlit as st
 
 from dashboard import calibration, data, delta_figures, figures, logic, runinfo, text, verdict, widgets
 
-st.title("Overview")
-
-ctx = widgets.require_results()
-if ctx is None:
-    st.stop()
-job, res = ctx
-s = res.get("scenario") or {}
-layers = list(res.get("layers") or [])
+job, res, layers, s = widgets.results_page("Overview")
 inner = logic.inner_layers(layers)
 
 cols = st.columns(5)

@@ -28,6 +28,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .inputs import as_2d, as_tensor
+
 __all__ = [
     "linear_cka",
     "MinibatchCKA",
@@ -43,20 +45,7 @@ __all__ = [
 # --------------------------------------------------------------------------- #
 def _to_2d(x, device=None) -> torch.Tensor:
     """Return ``x`` as a float64 tensor of shape (n, d) (trailing dims flattened)."""
-    if isinstance(x, torch.Tensor):
-        t = x.detach()
-    else:
-        t = torch.as_tensor(np.asarray(x))
-    if device is not None:
-        t = t.to(device)
-    if t.dim() == 0:
-        raise ValueError("CKA inputs must have a sample dimension, got a scalar")
-    t = t.to(torch.float64)
-    if t.dim() == 1:
-        t = t.unsqueeze(1)
-    elif t.dim() > 2:
-        t = t.reshape(t.shape[0], -1)
-    return t
+    return as_2d(x, torch.float64, device)
 
 
 def _is_constant(x: torch.Tensor) -> bool:
@@ -292,7 +281,7 @@ def cka_matrix(
         return np.zeros((len(feats_a), len(feats_b)), dtype=np.float64)
 
     def _tensor(f):
-        return f.detach() if isinstance(f, torch.Tensor) else torch.as_tensor(np.asarray(f))
+        return as_tensor(f)
 
     ta = [_tensor(f) for f in feats_a]
     tb = ta if same else [_tensor(f) for f in feats_b]
@@ -334,8 +323,8 @@ def cka_matrix(
 
 def minibatch_cka(x, y, batch_size: int = 256) -> float:
     """Unbiased minibatch CKA between ``x`` and ``y`` with the :func:`batch_slices` rule."""
-    xt = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-    yt = y.detach() if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))
+    xt = as_tensor(x)
+    yt = as_tensor(y)
     if xt.shape[0] != yt.shape[0]:
         raise ValueError(
             f"CKA inputs must have the same number of samples, got {xt.shape[0]} and {yt.shape[0]}"

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .inputs import as_2d, as_labels, check_pair, check_widths
+
 __all__ = ["knn_accuracy"]
-
-
-def _feats(x) -> torch.Tensor:
-    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-    t = t.to(torch.float32)
-    if t.dim() == 1:
-        t = t.unsqueeze(1)
-    elif t.dim() > 2:
-        t = t.reshape(t.shape[0], -1)
-    return t
-
-
-def _labels(y, device) -> torch.Tensor:
-    t = y.detach() if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))
-    return t.reshape(-1).to(device=device, dtype=torch.long)
 
 
 def knn_accuracy(bank_feats, bank_labels, query_feats, query_labels, k: int = 5,
@@ -34,20 +20,15 @@ def knn_accuracy(bank_feats, bank_labels, query_feats, query_labels, k: int = 5,
     Features of any shape (n, ...) are flattened per sample.  Whether a query
     is also in the bank is the caller's business.
     """
-    q = _feats(query_feats)
-    ql = _labels(query_labels, q.device)
-    if q.shape[0] != ql.shape[0]:
-        raise ValueError(f"query_feats ({q.shape[0]}) and query_labels ({ql.shape[0]}) differ in length")
-    if q.shape[0] == 0:
+    q = as_2d(query_feats, torch.float32)
+    ql = as_labels(query_labels, q.device)
+    if check_pair(q, ql, "query") == 0:
         return float("nan")
-    b = _feats(bank_feats).to(q.device)
-    bl = _labels(bank_labels, q.device)
-    if b.shape[0] != bl.shape[0]:
-        raise ValueError(f"bank_feats ({b.shape[0]}) and bank_labels ({bl.shape[0]}) differ in length")
-    if b.shape[0] == 0:
+    b = as_2d(bank_feats, torch.float32, q.device)
+    bl = as_labels(bank_labels, q.device)
+    if check_pair(b, bl, "bank") == 0:
         raise ValueError("knn_accuracy: the feature bank is empty")
-    if b.shape[1] != q.shape[1]:
-        raise ValueError(f"bank and query feature widths differ: {b.shape[1]} vs {q.shape[1]}")
+    check_widths(b, q, "bank and query")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     kk = min(k, b.shape[0])

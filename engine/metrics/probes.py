@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .inputs import as_2d, as_labels, as_tensor, check_pair, check_widths
+
 __all__ = ["pool_features", "linear_probe_accuracy"]
-
-
-def _tensor(x) -> torch.Tensor:
-    return x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
 
 
 def pool_features(t) -> torch.Tensor:
@@ -20,7 +17,7 @@ def pool_features(t) -> torch.Tensor:
     (n, T, D) tokens -> mean over tokens -> (n, D);
     (n, d) unchanged; (n,) -> (n, 1).
     """
-    t = _tensor(t)
+    t = as_tensor(t)
     if t.dim() == 4:
         return t.mean(dim=(2, 3))
     if t.dim() == 3:
@@ -54,24 +51,15 @@ def linear_probe_accuracy(
     untouched.  Returns the fraction of ``eval_feats`` classified correctly, or
     ``nan`` if the eval set is empty.
     """
-    xtr = _tensor(train_feats).to(device=device, dtype=torch.float32)
-    xev = _tensor(eval_feats).to(device=device, dtype=torch.float32)
-    ytr = _tensor(train_labels).reshape(-1).to(device=device, dtype=torch.long)
-    yev = _tensor(eval_labels).reshape(-1).to(device=device, dtype=torch.long)
-    if xtr.dim() != 2:
-        xtr = xtr.reshape(xtr.shape[0], -1)
-    if xev.dim() != 2:
-        xev = xev.reshape(xev.shape[0], -1)
-    if xev.shape[0] != yev.shape[0]:
-        raise ValueError(f"eval_feats ({xev.shape[0]}) and eval_labels ({yev.shape[0]}) differ in length")
-    if xev.shape[0] == 0:
+    xtr = as_2d(train_feats, torch.float32, device)
+    xev = as_2d(eval_feats, torch.float32, device)
+    ytr = as_labels(train_labels, device)
+    yev = as_labels(eval_labels, device)
+    if check_pair(xev, yev, "eval") == 0:
         return float("nan")
-    if xtr.shape[0] != ytr.shape[0]:
-        raise ValueError(f"train_feats ({xtr.shape[0]}) and train_labels ({ytr.shape[0]}) differ in length")
-    if xtr.shape[0] == 0:
+    if check_pair(xtr, ytr, "train") == 0:
         raise ValueError("linear_probe_accuracy: the training set is empty")
-    if xtr.shape[1] != xev.shape[1]:
-        raise ValueError(f"train and eval feature widths differ: {xtr.shape[1]} vs {xev.shape[1]}")
+    check_widths(xtr, xev, "train and eval")
     if ytr.min() < 0 or ytr.max() >= num_classes:
         raise ValueError(f"train labels out of range [0, {num_classes})")
 
