@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from .catalog import DATASET_NAMES, DATASETS, METHODS, SUPERVISION_POINTS as _CATALOG_POINTS
 
@@ -78,23 +78,34 @@ class ModelConfig(_Strict):
     width: int = Field(32, ge=4, le=256)  # small_cnn base width; ignored by the others
 
 
-class TrainConfig(_Strict):
-    """Recipe for the original model and the retrained oracle (SGD, cosine schedule)."""
-    epochs: int = Field(30, ge=1, le=1000)
-    lr: float = Field(0.05, gt=0, le=10)
+def epochs_field(default: int):
+    """The bounds every epochs option shares (training and each unlearning method)."""
+    return Field(default, ge=1, le=1000)
+
+
+def lr_field(default: float):
+    """The bounds every learning-rate option shares."""
+    return Field(default, gt=0, le=10)
+
+
+class _SGDRecipe(_Strict):
+    """An SGD recipe: the fields training and every unlearning method share."""
+    epochs: int = epochs_field(5)
+    lr: float = lr_field(0.01)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0, le=1)
     batch_size: int = Field(64, ge=2, le=8192)
+
+
+class TrainConfig(_SGDRecipe):
+    """Recipe for the original model and the retrained oracle (SGD, cosine schedule)."""
+    epochs: int = epochs_field(30)
+    lr: float = lr_field(0.05)
     augment: bool = False  # random crop + flip (CIFAR presets)
 
 
-class MethodConfig(_Strict):
+class MethodConfig(_SGDRecipe):
     """Options every unlearning method shares. Unlearning runs at constant LR (OPTML protocol)."""
-    epochs: int = Field(5, ge=1, le=1000)
-    lr: float = Field(0.01, gt=0, le=10)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0, le=1)
-    batch_size: int = Field(64, ge=2, le=8192)
 
 
 # Method defaults are the digits recipes, tuned with bench/tune_recipes.py under one rule for every
@@ -103,12 +114,12 @@ class MethodConfig(_Strict):
 # published OPTML recipes (PRESETS below).
 class FTConfig(MethodConfig):
     # at lr 0.01-0.1 FT never forgot class 3 on digits (forget acc 1.0); lr 0.3 for 10 epochs does
-    epochs: int = Field(10, ge=1, le=1000)
-    lr: float = Field(0.3, gt=0, le=10)
+    epochs: int = epochs_field(10)
+    lr: float = lr_field(0.3)
 
 
 class GAConfig(MethodConfig):
-    lr: float = Field(0.003, gt=0, le=10)  # 0.01 broke the model (retain 0.63), 0.001 did not forget
+    lr: float = lr_field(0.003)  # 0.01 broke the model (retain 0.63), 0.001 did not forget
 
 
 class NegGradPlusConfig(MethodConfig):
@@ -120,8 +131,8 @@ class RLConfig(MethodConfig):
 
 
 class L1SparseConfig(MethodConfig):
-    epochs: int = Field(10, ge=1, le=1000)
-    lr: float = Field(0.3, gt=0, le=10)  # as FT, which it extends
+    epochs: int = epochs_field(10)
+    lr: float = lr_field(0.3)  # as FT, which it extends
     alpha: float = Field(1e-4, ge=0, le=1)  # initial L1 weight, decays linearly to 0
 
 
@@ -130,7 +141,7 @@ class SalUnConfig(MethodConfig):
 
 
 class ScrubConfig(MethodConfig):
-    lr: float = Field(0.001, gt=0, le=10)  # 0.01 collapsed the model (retain 0.18)
+    lr: float = lr_field(0.001)  # 0.01 collapsed the model (retain 0.18)
     temperature: float = Field(4.0, gt=0, le=100)
     max_epochs: int = Field(1, ge=0, le=1000)  # epochs (from the start) that also do max-steps
     gamma: float = Field(1.0, ge=0, le=100)  # weight of retain CE in min-steps
@@ -144,8 +155,8 @@ class ScrubAltConfig(ScrubConfig):
     these passes (digits class 5, calibrated: forget 0.669 at best, retrain 0.0). lr tuned on digits
     (class 3, seed 0) under the digits rule: the authors' 5e-4 left forget accuracy at 1.0 and 0.001
     at 0.964; 0.003 reached 0.000 with retain 1.000 (the measurements: the method's docstring)."""
-    epochs: int = Field(3, ge=1, le=1000)
-    lr: float = Field(0.003, gt=0, le=10)
+    epochs: int = epochs_field(3)
+    lr: float = lr_field(0.003)
     max_epochs: int = Field(2, ge=0, le=1000)  # epochs (from the start) that begin with a max pass
     gamma: float = Field(0.99, ge=0, le=100)  # weight of retain CE in min-steps
     alpha: float = Field(0.001, ge=0, le=100)  # weight of retain KL in min-steps
@@ -157,30 +168,22 @@ class BoundaryShrinkConfig(MethodConfig):
 
 class CUConfig(MethodConfig):
     # 5 epochs left class 0 half-forgotten with retain 0.76; 10 epochs at lr 0.01 keeps retain ~1.0
-    epochs: int = Field(10, ge=1, le=1000)
+    epochs: int = epochs_field(10)
     tau: float = Field(0.7, gt=0, le=100)
     lambda_cu: float = Field(3.0, ge=0, le=1000)  # bounded like ec.lambda_cu
     lambda_ce: float = Field(1.0, ge=0, le=1000)
 
 
 class ECMethodConfig(MethodConfig):
-    epochs: int = Field(10, ge=1, le=1000)
-    lr: float = Field(0.03, gt=0, le=10)
+    epochs: int = epochs_field(10)
+    lr: float = lr_field(0.03)
 
 
-class MethodsConfig(_Strict):
-    retrain: MethodConfig = MethodConfig()  # placeholder: retrain uses the `train` recipe
-    ft: FTConfig = FTConfig()
-    ga: GAConfig = GAConfig()
-    neggrad_plus: NegGradPlusConfig = NegGradPlusConfig()
-    rl: RLConfig = RLConfig()
-    l1_sparse: L1SparseConfig = L1SparseConfig()
-    salun: SalUnConfig = SalUnConfig()
-    scrub: ScrubConfig = ScrubConfig()
-    scrub_alt: ScrubAltConfig = ScrubAltConfig()
-    boundary_shrink: BoundaryShrinkConfig = BoundaryShrinkConfig()
-    cu: CUConfig = CUConfig()
-    ec: ECMethodConfig = ECMethodConfig()
+# One section methods.<name> per catalog entry, of the class the catalog names (retrain's is a
+# placeholder: retrain uses the `train` recipe).
+MethodsConfig = create_model("MethodsConfig", __base__=_Strict,
+                             **{name: (globals()[info.hp_class], globals()[info.hp_class]())
+                                for name, info in METHODS.items()})
 
 
 class ECConfig(_Strict):
@@ -190,8 +193,8 @@ class ECConfig(_Strict):
     lambda_cu: float = Field(3.0, ge=0, le=1000)  # contrastive unlearning weight (Lee et al. 3)
     lambda_ce: float = Field(1.0, ge=0, le=1000)  # retain cross-entropy weight (Lee et al. 1)
     projector_dim: int = Field(128, ge=2, le=4096)
-    aux_epochs: int = Field(10, ge=1, le=1000)  # pretraining of the auxiliary modules (frozen backbone)
-    aux_lr: float = Field(0.01, gt=0, le=10)
+    aux_epochs: int = epochs_field(10)  # pretraining of the auxiliary modules (frozen backbone)
+    aux_lr: float = lr_field(0.01)
     freeze_aux: bool = False  # keep auxiliary modules fixed during unlearning
     retain_per_forget: int = Field(2, ge=1, le=64)  # retain batches per forget batch (Lee: 4)
 
@@ -219,7 +222,7 @@ class EvalConfig(_Strict):
     relearn: bool = False
     relearn_samples: int = Field(10, ge=1, le=10000)
     relearn_steps: int = Field(10, ge=1, le=10000)
-    relearn_lr: float = Field(0.01, gt=0, le=10)
+    relearn_lr: float = lr_field(0.01)
     epoch_cka: bool = True  # per-epoch CKA events where cheap
     # a comparison trains a second original from another seed: the CKA between the two is the training
     # noise band per layer (auto: on for the CPU presets, where one more training is cheap)
