@@ -193,3 +193,20 @@ def avg_gap(m: dict, r: dict) -> float | None:
     keys = ("forget_acc", "retain_acc", "test_acc", "mia_efficacy")
     vals = [abs(m[k] - r[k]) for k in keys if m.get(k) is not None and r.get(k) is not None]
     return float(np.mean(vals)) if vals else None
+
+
+def flatten_arrays(arrays: dict, points: list[str]) -> dict[str, np.ndarray]:
+    """{run: {"feats": [per point], "conf": {split: ...}}} -> the flat npz names (feat__RUN__POINT, conf__RUN__SPLIT)."""
+    out = {}
+    for name, arr in arrays.items():
+        for p, f in zip(points, arr["feats"]):
+            out[f"feat__{name}__{p}"] = f
+        for split, c in arr["conf"].items():
+            out[f"conf__{name}__{split}"] = c
+    return out
+
+
+def unflatten_arrays(flat: dict, points: list[str]) -> dict:
+    names = {k.split("__")[1] for k in flat if k.startswith("feat__")}
+    return {n: {"feats": [flat[f"feat__{n}__{p}"] for p in points],
+                "conf": {s: flat[f"conf__{n}__{s}"] for s in ("forget", "retain", "test")}} for n in names}
