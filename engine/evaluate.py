@@ -196,7 +196,7 @@ def avg_gap(m: dict, r: dict) -> float | None:
 
 
 def flatten_arrays(arrays: dict, points: list[str]) -> dict[str, np.ndarray]:
-    """{run: {"feats": [per point], "conf": {split: ...}}} -> the flat npz names (feat__RUN__POINT, conf__RUN__SPLIT)."""
+    """{run: {"feats": [per point], "conf": {split: ...}}} -> flat npz names (feat__RUN__POINT, conf__RUN__SPLIT)."""
     out = {}
     for name, arr in arrays.items():
         for p, f in zip(points, arr["feats"]):

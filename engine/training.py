@@ -160,22 +160,29 @@ def run_loop(method, state: LoopState, *, epochs: int, lr: float, momentum: floa
     and every plugin's teardown run however the loop ends (a divergence, a cancelled job).
     """
     plugins = list(plugins)
+    ended = False
     try:
-        return _loop(method, plugins, state, epochs, lr, momentum, weight_decay, schedule, seed, run_name)
+        history = _loop(method, plugins, state, epochs, lr, momentum, weight_decay, schedule, seed, run_name)
+        ended = True
+        return history
     finally:
-        _teardown([method, *plugins], state)
+        _teardown([method, *plugins], state, loop_failed=not ended)
 
 
-def _teardown(hooks: list, state: LoopState) -> None:
-    """Every teardown runs, also when one raises; the first error is raised after them all."""
-    first = None
+def _teardown(hooks: list, state: LoopState, loop_failed: bool) -> None:
+    """Every teardown runs, also when one raises. The first teardown error is raised after them all,
+    unless the loop itself failed: its error is the one the caller sees (a teardown's is logged)."""
+    errors = []
     for obj in hooks:
         try:
             obj.teardown(state)
-        except Exception as err:  # noqa: BLE001 - re-raised below, once the others have run
-            first = first or err
-    if first is not None:
-        raise first
+        except Exception as err:  # noqa: BLE001 - raised or logged below, once the others have run
+            errors.append((obj, err))
+    if errors and not loop_failed:
+        raise errors[0][1]
+    for obj, err in errors:
+        state.job.emit({"type": "log",
+                        "message": f"{type(obj).__name__}.teardown failed after the loop's error: {err}"})
 
 
 def _loop(method, plugins: list[Plugin], state: LoopState, epochs: int, lr: float, momentum: float,
