@@ -83,7 +83,13 @@ def prepare(kind: str, spec: dict) -> tuple[dict, str]:
     if kind == "audit":
         from .audit import prepare_audit
         return prepare_audit(spec)
-    cfg = config_from_spec(spec)
+    try:
+        cfg = config_from_spec(spec)
+    except ConfigError as err:
+        if kind == "compare" and err.option == "plugin":  # the plug-in joins every method that takes one
+            raise ConfigError("plugin", f"{err}. A comparison adds it to each of its methods that takes it: set "
+                                        "`method` (its single-run method) to one that does, e.g. method=ft") from None
+        raise
     check_forget_size(cfg)
     norm: dict = {"config": cfg.model_dump()}
     if kind == "compare":

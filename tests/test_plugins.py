@@ -178,6 +178,16 @@ def test_plugin_labels_and_extras_follow_the_catalog():
     assert not aux.needed(["ft", "ga"], False) and aux.needed(["ft", "ga"], True) and aux.needed(["ft", "cu"], False)
 
 
+def test_a_compare_with_the_plugin_says_how_to_ask_for_it():
+    from engine.config import ConfigError
+    from engine.runner import prepare
+    with pytest.raises(ConfigError, match="method=ft") as err:
+        prepare("compare", {"preset": "digits", "overrides": {"plugin": "ec"}})  # `method` defaults to ec
+    assert err.value.option == "plugin"
+    norm, _ = prepare("compare", {"preset": "digits", "overrides": {"plugin": "ec", "method": "ft"}})
+    assert norm["config"]["plugin"] == "ec" and "ft" in norm["methods"]
+
+
 GENERIC = ["engine/runner.py", "engine/unlearning.py", "engine/training.py", "engine/compare.py", "engine/evaluate.py"]
 
 

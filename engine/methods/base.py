@@ -19,12 +19,16 @@ _PLUGINS: dict[str, type] = {}
 _EXTRAS: dict[str, "Extra"] = {}
 
 
-def register(name: str):
+def _registrar(table: dict, name: str):
     def deco(cls):
         cls.name = name
-        _REGISTRY[name] = cls
+        table[name] = cls
         return cls
     return deco
+
+
+def register(name: str):
+    return _registrar(_REGISTRY, name)
 
 
 def method_names() -> list[str]:
@@ -39,11 +43,7 @@ def create_method(name: str, cfg, **kwargs) -> "Method":
 
 def register_plugin(name: str):
     """Registers a Plugin class under the `plugin:` value that selects it; built as cls(cfg, method)."""
-    def deco(cls):
-        cls.name = name
-        _PLUGINS[name] = cls
-        return cls
-    return deco
+    return _registrar(_PLUGINS, name)
 
 
 def create_plugin(name: str, cfg, method: "Method"):
