@@ -13,7 +13,6 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import nn
 
