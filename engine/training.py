@@ -143,6 +143,7 @@ class Plugin:
 
 
 def _batch_size(method, plugins, stream: str):
+    """The method's batch size for a stream; its hp.batch_size where only a plugin's loss draws from it."""
     size = getattr(method, f"{stream}_batch")
     if not size and any(stream in p.streams for p in plugins):
         size = method.hp.batch_size
@@ -229,7 +230,7 @@ def _loop(method, plugins: list[Plugin], state: LoopState, epochs: int, lr: floa
                     if extra is not None:
                         loss = loss + extra[0]
                         logs = {**logs, **extra[1]}
-                if loss is not base:
+                if loss is not base:  # a plugin added to it: the method's own loss is logged as "base"
                     logs["base"] = base.item()
             if not torch.isfinite(loss):
                 raise DivergenceError(
