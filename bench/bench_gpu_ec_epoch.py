@@ -21,7 +21,8 @@ import torch  # noqa: E402
 
 from engine import training  # noqa: E402
 from engine.config import make_config  # noqa: E402
-from engine.methods.ec.method import AuxModules, build_method  # noqa: E402
+from engine.methods import build_method  # noqa: E402
+from engine.methods.ec.method import AuxModules  # noqa: E402
 from engine.models import create_model, point_channels  # noqa: E402
 from engine.training import LoopState, run_loop  # noqa: E402
 
@@ -41,7 +42,7 @@ def one_epoch(device, n, n_forget, batch, rpf, amp: bool, channels_last: bool) -
     aux = AuxModules(model.supervision_points, point_channels(model, x[:2]), 10, 128).to(device)
     state = LoopState(model=model, x=x, y=y, forget_idx=forget, retain_idx=retain, num_classes=10,
                       device=device, original=copy.deepcopy(model).eval(), extra={"aux": aux})
-    method = build_method(cfg, "ec")
+    method, _ = build_method(cfg, "ec")
     original_autocast = training.autocast
     if not amp:
         training.autocast = lambda d: torch.autocast(d.type, enabled=False)

@@ -1,9 +1,9 @@
 """Runs the engine's units of work: a single method run, a full comparison, a base-model build and
 an embedding request. The CLI, the worker and the sweeps all come through `execute`.
 
-Base models (original, retrained oracle, EC auxiliary modules) and the reference rows' evaluation
-are cached by configuration hash under $ECLAB_HOME/cache, so a second run on the same scenario
-reuses them.
+Base models (original, retrained oracle, the extras some methods train with, e.g. EC's auxiliary
+modules: engine.methods.prepare_extras) and the reference rows' evaluation are cached by
+configuration hash under $ECLAB_HOME/cache, so a second run on the same scenario reuses them.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from torch import nn
 from . import calibrate
 from . import results as results_schema
 from . import store
-from .catalog import default_compare, needs_aux
-from .config import (METHOD_NAMES, ConfigError, RunConfig, aux_key, make_config, original_key, retrain_key,
+from .catalog import default_compare
+from .config import (METHOD_NAMES, ConfigError, RunConfig, make_config, original_key, retrain_key,
                      second_original_key, stable_hash, validate)
 from .data.datasets import load_dataset
 from .data import DataError
@@ -29,10 +29,9 @@ from .data.splits import (Splits, known_train_size, make_pool, make_splits, rand
 from .embed import embed
 from .evaluate import EvalSet, avg_gap, cka_per_layer, evaluate, grams, prepare_references
 from .events import JobContext
-from .methods import create_method
-from .methods.ec.method import AuxModules, pretrain_aux
-from .models import create_model, point_channels
-from .training import LoopState, pick_device, run_loop
+from .methods import create_method, extra_keys, prepare_extras, run_label
+from .models import create_model
+from .training import LoopState, Plugin, pick_device, run_loop
 from .unlearning import calibrated_unlearn, relearn_curve
 
 JOB_KINDS = ("run", "compare", "base", "embed", "audit")
@@ -83,7 +82,13 @@ def prepare(kind: str, spec: dict) -> tuple[dict, str]:
     if kind == "audit":
         from .audit import prepare_audit
         return prepare_audit(spec)
-    cfg = config_from_spec(spec)
+    try:
+        cfg = config_from_spec(spec)
+    except ConfigError as err:
+        if kind == "compare" and err.option == "plugin":  # the plug-in joins every method that takes one
+            raise ConfigError("plugin", f"{err}. A comparison adds it to each of its methods that takes it: set "
+                                        "`method` (its single-run method) to one that does, e.g. method=ft") from None
+        raise
     check_forget_size(cfg)
     norm: dict = {"config": cfg.model_dump()}
     if kind == "compare":
@@ -172,14 +177,21 @@ def _train_from_scratch(sc: Scenario, train_idx: torch.Tensor, name: str, ctx: J
     state = LoopState(model=model, x=sc.x, y=sc.y, forget_idx=train_idx[:0], retain_idx=train_idx,
                       num_classes=sc.num_classes, device=sc.device, job=ctx, augment=t.augment)
     method = create_method("retrain", sc.cfg, hp=t)
-
-    def on_epoch(epoch, row):
-        ctx.emit({"type": "stage", "stage": name, "name": name, "fraction": (epoch + 1) / t.epochs,
-                  "message": f"training {name}: epoch {epoch + 1}/{t.epochs}, loss {row['losses']['loss']:.3f}"})
-
     run_loop(method, state, epochs=t.epochs, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
-             schedule="cosine", seed=seed, run_name=name, on_epoch=on_epoch)
+             schedule="cosine", seed=seed, run_name=name, plugins=[_StageProgress(name)])
     return model.eval()
+
+
+class _StageProgress(Plugin):
+    """A "stage" event after every epoch of a base model's training (the progress bar's stage)."""
+
+    def __init__(self, name: str):
+        self.stage = name
+
+    def after_epoch(self, state):
+        e, n = state.epoch + 1, state.epochs
+        state.job.emit({"type": "stage", "stage": self.stage, "name": self.stage, "fraction": e / n,
+                        "message": f"training {self.stage}: epoch {e}/{n}, loss {state.losses['loss']:.3f}"})
 
 
 def cached_model(sc: Scenario, key: str, name: str, train_idx: torch.Tensor, ctx: JobContext) -> tuple[nn.Module, bool]:
@@ -202,40 +214,24 @@ def cached_model(sc: Scenario, key: str, name: str, train_idx: torch.Tensor, ctx
         return model, False
 
 
-def cached_aux(sc: Scenario, original: nn.Module, ctx: JobContext) -> AuxModules:
-    ec = sc.cfg.ec
-    train_idx = sc.idx("train")
-    channels = point_channels(original, sc.x[train_idx[:2]])
-    aux = AuxModules(original.supervision_points, channels, sc.num_classes, ec.projector_dim).to(sc.device)
-    with store.cache_lock(aux_key(sc.cfg), wait=ctx.check) as folder:
-        path = folder / "aux.safetensors"
-        if path.exists():
-            store.load_state_strict(aux, path)
-            return aux
-        aux, info = pretrain_aux(original, sc.x[train_idx], sc.y[train_idx], sc.num_classes, ec.projector_dim,
-                                 ec.aux_epochs, ec.aux_lr, seed=sc.cfg.seed, job=ctx)
-        store.atomic_save_safetensors(path, aux.state_dict(), {"key": aux_key(sc.cfg)})
-        store.atomic_write_json(folder / "meta.json", info)
-        return aux
-
-
 @dataclass
 class Bases:
     original: nn.Module
     retrain: nn.Module | None  # None only in an audit without a retrained model
-    aux: AuxModules | None
+    extras: dict | None  # what some methods train with beyond the original (engine.methods.prepare_extras)
     seconds: dict
 
 
-def base_models(sc: Scenario, ctx: JobContext, need_aux: bool = True) -> Bases:
+def base_models(sc: Scenario, ctx: JobContext, methods: list[str] | None = None, plugin: bool = False) -> Bases:
+    """Original, retrain and the extras the runs of `methods` (with or without the plug-in) use;
+    methods None: every extra (a base job)."""
     t = time.perf_counter()
     original, _ = cached_model(sc, original_key(sc.cfg), "original", sc.idx("train"), ctx)
     t_orig = time.perf_counter() - t
     retrain, _ = cached_model(sc, retrain_key(sc.cfg), "retrain", sc.idx("retain"), ctx)
     t_re = time.perf_counter() - t - t_orig
-    aux = cached_aux(sc, original, ctx) if need_aux else None
-    return Bases(original, retrain, aux, {"original": t_orig, "retrain": t_re,
-                                          "aux": time.perf_counter() - t - t_orig - t_re})
+    extras, seconds = prepare_extras(sc, original, ctx, methods, plugin)
+    return Bases(original, retrain, extras, {"original": t_orig, "retrain": t_re, **seconds})
 
 
 SECOND_ORIGINAL = results_schema.NOISE_RUN
@@ -371,12 +367,12 @@ def _evaluate_into(ev: EvalSet, model: nn.Module, entry: dict, refs: dict) -> No
 
 def _write_partial(run_dir: Path, sc: Scenario, ev: EvalSet, refs: dict, results: list, methods: list[str]) -> None:
     """partial.json while a comparison runs: results.json's format with "partial": true, the reference
-    rows and every method evaluated so far, and the methods still "pending". Written atomically, so
+    rows and every method evaluated so far, and the runs still "pending" (labels). Written atomically, so
     a reader sees the previous or the next state, never half of one; removed once results.json is."""
     done = {label: {k: v for k, v in entry.items() if not k.startswith("_")} for label, _, entry in results}
     store.atomic_write_json(run_dir / PARTIAL, {
         "kind": "compare", "partial": True, "scenario": sc.info(), "layers": list(ev.points),
-        "config": sc.cfg.model_dump(), "runs": {**refs, **done}, "pending": [m for m in methods if m not in done]})
+        "config": sc.cfg.model_dump(), "runs": {**refs, **done}, "pending": [run_label(sc.cfg, m) for m in methods if run_label(sc.cfg, m) not in done]})
 
 
 def _load(cfg: RunConfig, ctx: JobContext) -> Scenario:
@@ -387,8 +383,8 @@ def _load(cfg: RunConfig, ctx: JobContext) -> Scenario:
 
 def run_single(cfg: RunConfig, run_dir: Path, ctx: JobContext) -> dict:
     sc = _load(cfg, ctx)
-    plugin = cfg.plugin == "ec"
-    bases = base_models(sc, ctx, need_aux=needs_aux(cfg.method, plugin))
+    plugin = cfg.plugin != "none"
+    bases = base_models(sc, ctx, [cfg.method], plugin)
     ev = eval_set(sc)
     prepare_references(ev, {"original": bases.original, "retrain": bases.retrain})
     refs, ref_arrays = _reference_rows(sc, ev, bases, ctx)
@@ -398,21 +394,25 @@ def run_single(cfg: RunConfig, run_dir: Path, ctx: JobContext) -> dict:
 
 
 def run_compare(cfg: RunConfig, methods: list[str], run_dir: Path, ctx: JobContext) -> dict:
+    """Every method on one scenario; a plug-in (`plugin: ec`) joins every method that takes one, as
+    in a run job ('ft+ec'; EC itself runs as itself)."""
     sc = _load(cfg, ctx)
-    bases = base_models(sc, ctx, need_aux=needs_aux(methods, cfg.plugin == "ec"))
+    plugin = cfg.plugin != "none"
+    bases = base_models(sc, ctx, methods, plugin)
     ev = eval_set(sc)
     prepare_references(ev, {"original": bases.original, "retrain": bases.retrain})
     refs, ref_arrays = _reference_rows(sc, ev, bases, ctx)
     results = []
     _write_partial(run_dir, sc, ev, refs, results, methods)
     for i, name in enumerate(methods):
-        ctx.emit({"type": "stage", "stage": "method", "name": name, "fraction": i / len(methods),
-                  "message": f"unlearning {i + 1}/{len(methods)}: {name}"})
-        model, entry = calibrated_unlearn(sc, ev, bases, name, ctx, "compare")
+        label = run_label(cfg, name)
+        ctx.emit({"type": "stage", "stage": "method", "name": label, "fraction": i / len(methods),
+                  "message": f"unlearning {i + 1}/{len(methods)}: {label}"})
+        model, entry = calibrated_unlearn(sc, ev, bases, name, ctx, "compare", plugin=plugin)
         ctx.check()
         _evaluate_into(ev, model, entry, refs)
-        results.append((name, model, entry))
-        ctx.emit({"type": "log", "message": f"evaluated {name} ({i + 1}/{len(methods)})"})
+        results.append((label, model, entry))
+        ctx.emit({"type": "log", "message": f"evaluated {label} ({i + 1}/{len(methods)})"})
         _write_partial(run_dir, sc, ev, refs, results, methods)
     # after the methods: the rows a user waits for come first, the noise reference after them
     extra = {"seed_band": seed_band(sc, ev, ctx)} if wants_seed_band(cfg) else None
@@ -442,9 +442,9 @@ def run_embed(spec: dict, run_dir: Path, ctx: JobContext) -> dict:
 
 def run_base(cfg: RunConfig, run_dir: Path, ctx: JobContext) -> dict:
     sc = _load(cfg, ctx)
-    bases = base_models(sc, ctx, need_aux=True)
+    bases = base_models(sc, ctx)
     summary = {"kind": "base", "scenario": sc.info(), "seconds": bases.seconds,
-               "keys": {"original": original_key(cfg), "retrain": retrain_key(cfg), "aux": aux_key(cfg)}}
+               "keys": {"original": original_key(cfg), "retrain": retrain_key(cfg), **extra_keys(cfg)}}
     store.atomic_write_json(run_dir / "base.json", summary)
     return summary
 

@@ -1,4 +1,6 @@
-"""The one training/unlearning loop. Methods plug in through `engine.methods.base.Method` hooks.
+"""The one training/unlearning loop. Methods plug in through `engine.methods.base.Method` hooks;
+anything that rides along with a method (a loss term added to it, a per-epoch measurement, a clock)
+is a `Plugin` (the Avalanche pattern: the loop calls every plugin's hooks after the method's).
 
 Training the original model, retraining the oracle and every unlearning method run through
 `run_loop`. Data lives on the device as tensors; batches are drawn by index, which is fast for
@@ -9,7 +11,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -82,6 +83,7 @@ class LoopState:
     forget_batch_idx: torch.Tensor | None = None  # pool indices of the current batches
     retain_batch_idx: torch.Tensor | None = None
     stop: bool = False  # set by an epoch hook to end the run after this epoch (calibration's early stop)
+    losses: dict = field(default_factory=dict)  # the epoch's mean losses, set before the after_epoch hooks
 
     def batch(self, idx: torch.Tensor | None):
         if idx is None:
@@ -99,24 +101,107 @@ def autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
+class Plugin:
+    """Rides along with any method in `run_loop`; every hook is optional and runs after the method's.
+
+    setup / before_step / after_backward / after_step / teardown(state) as a method's;
+    parameters(state): more tensors for the optimiser; loss(state, xf, yf, xr, yr): None, or
+    (extra loss, logs) added to the method's loss; after_epoch(state): None, or fields for the
+    epoch's history row. `streams` names the batch streams ("forget", "retain") its loss needs
+    even where the method draws none (they then use the method's batch size). Outside the loop,
+    run_params() is what a run entry records about it (engine.unlearning).
+    """
+    name = "plugin"
+    streams: tuple[str, ...] = ()
+
+    def run_params(self) -> dict:
+        return {}
+
+    def setup(self, state: LoopState) -> None:
+        pass
+
+    def parameters(self, state: LoopState):
+        return ()
+
+    def before_step(self, state: LoopState) -> None:
+        pass
+
+    def loss(self, state: LoopState, xf, yf, xr, yr):
+        return None
+
+    def after_backward(self, state: LoopState) -> None:
+        pass
+
+    def after_step(self, state: LoopState) -> None:
+        pass
+
+    def after_epoch(self, state: LoopState) -> dict | None:
+        return None
+
+    def teardown(self, state: LoopState) -> None:
+        pass
+
+
+def _batch_size(method, plugins, stream: str):
+    """The method's batch size for a stream; its hp.batch_size where only a plugin's loss draws from it."""
+    size = getattr(method, f"{stream}_batch")
+    if not size and any(stream in p.streams for p in plugins):
+        size = method.hp.batch_size
+    return size
+
+
 def run_loop(method, state: LoopState, *, epochs: int, lr: float, momentum: float, weight_decay: float,
-             schedule: str = "constant", seed: int = 0, run_name: str = "",
-             on_epoch: Callable[[int, dict], dict | None] | None = None) -> list[dict]:
-    """Train `state.model` with `method` for `epochs`; return per-epoch history rows.
+             schedule: str = "constant", seed: int = 0, run_name: str = "", plugins=()) -> list[dict]:
+    """Train `state.model` with `method` and `plugins` for `epochs`; return per-epoch history rows.
 
     `method` supplies: forget_batch / retain_batch sizes (None: stream unused), steps_per_epoch(),
-    loss(state, xf, yf, xr, yr) -> (loss, logs), and optional hooks setup, parameters, after_backward,
-    after_step, after_epoch. `on_epoch(epoch, logs)` may return extra fields for the history row
-    (e.g. forget accuracy, CKA); they are emitted as an "epoch" event too.
+    loss(state, xf, yf, xr, yr) -> (loss, logs), and optional hooks setup, parameters, before_step,
+    after_backward, after_step, after_epoch, teardown. Each `Plugin` hook runs after the method's;
+    a plugin's loss adds to the method's (the row's losses then log the method's own as "base"),
+    its after_epoch fields join the history row, which is emitted as an "epoch" event. The method's
+    and every plugin's teardown run however the loop ends (a divergence, a cancelled job).
     """
+    plugins = list(plugins)
+    ended = False
+    try:
+        history = _loop(method, plugins, state, epochs, lr, momentum, weight_decay, schedule, seed, run_name)
+        ended = True
+        return history
+    finally:
+        _teardown([method, *plugins], state, loop_failed=not ended)
+
+
+def _teardown(hooks: list, state: LoopState, loop_failed: bool) -> None:
+    """Every teardown runs, also when one raises. The first teardown error is raised after them all,
+    unless the loop itself failed: its error is the one the caller sees (a teardown's is logged)."""
+    errors = []
+    for obj in hooks:
+        try:
+            obj.teardown(state)
+        except Exception as err:  # noqa: BLE001 - raised or logged below, once the others have run
+            errors.append((obj, err))
+    if errors and not loop_failed:
+        raise errors[0][1]
+    for obj, err in errors:
+        state.job.emit({"type": "log",
+                        "message": f"{type(obj).__name__}.teardown failed after the loop's error: {err}"})
+
+
+def _loop(method, plugins: list[Plugin], state: LoopState, epochs: int, lr: float, momentum: float,
+          weight_decay: float, schedule: str, seed: int, run_name: str) -> list[dict]:
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     state.epochs = epochs
     method.setup(state)
+    for p in plugins:
+        p.setup(state)
     params = list(method.parameters(state))
+    for p in plugins:
+        params += list(p.parameters(state))
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    forget = _Stream(state.forget_idx, method.forget_batch, gen) if method.forget_batch and len(state.forget_idx) else None
-    retain = _Stream(state.retain_idx, method.retain_batch, gen) if method.retain_batch and len(state.retain_idx) else None
+    fb, rb = _batch_size(method, plugins, "forget"), _batch_size(method, plugins, "retain")
+    forget = _Stream(state.forget_idx, fb, gen) if fb and len(state.forget_idx) else None
+    retain = _Stream(state.retain_idx, rb, gen) if rb and len(state.retain_idx) else None
     steps = method.steps_per_epoch(state)
     history: list[dict] = []
     last_emit = 0.0
@@ -135,8 +220,18 @@ def run_loop(method, state: LoopState, *, epochs: int, lr: float, momentum: floa
             xf, yf = state.batch(state.forget_batch_idx)
             xr, yr = state.batch(state.retain_batch_idx)
             method.before_step(state)
+            for p in plugins:
+                p.before_step(state)
             with autocast(state.device):
                 loss, logs = method.loss(state, xf, yf, xr, yr)
+                base = loss
+                for p in plugins:
+                    extra = p.loss(state, xf, yf, xr, yr)
+                    if extra is not None:
+                        loss = loss + extra[0]
+                        logs = {**logs, **extra[1]}
+                if loss is not base:  # a plugin added to it: the method's own loss is logged as "base"
+                    logs["base"] = base.item()
             if not torch.isfinite(loss):
                 raise DivergenceError(
                     f"{run_name or method.name}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
@@ -144,8 +239,12 @@ def run_loop(method, state: LoopState, *, epochs: int, lr: float, momentum: floa
             opt.zero_grad(set_to_none=True)
             loss.backward()
             method.after_backward(state)
+            for p in plugins:
+                p.after_backward(state)
             opt.step()
             method.after_step(state)
+            for p in plugins:
+                p.after_step(state)
             logs = {"loss": loss.item(), **{k: float(v) for k, v in logs.items()}}
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -157,11 +256,11 @@ def run_loop(method, state: LoopState, *, epochs: int, lr: float, momentum: floa
                                 "fraction": (epoch + (step + 1) / steps) / epochs})
         method.after_epoch(state)
         row = {"epoch": epoch + 1, "losses": {k: v / steps for k, v in sums.items()}}
-        if on_epoch is not None:
-            row.update(on_epoch(epoch, row) or {})
+        state.losses = row["losses"]
+        for p in plugins:
+            row.update(p.after_epoch(state) or {})
         history.append(row)
         state.job.emit({"type": "epoch", "run": run_name, "epochs": epochs, "fraction": (epoch + 1) / epochs, **row})
         if state.stop:
             break
-    method.teardown(state)
     return history

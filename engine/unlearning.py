@@ -2,73 +2,133 @@
 same at the scenario's calibrated strength (`calibrated_unlearn`, engine/calibrate.py), and the
 relearn test of an unlearned model (`relearn_curve`). engine/runner.py builds the scenario, the
 evaluation set and the base models these take, and turns their output into a job's results.
+
+The per-epoch measurements (CKA probe, embeddings, calibration's hook) are loop plugins; their
+time is taken off the method's run time by the `RunClock` they share.
 """
 from __future__ import annotations
 
 import copy
 import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import nn
 
 from . import calibrate, store
-from .catalog import reads_ec
 from .config import RunConfig
 from .evaluate import EvalSet, epoch_probe, forward_all, predict
 from .events import JobContext
-from .methods import create_method
-from .methods.ec.method import build_method
-from .training import LoopState, run_loop
+from .methods import build_method, create_method, plugged, run_label
+from .training import LoopState, Plugin, run_loop
 
 if TYPE_CHECKING:  # runner imports this module
     from .runner import Bases, Scenario
+
+
+class RunClock(Plugin):
+    """The method's run time: from the clock's start (just before the loop) to the loop's end, less
+    what the per-epoch measurements took (each runs inside `measuring()`)."""
+
+    def __init__(self):
+        self.t0, self.measured, self.seconds = time.perf_counter(), 0.0, None
+
+    def now(self) -> float:
+        return time.perf_counter() - self.t0 - self.measured
+
+    @contextmanager
+    def measuring(self):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.measured += time.perf_counter() - t
+
+    def teardown(self, state):
+        self.seconds = self.now()
+
+
+class Measurement(Plugin):
+    """A per-epoch look at the model; not part of the method's run time. Leaves the model training."""
+
+    def __init__(self, clock: RunClock):
+        self.clock = clock
+
+    def after_epoch(self, state):
+        with self.clock.measuring():
+            out = self.measure(state)
+            state.model.train()
+        return out
+
+    def measure(self, state) -> dict | None:
+        raise NotImplementedError
+
+
+class EpochProbe(Measurement):
+    """Forget / retain accuracy and forget-split CKA to the original, into the history row."""
+
+    def __init__(self, clock: RunClock, ev: EvalSet):
+        super().__init__(clock)
+        self.ev = ev
+
+    def measure(self, state):
+        return epoch_probe(state.model, self.ev)
+
+
+class EpochEmbeddings(Measurement):
+    """Penultimate features of the embedding samples after every epoch (the Embeddings page's path)."""
+
+    def __init__(self, clock: RunClock, ev: EvalSet):
+        super().__init__(clock)
+        self.ev, self.feats = ev, []
+
+    def measure(self, state):
+        _, feats = forward_all(state.model, self.ev.x[self.ev.embed_idx])
+        self.feats.append(feats[-1].cpu().numpy())
+
+
+class EpochHook(Measurement):
+    """`hook(epoch, state, seconds so far)` after every epoch (calibration scores candidates so)."""
+
+    def __init__(self, clock: RunClock, hook):
+        super().__init__(clock)
+        self.hook = hook
+
+    def measure(self, state):
+        self.hook(state.epoch, state, self.clock.now())
 
 
 def unlearn(sc: Scenario, ev: EvalSet, bases: Bases, method_name: str, ctx: JobContext,
             plugin: bool = False, epoch_embed: bool = False, cfg: RunConfig | None = None,
             epoch_hook=None, epoch_probes: bool = True) -> tuple[nn.Module, dict]:
     """Copy the original, run the method through the shared loop; returns (model, partial run entry).
-    `cfg` replaces the scenario's config for this run (calibration's candidates); `epoch_hook(epoch,
-    state, seconds)` sees the model after every epoch (and may end the run by setting state.stop);
-    `epoch_probes=False` skips the per-epoch CKA (calibration scores candidates itself)."""
+    `plugin` keeps the config's plug-in (else the method runs alone); `cfg` replaces the scenario's
+    config for this run (calibration's candidates); `epoch_hook(epoch, state, seconds)` sees the model
+    after every epoch (and may end the run by setting state.stop); `epoch_probes=False` skips the
+    per-epoch CKA (calibration scores candidates itself)."""
     cfg = cfg or sc.cfg
     cfg = cfg if plugin or cfg.plugin == "none" else cfg.model_copy(update={"plugin": "none"})
-    method = build_method(cfg, method_name)
+    method, plugins = build_method(cfg, method_name)
     hp = method.hp
-    label = method.name if plugin else method_name
+    label = run_label(cfg, method_name)
     model = copy.deepcopy(bases.original).train()
     state = LoopState(model=model, x=sc.x, y=sc.y, forget_idx=ev.idx["forget"], retain_idx=ev.idx["retain"],
                       num_classes=sc.num_classes, device=sc.device, job=ctx, original=bases.original.eval(),
-                      extra={"aux": bases.aux} if bases.aux is not None else {})
-    epoch_feats: list[np.ndarray] = []
-    eval_seconds = [0.0]  # per-epoch measurements are not part of the method's run time
-
-    def on_epoch(epoch, row):
-        t = time.perf_counter()
-        extra = epoch_probe(model, ev) if sc.cfg.eval.epoch_cka and epoch_probes else {}
-        if epoch_embed:
-            _, feats = forward_all(model, ev.x[ev.embed_idx])
-            epoch_feats.append(feats[-1].cpu().numpy())
-        if epoch_hook is not None:
-            epoch_hook(epoch, state, t - t0 - eval_seconds[0])
-        model.train()
-        eval_seconds[0] += time.perf_counter() - t
-        return extra
-
-    t0 = time.perf_counter()
+                      extra=dict(bases.extras or {}))
+    clock = RunClock()
+    embeddings = EpochEmbeddings(clock, ev) if epoch_embed else None
+    measurements = [EpochProbe(clock, ev) if sc.cfg.eval.epoch_cka and epoch_probes else None, embeddings,
+                    EpochHook(clock, epoch_hook) if epoch_hook is not None else None]
     history = run_loop(method, state, epochs=hp.epochs, lr=hp.lr, momentum=hp.momentum,
-                       weight_decay=hp.weight_decay, seed=sc.cfg.seed, run_name=label, on_epoch=on_epoch)
-    seconds = time.perf_counter() - t0 - eval_seconds[0]
-    params = hp.model_dump()
-    if reads_ec(method_name, plugin):
-        params.update({"ec": cfg.ec.model_dump(), "layer_weights": cfg.layer_weights})
-        if plugin:
-            params["beta"] = cfg.beta
-    entry = {"method": method_name, "label": label, "seconds": seconds, "params": params, "history": history}
-    if epoch_feats:
-        entry["_epoch_feats"] = epoch_feats
+                       weight_decay=hp.weight_decay, seed=sc.cfg.seed, run_name=label,
+                       plugins=[*plugins, clock, *(m for m in measurements if m is not None)])
+    params = method.run_params()
+    for p in plugins:
+        params.update(p.run_params())
+    entry = {"method": method_name, "label": label, "seconds": clock.seconds, "params": params, "history": history}
+    if embeddings is not None and embeddings.feats:
+        entry["_epoch_feats"] = embeddings.feats
     return model.eval(), entry
 
 
@@ -78,6 +138,7 @@ def calibrated_unlearn(sc: Scenario, ev: EvalSet, bases: Bases, method_name: str
     search now (whose chosen model is kept when the run's config is the calibration config). The run
     entry carries the `calibration` block."""
     cfg = sc.cfg
+    plugin = plugin and plugged(cfg, method_name)  # a plug-in this run has
     hp = cfg.method_config(method_name)
     recipe = {"lr": hp.lr, "epochs": hp.epochs}
     mode, why = calibrate.resolve_mode(cfg, kind, method_name)
@@ -94,8 +155,7 @@ def calibrated_unlearn(sc: Scenario, ev: EvalSet, bases: Bases, method_name: str
         if found is not None:
             found = {**found, "source": "cached"}
         else:
-            same = (not plugin and not epoch_embed and
-                    calibrate.calibration_config(cfg, method_name).ec == cfg.ec)
+            same = not plugin and not epoch_embed and _runs_as_calibrated(cfg, method_name)
             result = calibrate.search(sc, ev, bases, method_name, ctx, unlearn, keep_model=same)
             if result.model is not None:
                 return result.model, {**result.entry, "calibration": result.block}
@@ -108,6 +168,14 @@ def calibrated_unlearn(sc: Scenario, ev: EvalSet, bases: Bases, method_name: str
     return model, entry
 
 
+def _runs_as_calibrated(cfg: RunConfig, method_name: str) -> bool:
+    """Whether calibrating the method runs it exactly as this job does without a plug-in (the preset's
+    defaults for the settings calibration fixes)."""
+    fields = {"method", "plugin", "beta"}  # what a plug-in-free run of `method_name` does not read
+    return (calibrate.calibration_config(cfg, method_name).model_dump(exclude=fields)
+            == cfg.model_dump(exclude=fields))
+
+
 def relearn_curve(sc: Scenario, ev: EvalSet, model: nn.Module, ctx: JobContext) -> dict:
     """Fine-tune a copy on a handful of forget samples; forget accuracy after each step."""
     e = sc.cfg.eval
@@ -117,12 +185,23 @@ def relearn_curve(sc: Scenario, ev: EvalSet, model: nn.Module, ctx: JobContext) 
     hp = sc.cfg.methods.ft.model_copy(update={"batch_size": max(2, len(few)), "lr": e.relearn_lr, "epochs": e.relearn_steps})
     state = LoopState(model=m, x=sc.x, y=sc.y, forget_idx=few[:0], retain_idx=few, num_classes=sc.num_classes,
                       device=sc.device, job=JobContext())
-    accs = [float((predict(m, ev.x[ev.idx["forget"]]).argmax(1) == ev.y[ev.idx["forget"]]).float().mean())]
-
-    def on_epoch(epoch, row):
-        accs.append(float((predict(m, ev.x[ev.idx["forget"]]).argmax(1) == ev.y[ev.idx["forget"]]).float().mean()))
-        m.train()
-
+    accs = ForgetAccuracy(ev)
+    accs.record(m)
     run_loop(create_method("ft", sc.cfg, hp=hp), state, epochs=e.relearn_steps, lr=e.relearn_lr,
-             momentum=hp.momentum, weight_decay=0.0, seed=sc.cfg.seed, run_name="relearn", on_epoch=on_epoch)
-    return {"steps": list(range(len(accs))), "forget_acc": accs}
+             momentum=hp.momentum, weight_decay=0.0, seed=sc.cfg.seed, run_name="relearn", plugins=[accs])
+    return {"steps": list(range(len(accs.values))), "forget_acc": accs.values}
+
+
+class ForgetAccuracy(Plugin):
+    """Forget accuracy after every epoch (`record` adds one more, e.g. before the loop)."""
+
+    def __init__(self, ev: EvalSet):
+        self.ev, self.values = ev, []
+
+    def record(self, model: nn.Module) -> None:
+        f = self.ev.idx["forget"]
+        self.values.append(float((predict(model, self.ev.x[f]).argmax(1) == self.ev.y[f]).float().mean()))
+
+    def after_epoch(self, state):
+        self.record(state.model)
+        state.model.train()

@@ -17,9 +17,9 @@ from engine.data import datasets
 from engine.events import CollectingContext
 from engine.methods import base as methods_base
 from engine.methods import create_method, method_names
-from engine.methods.ec.method import build_method
+from engine.methods import build_method, run_label
 from engine.models import FeatureTaps, create_model, model_names
-from engine.training import run_loop
+from engine.training import Plugin, run_loop
 from tests.jobs_helpers import TINY_EVAL
 from tests.test_engine import _tiny_cfg, _tiny_state
 
@@ -78,7 +78,8 @@ def test_generic_code_reads_aux_and_plugin_from_the_catalog(name):
     over = {"method": name, "plugin": "ec"}
     if info.pluggable:
         cfg = config.make_config("digits", over)
-        assert build_method(cfg).name == f"{name}+ec"
+        method, plugins = build_method(cfg)
+        assert run_label(cfg) == f"{name}+ec" and (method.name, [p.name for p in plugins]) == (name, ["ec"])
         assert catalog.needs_aux(name, plugin=True) and catalog.reads_ec(name, plugin=True)
     else:
         with pytest.raises(config.ConfigError, match="plugin"):
@@ -183,8 +184,13 @@ def test_scrub_alt_prefixes_are_exact_so_calibration_scores_every_epoch_of_one_r
     def weights_per_epoch(total: int) -> list[list[torch.Tensor]]:
         state = _tiny_state(cfg)
         out: list[list[torch.Tensor]] = []
+
+        class Snapshot(Plugin):
+            def after_epoch(self, state):
+                out.append([p.detach().clone() for p in state.model.parameters()])
+
         run_loop(create_method("scrub_alt", cfg), state, epochs=total, lr=0.01, momentum=0.9, weight_decay=5e-4,
-                 on_epoch=lambda e, row: out.append([p.detach().clone() for p in state.model.parameters()]))
+                 plugins=[Snapshot()])
         return out
 
     one, three = weights_per_epoch(1), weights_per_epoch(3)

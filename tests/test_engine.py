@@ -11,9 +11,9 @@ import torch.nn.functional as F
 
 from engine.config import ConfigError, apply_sets, make_config, validate
 from engine.events import CollectingContext, DivergenceError
-from engine.methods import create_method, method_names
+from engine.methods import build_method, create_method, method_names
 from engine.methods.ec.loss import contrastive_unlearning_loss
-from engine.methods.ec.method import AuxModules, build_method
+from engine.methods.ec.method import AuxModules
 from engine.models import FeatureTaps, create_model, point_channels
 from engine.training import LoopState, run_loop
 
@@ -143,14 +143,17 @@ def test_ec_plugin_adds_beta_times_the_ec_loss_to_any_base_method():
     losses = {}
     for beta in (0.5, 2.0):
         cfg = _tiny_cfg(plugin="ec", method="ft", beta=beta)
-        method = build_method(cfg)
-        assert method.name == "ft+ec"
+        method, (plugin,) = build_method(cfg)
+        assert f"{method.name}+{plugin.name}" == "ft+ec"
         state = _tiny_state(cfg)
         method.setup(state)
+        plugin.setup(state)
         xf, yf = state.batch(state.forget_idx[:8])
         xr, yr = state.batch(state.retain_idx[:16])
         torch.manual_seed(0)
-        loss, logs = method.loss(state, xf, yf, xr, yr)
+        base, _ = method.loss(state, xf, yf, xr, yr)
+        extra, _ = plugin.loss(state, xf, yf, xr, yr)
+        loss, logs = base + extra, {"base": base.item()}  # the loop's sum (engine.training.run_loop)
         losses[beta] = (loss.item(), logs["base"])
     (l1, base1), (l2, base2) = losses[0.5], losses[2.0]
     assert base1 == pytest.approx(base2, rel=1e-5)
@@ -162,14 +165,14 @@ def test_ec_does_not_train_the_shared_pretrained_modules_in_place():
     cfg = _tiny_cfg()
     state = _tiny_state(cfg)
     aux_before = [p.detach().clone() for p in state.extra["aux"].parameters()]
-    run_loop(build_method(cfg), state, epochs=1, lr=0.05, momentum=0.9, weight_decay=0.0)
+    run_loop(create_method("ec", cfg), state, epochs=1, lr=0.05, momentum=0.9, weight_decay=0.0)
     assert all(torch.equal(a, b) for a, b in zip(aux_before, state.extra["aux"].parameters()))
 
 
 def test_ec_layer_weights_select_supervision_points():
     cfg = _tiny_cfg(**{"ec.weights": "0,0,1,0"})
     state = _tiny_state(cfg)
-    history = run_loop(build_method(cfg), state, epochs=1, lr=0.01, momentum=0.9, weight_decay=0.0)
+    history = run_loop(create_method("ec", cfg), state, epochs=1, lr=0.01, momentum=0.9, weight_decay=0.0)
     keys = [k for k in history[0]["losses"] if k.startswith("cu/")]
     assert keys == ["cu/block3"]
 

@@ -1,9 +1,48 @@
 """Unlearning methods, registered by name. Importing this package imports the module that
-engine/catalog.py names for each method, which registers it (`@register(name)`)."""
+engine/catalog.py names for each method, which registers it (`@register(name)`) and any plug-in
+(`@register_plugin`) or extra (`@register_extra`) it brings."""
 import importlib
+import time
 
 from ..catalog import METHODS
-from .base import Method, create_method, method_names, register  # noqa: F401
+from .base import (Method, create_method, create_plugin, extras, method_names, register, register_extra,  # noqa: F401
+                   register_plugin)
 
 for _module in dict.fromkeys(info.module for info in METHODS.values()):
     importlib.import_module(f"{__name__}.{_module}")
+
+
+def plugged(cfg, name: str) -> bool:
+    """Whether a run of `name` under `cfg` has the config's plug-in: it names one and the catalog
+    says the method takes plug-ins (not EC itself, nor retrain)."""
+    return cfg.plugin != "none" and METHODS[name].pluggable
+
+
+def build_method(cfg, name: str | None = None) -> tuple[Method, list]:
+    """The method a config asks for (`name`, else cfg.method) and the plug-ins it runs with."""
+    name = name or cfg.method
+    method = create_method(name, cfg)
+    return method, [create_plugin(cfg.plugin, cfg, method)] if plugged(cfg, name) else []
+
+
+def run_label(cfg, name: str | None = None) -> str:
+    """The label of a run of `name` (else cfg.method): 'ft+ec' with the plug-in (RunConfig.run_label's rule)."""
+    name = name or cfg.method
+    return f"{name}+{cfg.plugin}" if plugged(cfg, name) else name
+
+
+def prepare_extras(sc, original, ctx, methods=None, plugin: bool = False) -> tuple[dict, dict]:
+    """The extras the runs of `methods` (with or without the plug-in; None: every extra) train
+    with, and the seconds each took: ({name: object}, {name: seconds})."""
+    made, seconds = {}, {}
+    for name, extra in extras().items():
+        t = time.perf_counter()
+        if methods is None or extra.needed(methods, plugin):
+            made[name] = extra.prepare(sc, original, ctx)
+        seconds[name] = time.perf_counter() - t
+    return made, seconds
+
+
+def extra_keys(cfg) -> dict[str, str]:
+    """Every extra's cache key for `cfg` (a base job's summary)."""
+    return {name: extra.key(cfg) for name, extra in extras().items()}

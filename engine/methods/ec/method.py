@@ -11,77 +11,13 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ...catalog import METHODS
 from ...models import FeatureTaps, pool
-from ..base import Method, create_method, register
-from .loss import contrastive_unlearning_loss, supcon_loss
-
-
-class AuxHead(nn.Module):
-    def __init__(self, channels: int, num_classes: int, proj_dim: int):
-        super().__init__()
-        self.classifier = nn.Linear(channels, num_classes)
-        self.projector = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(inplace=True),
-                                       nn.Linear(channels, proj_dim))
-
-    def embed(self, h: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.projector(h), dim=1)
-
-
-class AuxModules(nn.Module):
-    """One AuxHead per supervision point (module names with '.' are stored with '_')."""
-
-    def __init__(self, points: list[str], channels: list[int], num_classes: int, proj_dim: int):
-        super().__init__()
-        self.points = list(points)
-        self.heads = nn.ModuleDict({p.replace(".", "_"): AuxHead(c, num_classes, proj_dim)
-                                    for p, c in zip(points, channels)})
-
-    def head(self, point: str) -> AuxHead:
-        return self.heads[point.replace(".", "_")]
-
-
-@torch.no_grad()
-def pooled_features(model: nn.Module, x: torch.Tensor, batch: int = 512) -> list[torch.Tensor]:
-    model.eval()
-    outs: list[list[torch.Tensor]] = [[] for _ in model.supervision_points]
-    with FeatureTaps(model, detach=True) as taps:
-        for chunk in x.split(batch):
-            model(chunk)
-            for i, f in enumerate(taps.ordered()):
-                outs[i].append(pool(f).float())
-    return [torch.cat(o) for o in outs]
-
-
-def pretrain_aux(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, proj_dim: int,
-                 epochs: int, lr: float, seed: int = 0, job=None) -> tuple[AuxModules, dict]:
-    """Train the auxiliary modules on the frozen original: CE for the classifiers, a supervised
-    contrastive warm-up for the projectors. Features are extracted once, so this is cheap."""
-    feats = pooled_features(model, x)
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    aux = AuxModules(model.supervision_points, [f.shape[1] for f in feats], num_classes, proj_dim).to(x.device)
-    opt = torch.optim.Adam(aux.parameters(), lr=lr)
-    n, bs = len(y), 256
-    for epoch in range(epochs):
-        perm = torch.randperm(n, generator=g).to(x.device)
-        for i in range(0, n, bs):
-            idx = perm[i:i + bs]
-            loss = sum(F.cross_entropy(aux.head(p).classifier(f[idx]), y[idx])
-                       + supcon_loss(aux.head(p).embed(f[idx]), y[idx])
-                       for p, f in zip(aux.points, feats))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        if job is not None:
-            job.check()
-            job.emit({"type": "stage", "stage": "aux", "name": "aux", "fraction": (epoch + 1) / epochs,
-                      "message": f"auxiliary modules epoch {epoch + 1}/{epochs}"})
-    with torch.no_grad():
-        acc = {p: (aux.head(p).classifier(f).argmax(1) == y).float().mean().item() for p, f in zip(aux.points, feats)}
-    return aux, {"aux_train_acc": acc}
+from ...training import Plugin
+from ..base import Method, register, register_plugin
+from .aux import AuxModules, pretrain_aux  # noqa: F401 - registers the "aux" extra; the tests' and benches' import path
+from .loss import contrastive_unlearning_loss
 
 
 class ECLoss:
@@ -113,6 +49,11 @@ class ECLoss:
         return total, logs
 
 
+def ec_params(cfg) -> dict:
+    """The `ec` section's settings a run entry records for a run with EC's loss."""
+    return {"ec": cfg.ec.model_dump(), "layer_weights": cfg.layer_weights}
+
+
 @register("ec")
 class EC(Method):
     """Erase at the Core. Each epoch passes `retain_per_forget` times over the forget set, each
@@ -129,9 +70,16 @@ class EC(Method):
     def steps_per_epoch(self, state):
         return max(1, math.ceil(len(state.forget_idx) / self.forget_batch)) * self.cfg.ec.retain_per_forget
 
+    def run_params(self):
+        params = super().run_params()
+        if METHODS[self.name].reads_ec:  # CU's loss knobs are its own section's
+            params.update(ec_params(self.cfg))
+        return params
+
     def setup(self, state):
         if "aux" not in state.extra:
-            raise RuntimeError("EC needs its auxiliary modules: the runner pretrains them (engine.runner.base_models)")
+            raise RuntimeError("EC needs its auxiliary modules: the runner prepares them "
+                               "(the 'aux' extra, engine/methods/ec/aux.py)")
         self.aux = copy.deepcopy(state.extra["aux"]).to(state.device)
         self.aux.requires_grad_(not self.cfg.ec.freeze_aux)
         self.ec_loss = ECLoss(self.aux, self.weights(), *self.loss_params())
@@ -157,58 +105,26 @@ class CU(EC):
         return self.hp.tau, self.hp.lambda_cu, self.hp.lambda_ce
 
 
-class ECPlugin(Method):
-    """L = L_base + beta * L_EC for any registered base method (`plugin: ec`)."""
+@register_plugin("ec")
+class ECPlugin(Plugin):
+    """L = L_base + beta * L_EC for any pluggable method (`plugin: ec`): EC's loss on the method's
+    batches (a forget and a retain batch every step, drawn at the method's batch size where the
+    method uses none), with its own copy of the auxiliary modules, trained unless ec.freeze_aux."""
+    streams = ("forget", "retain")
 
-    def __init__(self, cfg, base_name: str):
-        self.base = create_method(base_name, cfg)
-        super().__init__(cfg, hp=self.base.hp)
-        self.name = f"{base_name}+ec"
-        self.ec = EC(cfg, hp=self.base.hp)
+    def __init__(self, cfg, method: Method):
+        self.cfg = cfg
+        self.ec = EC(cfg, hp=method.hp)
 
-    @property
-    def forget_batch(self):
-        return self.base.forget_batch or self.hp.batch_size
-
-    @property
-    def retain_batch(self):
-        return self.base.retain_batch or self.hp.batch_size
-
-    def steps_per_epoch(self, state):
-        return self.base.steps_per_epoch(state)
+    def run_params(self):
+        return {**ec_params(self.cfg), "beta": self.cfg.beta}
 
     def setup(self, state):
-        self.base.setup(state)
         self.ec.setup(state)
 
     def parameters(self, state):
-        params = list(self.base.parameters(state))
-        if not self.cfg.ec.freeze_aux:
-            params += list(self.ec.aux.parameters())
-        return params
-
-    def before_step(self, state):
-        self.base.before_step(state)
+        return [] if self.cfg.ec.freeze_aux else list(self.ec.aux.parameters())
 
     def loss(self, state, xf, yf, xr, yr):
-        base_loss, logs = self.base.loss(state, xf, yf, xr, yr)
-        ec_loss, ec_logs = self.ec.loss(state, xf, yf, xr, yr)
-        logs = {**logs, **{f"ec/{k}": v for k, v in ec_logs.items()}, "base": base_loss.item()}
-        return base_loss + self.cfg.beta * ec_loss, logs
-
-    def after_backward(self, state):
-        self.base.after_backward(state)
-
-    def after_step(self, state):
-        self.base.after_step(state)
-
-    def after_epoch(self, state):
-        self.base.after_epoch(state)
-
-
-def build_method(cfg, name: str | None = None) -> Method:
-    """The method a config asks for, wrapped in the EC plug-in when `plugin: ec`."""
-    name = name or cfg.method
-    if cfg.plugin == "ec" and METHODS[name].pluggable:  # not EC itself, nor retrain (engine/catalog.py)
-        return ECPlugin(cfg, name)
-    return create_method(name, cfg)
+        ec_loss, logs = self.ec.loss(state, xf, yf, xr, yr)
+        return self.cfg.beta * ec_loss, {f"ec/{k}": v for k, v in logs.items()}
