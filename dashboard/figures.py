@@ -216,7 +216,14 @@ def layer_lines(values: Mapping[str, Mapping[str, float] | None], layers: Sequen
                       annotation_position="top left", annotation_font=dict(size=11, color="#777"))
     fig.update_yaxes(range=list(y_range), tickformat=".0%" if percent else ".1f", title=y_title)
     fig.update_xaxes(title="supervision point (input → output)")
-    return _layout(fig, title, height=380)
+    # The legend goes below the axis: these charts often sit in a half-width column, where more
+    # lines than fit one legend line wrap upwards into the title (and side-by-side charts would
+    # then get plot areas of different heights).
+    fig = _layout(fig, title, height=470)
+    # room for a legend of four rows, so side-by-side charts keep plot areas of the same height
+    fig.update_layout(margin=dict(t=56 if title else 40, b=160),
+                      legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0.0))
+    return fig
 
 
 def probe_lines(probe: Mapping[str, Mapping[str, float] | None], layers: Sequence[str],
