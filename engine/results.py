@@ -304,7 +304,7 @@ def run_names(results: Mapping) -> list[str]:
 def run_summary(results: Mapping, name: str) -> dict:
     """The headline numbers of one run: logit-level next to representation-level forgetting.
     cka_mid is THE inner forget CKA: the mean forget-split CKA to the original over inner_layers
-    (`show`'s cka_forget_mean, the sweep's forget_cka); mia is the metrics' mia_efficacy. Every value
+    (`show`'s inner_forget_cka, the sweep's forget_cka); mia is the metrics' mia_efficacy. Every value
     is a finite float or None."""
     run = (results.get("runs") or {}).get(name) or {}
     layers = results.get("layers") or []

@@ -11,7 +11,7 @@ from ..audit import add_model_flags
 from ..audit import spec_from_args as audit_spec
 from ..compare import add_set_flag, scenario_overrides
 from ..config import ConfigError
-from .context import _fmt
+from .context import _fmt, accuracy_text
 from .db import ACTIVE, STATES, _stamp
 from .queue import JOB_KINDS, cancel, events_since, get_job, list_jobs, load_results, submit
 from .recovery import ensure_worker, worker_alive
@@ -164,9 +164,10 @@ def _cmd_cancel(args) -> int:
 
 
 def headline(results: dict) -> list[dict]:
-    """One row per run of a results dict: the numbers `show` prints."""
+    """One row per run of a results dict: the numbers `show` prints (inner_forget_cka: the mean forget-split
+    CKA to the original over all supervision points but the last, as on the pages)."""
     return [{"run": r["name"], "forget_acc": r["forget_acc"], "retain_acc": r["retain_acc"], "test_acc": r["test_acc"],
-             "mia_efficacy": r["mia"], "cka_forget_mean": r["cka_mid"], "seconds": r["seconds"]}
+             "mia_efficacy": r["mia"], "inner_forget_cka": r["cka_mid"], "seconds": r["seconds"]}
             for r in results_schema.summary(results)]
 
 
@@ -220,7 +221,7 @@ def _cmd_show(args) -> int:
     if results:
         print("results:")
         rows = headline(results)
-        cols = ["run", "forget_acc", "retain_acc", "test_acc", "mia_efficacy", "cka_forget_mean"]
+        cols = ["run", "forget_acc", "retain_acc", "test_acc", "mia_efficacy", "inner_forget_cka"]
         table = [cols] + [[r["run"]] + [_fmt(r[c]) if r[c] is not None else "-" for c in cols[1:]] for r in rows]
         widths = [max(len(str(r[i])) for r in table) for i in range(len(cols))]
         for r in table:
@@ -231,8 +232,7 @@ def _cmd_show(args) -> int:
 def _event_text(ev: dict) -> str:
     kind = ev.get("type")
     if kind == "epoch":
-        return (f"epoch {ev.get('run', '')} {ev.get('epoch')}/{ev.get('epochs')} "
-                f"forget_acc={_fmt(ev.get('forget_acc'))} retain_acc={_fmt(ev.get('retain_acc'))}")
+        return f"epoch {ev.get('run', '')} {ev.get('epoch')}/{ev.get('epochs')}" + accuracy_text(ev)
     if kind == "stage":
         return f"stage {ev.get('stage')}: {ev.get('name', '')} {ev.get('message', '')}".rstrip()
     if kind == "step":

@@ -127,8 +127,7 @@ class WorkerContext(JobContext):
         elif kind == "epoch":
             losses = " ".join(f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}"
                               for k, v in (event.get("losses") or {}).items())
-            text = (f"{event.get('run', '')} epoch {event.get('epoch')}/{event.get('epochs')} {losses} "
-                    f"forget_acc={_fmt(event.get('forget_acc'))} retain_acc={_fmt(event.get('retain_acc'))}")
+            text = f"{event.get('run', '')} epoch {event.get('epoch')}/{event.get('epochs')} {losses}" + accuracy_text(event)
         else:
             text = str(event.get("message", ""))
         self.log_line(text)
@@ -164,3 +163,9 @@ class WorkerContext(JobContext):
 
 def _fmt(v) -> str:
     return f"{v:.3f}" if isinstance(v, (int, float)) else str(v)
+
+
+def accuracy_text(event: dict) -> str:
+    """' forget_acc=... retain_acc=...' for the accuracies an epoch event carries (base-model training
+    measures none: no 'None' noise then)."""
+    return "".join(f" {k}={_fmt(event[k])}" for k in ("forget_acc", "retain_acc") if event.get(k) is not None)
