@@ -292,9 +292,19 @@ class RunConfig(_Strict):
     def layer_weights(self) -> list[float]:
         return list(self.ec.weights) if self.ec.weights is not None else [1.0] * len(self.supervision_points)
 
+    def plugged(self, name: str | None = None) -> bool:
+        """Whether a run of `name` (else `method`) has the plug-in: this config names one and the catalog
+        says the method takes plug-ins (not EC itself, nor retrain)."""
+        return self.plugin != "none" and METHODS[name or self.method].pluggable
+
+    def label_of(self, name: str | None = None) -> str:
+        """The label of a run of `name` (else `method`): 'ft+ec' with the plug-in."""
+        name = name or self.method
+        return f"{name}+{self.plugin}" if self.plugged(name) else name
+
     @property
     def run_label(self) -> str:
-        return f"{self.method}+ec" if self.plugin == "ec" else self.method
+        return self.label_of()
 
     def method_config(self, name: str | None = None) -> MethodConfig:
         return getattr(self.methods, name or self.method)

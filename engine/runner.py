@@ -29,7 +29,7 @@ from .data.splits import (Splits, known_train_size, make_pool, make_splits, rand
 from .embed import embed
 from .evaluate import EvalSet, avg_gap, cka_per_layer, evaluate, grams, prepare_references
 from .events import JobContext
-from .methods import create_method, extra_keys, prepare_extras, run_label
+from .methods import create_method, extra_keys, prepare_extras
 from .models import create_model
 from .training import LoopState, Plugin, pick_device, run_loop
 from .unlearning import calibrated_unlearn, relearn_curve
@@ -372,7 +372,7 @@ def _write_partial(run_dir: Path, sc: Scenario, ev: EvalSet, refs: dict, results
     done = {label: {k: v for k, v in entry.items() if not k.startswith("_")} for label, _, entry in results}
     store.atomic_write_json(run_dir / PARTIAL, {
         "kind": "compare", "partial": True, "scenario": sc.info(), "layers": list(ev.points),
-        "config": sc.cfg.model_dump(), "runs": {**refs, **done}, "pending": [run_label(sc.cfg, m) for m in methods if run_label(sc.cfg, m) not in done]})
+        "config": sc.cfg.model_dump(), "runs": {**refs, **done}, "pending": [sc.cfg.label_of(m) for m in methods if sc.cfg.label_of(m) not in done]})
 
 
 def _load(cfg: RunConfig, ctx: JobContext) -> Scenario:
@@ -405,7 +405,7 @@ def run_compare(cfg: RunConfig, methods: list[str], run_dir: Path, ctx: JobConte
     results = []
     _write_partial(run_dir, sc, ev, refs, results, methods)
     for i, name in enumerate(methods):
-        label = run_label(cfg, name)
+        label = cfg.label_of(name)
         ctx.emit({"type": "stage", "stage": "method", "name": label, "fraction": i / len(methods),
                   "message": f"unlearning {i + 1}/{len(methods)}: {label}"})
         model, entry = calibrated_unlearn(sc, ev, bases, name, ctx, "compare", plugin=plugin)

@@ -20,7 +20,7 @@ from . import calibrate, store
 from .config import RunConfig
 from .evaluate import EvalSet, epoch_probe, forward_all, predict
 from .events import JobContext
-from .methods import build_method, create_method, plugged, run_label
+from .methods import build_method, create_method
 from .training import LoopState, Plugin, run_loop
 
 if TYPE_CHECKING:  # runner imports this module
@@ -111,7 +111,7 @@ def unlearn(sc: Scenario, ev: EvalSet, bases: Bases, method_name: str, ctx: JobC
     cfg = cfg if plugin or cfg.plugin == "none" else cfg.model_copy(update={"plugin": "none"})
     method, plugins = build_method(cfg, method_name)
     hp = method.hp
-    label = run_label(cfg, method_name)
+    label = cfg.label_of(method_name)
     model = copy.deepcopy(bases.original).train()
     state = LoopState(model=model, x=sc.x, y=sc.y, forget_idx=ev.idx["forget"], retain_idx=ev.idx["retain"],
                       num_classes=sc.num_classes, device=sc.device, job=ctx, original=bases.original.eval(),
@@ -138,7 +138,7 @@ def calibrated_unlearn(sc: Scenario, ev: EvalSet, bases: Bases, method_name: str
     search now (whose chosen model is kept when the run's config is the calibration config). The run
     entry carries the `calibration` block."""
     cfg = sc.cfg
-    plugin = plugin and plugged(cfg, method_name)  # a plug-in this run has
+    plugin = plugin and cfg.plugged(method_name)  # a plug-in this run has
     hp = cfg.method_config(method_name)
     recipe = {"lr": hp.lr, "epochs": hp.epochs}
     mode, why = calibrate.resolve_mode(cfg, kind, method_name)

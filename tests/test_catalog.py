@@ -17,7 +17,7 @@ from engine.data import datasets
 from engine.events import CollectingContext
 from engine.methods import base as methods_base
 from engine.methods import create_method, method_names
-from engine.methods import build_method, run_label
+from engine.methods import build_method
 from engine.models import FeatureTaps, create_model, model_names
 from engine.training import Plugin, run_loop
 from tests.jobs_helpers import TINY_EVAL
@@ -79,7 +79,7 @@ def test_generic_code_reads_aux_and_plugin_from_the_catalog(name):
     if info.pluggable:
         cfg = config.make_config("digits", over)
         method, plugins = build_method(cfg)
-        assert run_label(cfg) == f"{name}+ec" and (method.name, [p.name for p in plugins]) == (name, ["ec"])
+        assert cfg.label_of() == f"{name}+ec" and (method.name, [p.name for p in plugins]) == (name, ["ec"])
         assert catalog.needs_aux(name, plugin=True) and catalog.reads_ec(name, plugin=True)
     else:
         with pytest.raises(config.ConfigError, match="plugin"):

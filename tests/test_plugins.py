@@ -11,7 +11,7 @@ import torch
 
 from engine.config import apply_sets, make_config
 from engine.events import CollectingContext, DivergenceError
-from engine.methods import build_method, create_method, extras, method_names, run_label
+from engine.methods import build_method, create_method, extras, method_names
 from engine.methods.base import Method
 from engine.methods.ec.method import EC, AuxModules
 from engine.models import create_model, point_channels
@@ -142,7 +142,7 @@ def test_ec_plugin_is_bit_identical_to_the_hand_forwarding_wrapper(name):
         state = _state(augment=True)  # the augmentation draws from the global generator too
         if how == "plugin":
             method, plugins = build_method(cfg)
-            assert len(plugins) == 1 and run_label(cfg) == f"{name}+ec"
+            assert len(plugins) == 1 and cfg.label_of() == f"{name}+ec"
         else:
             method, plugins = HandWrapped(cfg, name), []
         history = run_loop(method, state, epochs=2, lr=0.01, momentum=0.9, weight_decay=5e-4, seed=3,
@@ -172,8 +172,8 @@ def test_ec_plugin_trains_its_own_copy_of_the_aux_modules_unless_frozen():
 
 def test_plugin_labels_and_extras_follow_the_catalog():
     cfg = make_config("digits", {"method": "ft", "plugin": "ec"})
-    assert [run_label(cfg, m) for m in ("ft", "scrub_alt", "cu", "ec")] == ["ft+ec", "scrub_alt+ec", "cu+ec", "ec"]
-    assert build_method(cfg, "ec")[1] == [] and run_label(make_config("digits"), "ft") == "ft"
+    assert [cfg.label_of(m) for m in ("ft", "scrub_alt", "cu", "ec")] == ["ft+ec", "scrub_alt+ec", "cu+ec", "ec"]
+    assert build_method(cfg, "ec")[1] == [] and make_config("digits").label_of("ft") == "ft"
     aux = extras()["aux"]
     assert not aux.needed(["ft", "ga"], False) and aux.needed(["ft", "ga"], True) and aux.needed(["ft", "cu"], False)
 

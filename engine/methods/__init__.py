@@ -12,23 +12,11 @@ for _module in dict.fromkeys(info.module for info in METHODS.values()):
     importlib.import_module(f"{__name__}.{_module}")
 
 
-def plugged(cfg, name: str) -> bool:
-    """Whether a run of `name` under `cfg` has the config's plug-in: it names one and the catalog
-    says the method takes plug-ins (not EC itself, nor retrain)."""
-    return cfg.plugin != "none" and METHODS[name].pluggable
-
-
 def build_method(cfg, name: str | None = None) -> tuple[Method, list]:
     """The method a config asks for (`name`, else cfg.method) and the plug-ins it runs with."""
     name = name or cfg.method
     method = create_method(name, cfg)
-    return method, [create_plugin(cfg.plugin, cfg, method)] if plugged(cfg, name) else []
-
-
-def run_label(cfg, name: str | None = None) -> str:
-    """The label of a run of `name` (else cfg.method): 'ft+ec' with the plug-in (RunConfig.run_label's rule)."""
-    name = name or cfg.method
-    return f"{name}+{cfg.plugin}" if plugged(cfg, name) else name
+    return method, [create_plugin(cfg.plugin, cfg, method)] if cfg.plugged(name) else []
 
 
 def prepare_extras(sc, original, ctx, methods=None, plugin: bool = False) -> tuple[dict, dict]:
@@ -36,10 +24,10 @@ def prepare_extras(sc, original, ctx, methods=None, plugin: bool = False) -> tup
     with, and the seconds each took: ({name: object}, {name: seconds})."""
     made, seconds = {}, {}
     for name, extra in extras().items():
-        t = time.perf_counter()
         if methods is None or extra.needed(methods, plugin):
+            t = time.perf_counter()
             made[name] = extra.prepare(sc, original, ctx)
-        seconds[name] = time.perf_counter() - t
+            seconds[name] = time.perf_counter() - t
     return made, seconds
 
 
