@@ -7,6 +7,8 @@ extraction plus O(batch^2) products.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -173,14 +175,14 @@ EPOCH_RETAIN_SAMPLES = 500  # per-epoch retain accuracy: a strided subsample (a 
 
 def epoch_probe(model: nn.Module, ev: EvalSet) -> dict:
     """Cheap per-epoch numbers: forget / retain accuracy and forget-split CKA to the original. Retain
-    accuracy is read on every k-th sample of the retain subsample (at most EPOCH_RETAIN_SAMPLES; the
-    stride keeps class proportions): it was most of this function's time, and the final evaluation
+    accuracy is read on every k-th sample of the retain subsample (at most EPOCH_RETAIN_SAMPLES, spread
+    over all of it): it was most of this function's time, and the final evaluation
     measures the whole retain set."""
     out = {}
     for k in ("forget", "retain"):
         idx = ev.cka_idx[k]
         if k == "retain" and len(idx) > EPOCH_RETAIN_SAMPLES:
-            idx = idx[::-(-len(idx) // EPOCH_RETAIN_SAMPLES)]
+            idx = idx[::math.ceil(len(idx) / EPOCH_RETAIN_SAMPLES)]
         out[f"{k}_acc"] = _f(accuracy(predict(model, ev.x[idx]), ev.y[idx].cpu())) if len(idx) else None
     g = grams(model, ev, "forget")
     if g and ("original", "forget") in ev.ref_grams:
