@@ -1,8 +1,8 @@
 """Pure helpers behind the pages: summaries of results.json, job labels, error messages (the Launch
 form's spec: dashboard/launch_spec.py).
 
-No Streamlit, no torch and no engine import here: the results format and its one headline come
-through dashboard/facts.py (engine/results.py), so every function is testable on plain dicts.
+No Streamlit and no torch here, and the engine only through dashboard/facts.py (the results format
+and its one headline, engine/results.py: torch-free), so every function is testable on plain dicts.
 """
 from __future__ import annotations
 

@@ -83,7 +83,8 @@ def sweep_format_version():
 
 __all__ = ["queue_defaults", "first_start_jobs", "DEFAULT_PRESETS", "submit", "get_job", "list_jobs", "events_since", "cancel", "load_results", "load_arrays", "load_partial",
            "list_results", "record_external", "worker_alive", "ensure_worker", "workers", "headline_metrics",
-           "save_upload", "MAX_UPLOAD_MB", "home", "discover_studies", "study_table", "sweep_format_version", "params_to_overrides",
+           "save_upload", "MAX_UPLOAD_MB", "home", "discover_studies", "study_table", "sweep_format_version",
+           "params_to_overrides",
            # the facts the pages read (engine/catalog.py, engine/config.py, engine/results.py)
            "results", "METHODS", "CONTRASTIVE_KNOBS", "EC_SECTION_KNOBS", "base_method", "class_names", "method_knobs",
            "reads_ec", "DATASET_CLASSES", "METHOD_NAMES", "PRESETS", "SUPERVISION_POINTS", "ConfigError", "deep_merge",
