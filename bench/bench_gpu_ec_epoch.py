@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from engine import training  # noqa: E402
 from engine.config import make_config  # noqa: E402
 from engine.methods import build_method  # noqa: E402
-from engine.methods.ec.method import AuxModules  # noqa: E402
+from engine.methods.ec.aux import AuxModules  # noqa: E402
 from engine.models import create_model, point_channels  # noqa: E402
 from engine.training import LoopState, run_loop  # noqa: E402
 

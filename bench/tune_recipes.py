@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from engine.catalog import default_compare  # noqa: E402
 from engine.config import apply_sets, make_config  # noqa: E402
 from engine.evaluate import evaluate, prepare_references  # noqa: E402
 from engine.events import JobContext  # noqa: E402
@@ -36,7 +37,7 @@ def choose(rows: list[dict], retrain_forget: float, tol: float = 0.05) -> dict |
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="digits")
-    ap.add_argument("--methods", default="ft,ga,neggrad_plus,rl,l1_sparse,salun,scrub,boundary_shrink,cu,ec")
+    ap.add_argument("--methods", default=",".join(default_compare()), help="default: the default comparison's methods")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--forget", default="3")
     ap.add_argument("--grid", nargs="*", default=[], help="key=v1,v2 or key=a,b|c,d for list values (key relative to methods.<m>. unless it has a dot)")

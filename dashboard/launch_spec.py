@@ -168,4 +168,5 @@ def config_from_results_run(results: Mapping, name: str) -> dict | None:
     method = run.get("method") or base_method(name)
     cfg["method"] = method
     cfg["plugin"] = "ec" if name.endswith("+ec") else "none"
-    return {"config": cfg, "source": f"{name} from job results"}
+    label = " + ".join(facts.METHODS[m].label if m in facts.METHODS else m for m in name.split("+"))
+    return {"config": cfg, "source": f"the {label} run of a finished job"}

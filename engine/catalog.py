@@ -1,61 +1,36 @@
-"""The one home of the facts about methods, architectures and data sets.
+"""The one reading of the facts about methods, architectures and data sets.
 
-Plain Python (no torch, no pydantic), so the config, the CLI, the dashboard and the tests can all
-read it cheaply. The code that implements an entry checks itself against it: engine/methods
-imports the module each method names and registers it under its name, engine/models refuses an
-architecture without supervision points here, engine.config builds METHOD_NAMES,
-SUPERVISION_POINTS and DATASET_CLASSES from these tables, and tests/test_catalog.py checks that
-the catalog, the config and both registries agree.
+Torch-free, so the config, the CLI, the dashboard and the tests can all read it cheaply. Each fact
+is declared once, beside the code it describes:
+- methods: each file in engine/methods registers its methods with a card (engine.methods.base.
+  MethodInfo: label, colour, order, hyperparameter class, per-preset recipes, form knobs, flags);
+  importing engine.methods (torch-free at import) gathers them into METHODS;
+- architectures: each registers with its supervision points, `@register_model(name, points=(...))`
+  in engine/models; SUPERVISION_POINTS reads those declarations from the source without importing
+  torch, and engine.models checks every built model has them;
+- data sets: the table below.
+engine.config builds METHOD_NAMES, MethodsConfig, the presets' method recipes, SUPERVISION_POINTS
+and DATASET_CLASSES from here, and tests/test_catalog.py checks the catalog, the config and both
+registries agree.
 """
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
+from pathlib import Path
+
+from .methods import cards
+from .methods.base import CONTRASTIVE_KNOBS, EC_SECTION_KNOBS, UNLEARNING_KNOBS, MethodInfo  # noqa: F401
 
 # -- methods -------------------------------------------------------------------------------------
 
-UNLEARNING_KNOBS = ("epochs", "lr")  # every unlearning method's fields in the Launch form
-CONTRASTIVE_KNOBS = ("tau", "lambda_cu", "lambda_ce")
-EC_SECTION_KNOBS = ("weights",) + CONTRASTIVE_KNOBS  # the form knobs that live in the `ec` section
+# In their cards' order: the order of every list the user sees (form, CLI help, default comparison).
+METHODS: dict[str, MethodInfo] = cards()
 
 
-@dataclass(frozen=True)
-class MethodInfo:
-    label: str  # display name on every page
-    color: str  # one colour per method on every page (a "+ec" run gets a darker shade)
-    hp_class: str  # its hyperparameter class in engine.config (section methods.<name>)
-    module: str  # the engine.methods module that registers it
-    needs_aux: bool = False  # trains with EC's auxiliary modules (pretrained once per original, set by `ec`)
-    reads_ec: bool = False  # its loss is EC's: it reads the `ec` section (layer weights, tau, lambdas)
-    pluggable: bool = True  # the EC plug-in can be added to it (`plugin: ec`)
-    # what the Launch form lets the user set: fields of methods.<name>, and for a `reads_ec` method the
-    # EC_SECTION_KNOBS of the `ec` section
-    form_knobs: tuple[str, ...] = UNLEARNING_KNOBS
-    in_default_compare: bool = True  # part of a comparison that names no methods
-
-
-# Order is the order of every list the user sees (form, CLI help, default comparison).
-METHODS: dict[str, MethodInfo] = {
-    # retrain is the reference row of every comparison and uses the preset's `train` recipe
-    # (no plug-in: it never sees the forget set)
-    "retrain": MethodInfo("Retrain", "#222222", "MethodConfig", "baselines", pluggable=False, form_knobs=(),
-                          in_default_compare=False),
-    "ft": MethodInfo("FT", "#4e79a7", "FTConfig", "baselines"),
-    "ga": MethodInfo("GA", "#f28e2b", "GAConfig", "baselines"),
-    "neggrad_plus": MethodInfo("NegGrad+", "#76b7b2", "NegGradPlusConfig", "baselines"),
-    "rl": MethodInfo("RL", "#59a14f", "RLConfig", "baselines"),
-    "l1_sparse": MethodInfo("ℓ1-sparse", "#c9a227", "L1SparseConfig", "baselines"),
-    "salun": MethodInfo("SalUn", "#b07aa1", "SalUnConfig", "baselines"),
-    "scrub": MethodInfo("SCRUB", "#ff9da7", "ScrubConfig", "baselines"),
-    # opt-in: the default comparison's time stays as it was
-    "scrub_alt": MethodInfo("SCRUB (alternating)", "#d37295", "ScrubAltConfig", "scrub_alt",
-                            in_default_compare=False),
-    "boundary_shrink": MethodInfo("Boundary shrink", "#9c755f", "BoundaryShrinkConfig", "baselines"),
-    "cu": MethodInfo("CU", "#17becf", "CUConfig", "ec.method", needs_aux=True,
-                     form_knobs=UNLEARNING_KNOBS + CONTRASTIVE_KNOBS),
-    # (no plug-in: EC already is that loss)
-    "ec": MethodInfo("EC", "#d62839", "ECMethodConfig", "ec.method", needs_aux=True, reads_ec=True,
-                     pluggable=False, form_knobs=UNLEARNING_KNOBS + EC_SECTION_KNOBS),
-}
+def recipes(family: str) -> dict[str, dict]:
+    """Every method's recipe overrides for a preset family ("teach", "optml"): {name: overrides}."""
+    return {name: dict(info.recipes[family]) for name, info in METHODS.items() if family in info.recipes}
 
 
 def method_names() -> list[str]:
@@ -95,19 +70,27 @@ def base_method(name: str) -> str:
 
 # -- architectures -------------------------------------------------------------------------------
 
-# Supervision points per architecture (module names, in forward order). The last one is the
-# penultimate feature where the model's real head sits; EC supervises all of them.
-# engine/models registers each architecture only if it has an entry here.
-_RESNET_POINTS = ("layer1", "layer2", "layer3", "layer4")
-SUPERVISION_POINTS: dict[str, tuple[str, ...]] = {
-    "small_cnn": ("block1", "block2", "block3", "block4"),
-    "resnet18": _RESNET_POINTS,
-    "resnet50": _RESNET_POINTS,
-    "vit_tiny": ("blocks.1", "blocks.3", "blocks.5", "norm"),
-    # torchvision's standard ResNets (ImageNet stem), e.g. for audited outside checkpoints
-    "tv_resnet18": _RESNET_POINTS,
-    "tv_resnet50": _RESNET_POINTS,
-}
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+
+def declared_points(models_dir: Path = MODELS_DIR) -> dict[str, tuple[str, ...]]:
+    """Every `@register_model("name", points=(...))` in engine/models, read from the source (the
+    points must be a literal tuple of module names, in forward order; the last is the penultimate
+    feature where the model's real head sits, and EC supervises all of them)."""
+    found: dict[str, tuple[str, ...]] = {}
+    for path in sorted(models_dir.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "register_model":
+                name = ast.literal_eval(node.args[0])
+                points = next((kw.value for kw in node.keywords if kw.arg == "points"), None)
+                if points is None:
+                    raise ValueError(f"{path.name}: register_model({name!r}) declares no points=(...)")
+                found[name] = tuple(ast.literal_eval(points))
+    return found
+
+
+# Supervision points per architecture (module names, in forward order), as each model declares them.
+SUPERVISION_POINTS: dict[str, tuple[str, ...]] = declared_points()
 
 # -- data sets -----------------------------------------------------------------------------------
 

@@ -14,9 +14,10 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
-from .catalog import DATASET_NAMES, DATASETS, METHODS, SUPERVISION_POINTS as _CATALOG_POINTS
+from .catalog import DATASET_NAMES, DATASETS, METHODS, SUPERVISION_POINTS as _CATALOG_POINTS, recipes
+from .hparams import MethodConfig, SGDRecipe, Strict as _Strict, epochs_field, lr_field  # noqa: F401
 
 DATASET_CLASSES = {name: info.num_classes for name, info in DATASETS.items()}
 
@@ -33,10 +34,6 @@ class ConfigError(ValueError):
         self.option = option
         # a message that already starts with its option reads as a sentence: "ec.weights are all zero"
         super().__init__(message if not option or message.startswith(option) else f"{option}: {message}")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class DataConfig(_Strict):
@@ -78,112 +75,17 @@ class ModelConfig(_Strict):
     width: int = Field(32, ge=4, le=256)  # small_cnn base width; ignored by the others
 
 
-def epochs_field(default: int):
-    """The bounds every epochs option shares (training and each unlearning method)."""
-    return Field(default, ge=1, le=1000)
-
-
-def lr_field(default: float):
-    """The bounds every learning-rate option shares."""
-    return Field(default, gt=0, le=10)
-
-
-class _SGDRecipe(_Strict):
-    """An SGD recipe: the fields training and every unlearning method share."""
-    epochs: int = epochs_field(5)
-    lr: float = lr_field(0.01)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0, le=1)
-    batch_size: int = Field(64, ge=2, le=8192)
-
-
-class TrainConfig(_SGDRecipe):
+class TrainConfig(SGDRecipe):
     """Recipe for the original model and the retrained oracle (SGD, cosine schedule)."""
     epochs: int = epochs_field(30)
     lr: float = lr_field(0.05)
     augment: bool = False  # random crop + flip (CIFAR presets)
 
 
-class MethodConfig(_SGDRecipe):
-    """Options every unlearning method shares. Unlearning runs at constant LR (OPTML protocol)."""
-
-
-# Method defaults are the digits recipes, tuned with bench/tune_recipes.py under one rule for every
-# method: among the settings that reach logit-level forgetting (forget accuracy within 0.05 of the
-# retrained model's), keep the one with the highest retain accuracy. The CIFAR presets restore the
-# published OPTML recipes (PRESETS below).
-class FTConfig(MethodConfig):
-    # at lr 0.01-0.1 FT never forgot class 3 on digits (forget acc 1.0); lr 0.3 for 10 epochs does
-    epochs: int = epochs_field(10)
-    lr: float = lr_field(0.3)
-
-
-class GAConfig(MethodConfig):
-    lr: float = lr_field(0.003)  # 0.01 broke the model (retain 0.63), 0.001 did not forget
-
-
-class NegGradPlusConfig(MethodConfig):
-    alpha: float = Field(0.95, gt=0, lt=1)  # weight of the retain CE; (1 - alpha) on -CE(forget)
-
-
-class RLConfig(MethodConfig):
-    pass
-
-
-class L1SparseConfig(MethodConfig):
-    epochs: int = epochs_field(10)
-    lr: float = lr_field(0.3)  # as FT, which it extends
-    alpha: float = Field(1e-4, ge=0, le=1)  # initial L1 weight, decays linearly to 0
-
-
-class SalUnConfig(MethodConfig):
-    mask_ratio: float = Field(0.5, gt=0, le=1)  # share of weights (highest saliency) updated
-
-
-class ScrubConfig(MethodConfig):
-    lr: float = lr_field(0.001)  # 0.01 collapsed the model (retain 0.18)
-    temperature: float = Field(4.0, gt=0, le=100)
-    max_epochs: int = Field(1, ge=0, le=1000)  # epochs (from the start) that also do max-steps
-    gamma: float = Field(1.0, ge=0, le=100)  # weight of retain CE in min-steps
-    alpha: float = Field(1.0, ge=0, le=100)  # weight of retain KL in min-steps
-
-
-class ScrubAltConfig(ScrubConfig):
-    """SCRUB with its original alternating passes (engine/methods/scrub_alt.py), at the SCRUB authors'
-    class-forgetting recipe (meghdadk/SCRUB, large_scale_unlearning.ipynb: msteps 2 of 3 epochs,
-    gamma 0.99, alpha 0.001, kd_T 4, SGD). scrub's recipe (alpha 1, 1 max-epoch) did not forget with
-    these passes (digits class 5, calibrated: forget 0.669 at best, retrain 0.0). lr tuned on digits
-    (class 3, seed 0) under the digits rule: the authors' 5e-4 left forget accuracy at 1.0 and 0.001
-    at 0.964; 0.003 reached 0.000 with retain 1.000 (the measurements: the method's docstring)."""
-    epochs: int = epochs_field(3)
-    lr: float = lr_field(0.003)
-    max_epochs: int = Field(2, ge=0, le=1000)  # epochs (from the start) that begin with a max pass
-    gamma: float = Field(0.99, ge=0, le=100)  # weight of retain CE in min-steps
-    alpha: float = Field(0.001, ge=0, le=100)  # weight of retain KL in min-steps
-
-
-class BoundaryShrinkConfig(MethodConfig):
-    bound: float = Field(0.1, gt=0, le=10)  # FGSM step size in input space
-
-
-class CUConfig(MethodConfig):
-    # 5 epochs left class 0 half-forgotten with retain 0.76; 10 epochs at lr 0.01 keeps retain ~1.0
-    epochs: int = epochs_field(10)
-    tau: float = Field(0.7, gt=0, le=100)
-    lambda_cu: float = Field(3.0, ge=0, le=1000)  # bounded like ec.lambda_cu
-    lambda_ce: float = Field(1.0, ge=0, le=1000)
-
-
-class ECMethodConfig(MethodConfig):
-    epochs: int = epochs_field(10)
-    lr: float = lr_field(0.03)
-
-
-# One section methods.<name> per catalog entry, of the class the catalog names (retrain's is a
-# placeholder: retrain uses the `train` recipe).
+# One section methods.<name> per method, of the hyperparameter class its card names (defaults: the
+# digits recipes; retrain's is a placeholder: retrain uses the `train` recipe).
 MethodsConfig = create_model("MethodsConfig", __base__=_Strict,
-                             **{name: (globals()[info.hp_class], globals()[info.hp_class]())
-                                for name, info in METHODS.items()})
+                             **{name: (info.hp, info.hp()) for name, info in METHODS.items()})
 
 
 class ECConfig(_Strict):
@@ -279,8 +181,6 @@ class RunConfig(_Strict):
                 raise ValueError(f"forget.classes would forget all {n} classes: keep at least one")
         if self.data.dataset == "imagefolder" and not self.data.data_dir:
             raise ValueError("data.data_dir is required for imagefolder: point it at a folder of class subfolders")
-        if self.plugin == "ec" and not METHODS[self.method].pluggable:
-            raise ValueError(f"plugin: the EC plug-in adds to another method; not to {self.method!r}")
         return self
 
     # -- derived values ---------------------------------------------------------------------
@@ -294,8 +194,16 @@ class RunConfig(_Strict):
 
     def plugged(self, name: str | None = None) -> bool:
         """Whether a run of `name` (else `method`) has the plug-in: this config names one and the catalog
-        says the method takes plug-ins (not EC itself, nor retrain)."""
+        says the method takes plug-ins (not EC itself, nor retrain). A comparison's plug-in so joins
+        each method that takes one; a single run that asks for it where it cannot is refused by
+        `check_single_run`."""
         return self.plugin != "none" and METHODS[name or self.method].pluggable
+
+    def check_single_run(self) -> None:
+        """A single run of `method` with `plugin` set must be of a method that takes the plug-in."""
+        if self.plugin != "none" and not METHODS[self.method].pluggable:
+            raise ConfigError("plugin", f"the EC plug-in adds to another method; not to {self.method!r} "
+                                        "(set plugin=none, or a method such as method=ft)")
 
     def label_of(self, name: str | None = None) -> str:
         """The label of a run of `name` (else `method`): 'ft+ec' with the plug-in."""
@@ -313,36 +221,10 @@ class RunConfig(_Strict):
 # -- presets ---------------------------------------------------------------------------------
 # Each preset is a set of overrides on the defaults above; recipes follow METHODS.md section 3,
 # with epochs scaled to the data set.
-# OPTML-Group's CIFAR-10 / ResNet-18 recipes (METHODS.md section 3); batch 256 throughout.
-_OPTML_METHODS: dict[str, dict[str, Any]] = {
-    "ft": {"epochs": 10, "lr": 0.01, "batch_size": 256},
-    "ga": {"epochs": 5, "lr": 1e-4, "batch_size": 256},
-    "neggrad_plus": {"epochs": 5, "lr": 0.01, "alpha": 0.99, "batch_size": 256},
-    "rl": {"epochs": 10, "lr": 0.01, "batch_size": 256},
-    "l1_sparse": {"epochs": 10, "lr": 0.01, "alpha": 1e-4, "batch_size": 256},
-    "salun": {"epochs": 10, "lr": 0.01, "batch_size": 256},
-    "scrub": {"epochs": 5, "lr": 5e-4, "max_epochs": 2, "batch_size": 256},
-    "scrub_alt": {"epochs": 3, "lr": 5e-4, "max_epochs": 2, "batch_size": 256},  # the SCRUB authors' CIFAR-10
-    "boundary_shrink": {"epochs": 5, "lr": 1e-5, "batch_size": 256},
-    "cu": {"epochs": 5, "lr": 0.01, "batch_size": 256},
-    "ec": {"epochs": 5, "lr": 0.01, "batch_size": 256},
-}
-
-# teach recipes: bench/tune_recipes.py --preset teach (class 3, seed 0), the digits rule for every
-# method; grids and results in the README ("How the teach recipes were chosen").
-_TEACH_METHODS: dict[str, dict[str, Any]] = {
-    "ft": {"epochs": 5, "lr": 0.1},
-    "ga": {"epochs": 3, "lr": 0.001},
-    "neggrad_plus": {"epochs": 5, "lr": 0.003},
-    "rl": {"epochs": 5, "lr": 0.003},
-    "l1_sparse": {"epochs": 5, "lr": 0.1},
-    "salun": {"epochs": 5, "lr": 0.003},
-    "scrub": {"epochs": 10, "lr": 0.001},
-    "scrub_alt": {"epochs": 3, "lr": 0.003},  # forget 0.000, retain 1.000 (lr 0.001 left forget at 0.077)
-    "boundary_shrink": {"epochs": 3, "lr": 0.003},
-    "cu": {"epochs": 10, "lr": 0.03},
-    "ec": {"epochs": 10, "lr": 0.01},
-}
+# The methods' recipes per preset family are in their cards (engine/methods: "optml", OPTML-Group's
+# CIFAR-10 / ResNet-18 recipes, METHODS.md section 3; "teach", tuned by bench/tune_recipes.py).
+_OPTML_METHODS = recipes("optml")
+_TEACH_METHODS = recipes("teach")
 
 PRESETS: dict[str, dict[str, Any]] = {
     "digits": {},

@@ -82,13 +82,9 @@ def prepare(kind: str, spec: dict) -> tuple[dict, str]:
     if kind == "audit":
         from .audit import prepare_audit
         return prepare_audit(spec)
-    try:
-        cfg = config_from_spec(spec)
-    except ConfigError as err:
-        if kind == "compare" and err.option == "plugin":  # the plug-in joins every method that takes one
-            raise ConfigError("plugin", f"{err}. A comparison adds it to each of its methods that takes it: set "
-                                        "`method` (its single-run method) to one that does, e.g. method=ft") from None
-        raise
+    cfg = config_from_spec(spec)
+    if kind == "run":  # a comparison's plug-in joins each of its methods that takes one
+        cfg.check_single_run()
     check_forget_size(cfg)
     norm: dict = {"config": cfg.model_dump()}
     if kind == "compare":

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .events import DivergenceError, JobContext
+from .methods.base import Plugin  # noqa: F401 - the loop's hook class (torch-free, beside Method)
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -99,47 +100,6 @@ def autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
-
-
-class Plugin:
-    """Rides along with any method in `run_loop`; every hook is optional and runs after the method's.
-
-    setup / before_step / after_backward / after_step / teardown(state) as a method's;
-    parameters(state): more tensors for the optimiser; loss(state, xf, yf, xr, yr): None, or
-    (extra loss, logs) added to the method's loss; after_epoch(state): None, or fields for the
-    epoch's history row. `streams` names the batch streams ("forget", "retain") its loss needs
-    even where the method draws none (they then use the method's batch size). Outside the loop,
-    run_params() is what a run entry records about it (engine.unlearning).
-    """
-    name = "plugin"
-    streams: tuple[str, ...] = ()
-
-    def run_params(self) -> dict:
-        return {}
-
-    def setup(self, state: LoopState) -> None:
-        pass
-
-    def parameters(self, state: LoopState):
-        return ()
-
-    def before_step(self, state: LoopState) -> None:
-        pass
-
-    def loss(self, state: LoopState, xf, yf, xr, yr):
-        return None
-
-    def after_backward(self, state: LoopState) -> None:
-        pass
-
-    def after_step(self, state: LoopState) -> None:
-        pass
-
-    def after_epoch(self, state: LoopState) -> dict | None:
-        return None
-
-    def teardown(self, state: LoopState) -> None:
-        pass
 
 
 def _batch_size(method, plugins, stream: str):

@@ -18,7 +18,7 @@ from engine.events import CollectingContext
 from engine.methods import base as methods_base
 from engine.methods import create_method, method_names
 from engine.methods import build_method
-from engine.models import FeatureTaps, create_model, model_names
+from engine.models import FeatureTaps, create_model, model_names, model_points
 from engine.training import Plugin, run_loop
 from tests.jobs_helpers import TINY_EVAL
 from tests.test_engine import _tiny_cfg, _tiny_state
@@ -42,13 +42,17 @@ def test_catalog_config_and_registries_agree():
     assert list(config.MethodsConfig.model_fields) == names
     assert set(method_names()) == set(names)
     for name, info in catalog.METHODS.items():
-        section = config.MethodsConfig.model_fields[name].annotation
-        assert section.__name__ == info.hp_class, name
-        assert methods_base._REGISTRY[name].__module__ == f"engine.methods.{info.module}", name
+        assert config.MethodsConfig.model_fields[name].annotation is info.hp, name
+        assert methods_base._REGISTRY[name].info is info, name  # the card is the one its class registered
+    # the presets' method recipes are the cards'
+    assert config.PRESETS["teach"]["methods"] == catalog.recipes("teach")
+    assert all(config.PRESETS[p]["methods"] == catalog.recipes("optml") for p in ("cifar10", "cifar100", "cifar10-vit"))
+    assert set(catalog.recipes("teach")) == set(names) - {"retrain"}  # every unlearning method has a teach recipe
     archs = list(catalog.SUPERVISION_POINTS)
     assert list(config.SUPERVISION_POINTS) == archs
     assert all(config.SUPERVISION_POINTS[a] == list(p) for a, p in catalog.SUPERVISION_POINTS.items())
     assert set(model_names()) == set(archs)
+    assert all(model_points(a) == catalog.SUPERVISION_POINTS[a] for a in archs)  # source reading == registry
     assert set(typing.get_args(config.ModelConfig.model_fields["arch"].annotation)) == set(archs)
 
 
@@ -74,16 +78,19 @@ def test_form_knobs_are_options_of_the_method_or_of_the_ec_section(name):
 @pytest.mark.parametrize("name", list(catalog.METHODS))
 def test_generic_code_reads_aux_and_plugin_from_the_catalog(name):
     info = catalog.METHODS[name]
-    # the plug-in: refused by the config where the catalog says so, else wraps the method
+    # the plug-in: a single run of it is refused where the catalog says so, else it wraps the method
     over = {"method": name, "plugin": "ec"}
+    cfg = config.make_config("digits", over)
+    method, plugins = build_method(cfg)
     if info.pluggable:
-        cfg = config.make_config("digits", over)
-        method, plugins = build_method(cfg)
+        runner.prepare("run", {"preset": "digits", "overrides": over})
         assert cfg.label_of() == f"{name}+ec" and (method.name, [p.name for p in plugins]) == (name, ["ec"])
         assert catalog.needs_aux(name, plugin=True) and catalog.reads_ec(name, plugin=True)
     else:
-        with pytest.raises(config.ConfigError, match="plugin"):
-            config.make_config("digits", over)
+        assert cfg.label_of() == name and plugins == []  # a comparison's row of it runs without one
+        with pytest.raises(config.ConfigError, match="another method") as err:
+            runner.prepare("run", {"preset": "digits", "overrides": over})
+        assert err.value.option == "plugin"
     # calibration's cache key depends on EC's auxiliary modules' settings exactly when the method
     # trains with them (a custom config: a preset's calibration uses the preset's `ec` section)
     custom = {**config.make_config("digits").model_dump(), "preset": "custom"}
@@ -224,3 +231,104 @@ def test_scrub_alt_forgets_on_digits_end_to_end(tmp_path, monkeypatch):
     assert abs(unlearned["forget_acc"] - retrain["forget_acc"]) <= 0.05  # the calibration rule's tolerance
     assert unlearned["retain_acc"] > 0.9
     assert res["runs"]["scrub_alt"]["calibration"]["reached"]
+
+
+# -- a method, a model: one file each ------------------------------------------------------------
+
+TOY_METHOD = '''"""FT with label smoothing: a method added as this one file."""
+from pydantic import Field
+
+from ..hparams import MethodConfig
+from ..lazy import F
+from .base import Method, MethodInfo, register
+
+
+class SmoothFTConfig(MethodConfig):
+    smoothing: float = Field(0.2, ge=0, lt=1)
+
+
+@register("smooth_ft", MethodInfo("Smooth FT", "#123456", 15, SmoothFTConfig, {"teach": {"epochs": 2, "lr": 0.05}}))
+class SmoothFT(Method):
+    uses_forget = False
+
+    def loss(self, state, xf, yf, xr, yr):
+        return F.cross_entropy(state.model(xr), yr, label_smoothing=self.hp.smoothing), {}
+'''
+
+TOY_MODEL = '''"""A two-layer MLP: an architecture added as this one file."""
+from torch import nn
+
+from .registry import register_model
+
+
+class ToyMLP(nn.Module):
+    def __init__(self, num_classes, in_channels, image_size, width):
+        super().__init__()
+        self.fc1 = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size * image_size, width), nn.ReLU())
+        self.fc2 = nn.Sequential(nn.Linear(width, width), nn.ReLU())
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        return self.head(self.fc2(self.fc1(x)))
+
+
+@register_model("toy_mlp", points=("fc1", "fc2"))
+def toy_mlp(num_classes, in_channels, image_size, width=32):
+    return ToyMLP(num_classes, in_channels, image_size, width)
+'''
+
+TOY_CHECK = '''
+import json, sys
+from engine import catalog, cli, config
+assert "torch" not in sys.modules  # the new file's card and options are read without torch
+assert "smooth_ft" in config.METHOD_NAMES and catalog.METHODS["smooth_ft"].label == "Smooth FT"
+assert list(config.METHOD_NAMES).index("smooth_ft") == 2  # its order: after FT (10), before GA (20)
+assert config.make_config("teach").methods.smooth_ft.lr == 0.05  # its teach recipe
+assert catalog.SUPERVISION_POINTS["toy_mlp"] == ("fc1", "fc2")
+cli.main(["options"])
+from engine import runner
+from engine.events import CollectingContext
+from tests.jobs_helpers import TINY_EVAL
+over = {"model": {"arch": "toy_mlp", "width": 16}, "train": {"epochs": 2}, "eval": TINY_EVAL, "calibrate": "off",
+        "methods": {"smooth_ft": {"epochs": 2, "lr": 0.1, "smoothing": 0.1}}}
+spec, _ = runner.prepare("compare", {"preset": "digits", "overrides": over, "methods": ["smooth_ft", "ga"]})
+runner.execute("compare", spec, sys.argv[1], CollectingContext())
+print("RESULT " + json.dumps(json.load(open(sys.argv[1] + "/results.json"))))
+'''
+
+
+def test_a_method_and_a_model_are_each_one_new_file(tmp_path):
+    """A copy of the engine with one new method file and one new model file: the config, the CLI's
+    options and a comparison pick both up, torch-free where it reads cards, with nothing else edited."""
+    import shutil
+    copy = tmp_path / "src"
+    shutil.copytree(ROOT / "engine", copy / "engine", ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "engine" / "methods" / "smooth_ft.py").write_text(TOY_METHOD)
+    (copy / "engine" / "models" / "toy_mlp.py").write_text(TOY_MODEL)
+    env = {**__import__("os").environ, "PYTHONPATH": f"{copy}{__import__('os').pathsep}{ROOT}",
+           "ECLAB_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([sys.executable, "-c", TOY_CHECK, str(tmp_path / "run")], cwd=copy, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "methods.smooth_ft.smoothing" in proc.stdout  # `engine options` lists the new method's option
+    import json
+    res = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert res["layers"] == ["fc1", "fc2"]  # measured at the new model's supervision points
+    run = res["runs"]["smooth_ft"]
+    assert run["params"]["smoothing"] == 0.1
+    assert set(run["cka_vs_original"]["forget"]) == {"fc1", "fc2"}
+    assert run["metrics"]["retain_acc"] > 0.5
+
+
+def test_no_generic_code_names_a_baseline():
+    """Outside its own file, engine/ and dashboard/ never name a method, except the three generic
+    code is about: retrain (every comparison's reference), ft (the default method) and ec."""
+    import re
+    sources = {p: p.read_text() for d in ("engine", "dashboard") for p in (ROOT / d).rglob("*.py")}
+    for name, cls in methods_base._REGISTRY.items():
+        if name in ("retrain", "ft", "ec"):
+            continue
+        home = Path(sys.modules[cls.__module__].__file__).resolve()
+        quoted = re.compile(rf"[\"']{re.escape(name)}[\"'+]")
+        naming = sorted(str(p.relative_to(ROOT)) for p, text in sources.items() if quoted.search(text) and p != home)
+        assert naming == [], f"{name} is named outside {home.name}: {naming}"

@@ -13,7 +13,8 @@ from engine.config import apply_sets, make_config
 from engine.events import CollectingContext, DivergenceError
 from engine.methods import build_method, create_method, extras, method_names
 from engine.methods.base import Method
-from engine.methods.ec.method import EC, AuxModules
+from engine.methods.ec.aux import AuxModules
+from engine.methods.ec.method import EC
 from engine.models import create_model, point_channels
 from engine.training import LoopState, Plugin, run_loop
 
@@ -178,14 +179,14 @@ def test_plugin_labels_and_extras_follow_the_catalog():
     assert not aux.needed(["ft", "ga"], False) and aux.needed(["ft", "ga"], True) and aux.needed(["ft", "cu"], False)
 
 
-def test_a_compare_with_the_plugin_says_how_to_ask_for_it():
-    from engine.config import ConfigError
+def test_a_compare_with_the_plugin_needs_no_single_run_method():
+    """A comparison's plug-in joins each method that takes one, whatever its single-run `method` says
+    (which defaults to ec, a method that takes none)."""
     from engine.runner import prepare
-    with pytest.raises(ConfigError, match="method=ft") as err:
-        prepare("compare", {"preset": "digits", "overrides": {"plugin": "ec"}})  # `method` defaults to ec
-    assert err.value.option == "plugin"
-    norm, _ = prepare("compare", {"preset": "digits", "overrides": {"plugin": "ec", "method": "ft"}})
-    assert norm["config"]["plugin"] == "ec" and "ft" in norm["methods"]
+    norm, _ = prepare("compare", {"preset": "digits", "overrides": {"plugin": "ec"}})
+    assert norm["config"]["plugin"] == "ec" and norm["config"]["method"] == "ec" and "ft" in norm["methods"]
+    cfg = make_config("digits", {"plugin": "ec"})
+    assert [cfg.label_of(m) for m in ("ft", "ec", "retrain")] == ["ft+ec", "ec", "retrain"]
 
 
 GENERIC = ["engine/runner.py", "engine/unlearning.py", "engine/training.py", "engine/compare.py", "engine/evaluate.py"]

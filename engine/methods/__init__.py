@@ -1,15 +1,17 @@
-"""Unlearning methods, registered by name. Importing this package imports the module that
-engine/catalog.py names for each method, which registers it (`@register(name)`) and any plug-in
-(`@register_plugin`) or extra (`@register_extra`) it brings."""
+"""Unlearning methods, registered by name. Importing this package imports every module in it (a
+file or a package not starting with "_"), and each registers its methods with their cards
+(`@register(name, MethodInfo(...))`) and any plug-in (`@register_plugin`) or extra
+(`@register_extra`) it brings: adding a method is adding a file here."""
 import importlib
+import pkgutil
 import time
 
-from ..catalog import METHODS
-from .base import (Method, create_method, create_plugin, extras, method_names, register, register_extra,  # noqa: F401
-                   register_plugin)
+from .base import (Method, cards, create_method, create_plugin, extras, method_names, register,  # noqa: F401
+                   register_extra, register_plugin)
 
-for _module in dict.fromkeys(info.module for info in METHODS.values()):
-    importlib.import_module(f"{__name__}.{_module}")
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_") and _module.name != "base":
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def build_method(cfg, name: str | None = None) -> tuple[Method, list]:

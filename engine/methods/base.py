@@ -1,18 +1,50 @@
 """A method is a small class: which batches it needs, the loss on them, and optional hooks.
 
-The registries map names to classes: methods (`@register("ft")`, `create_method(name, cfg)`),
-plug-ins (`@register_plugin("ec")`, engine.training.Plugin subclasses that add to any method:
-`plugin: ec`) and extras (`@register_extra("aux", needed=...)`: what some methods train with,
-prepared once per scenario by the runner, which asks `needed(methods, plugin)` and never names them).
+The registries map names to classes: methods (`@register("ft", MethodInfo(...))`,
+`create_method(name, cfg)`), plug-ins (`@register_plugin("ec")`, Plugin subclasses that add to any
+method: `plugin: ec`) and extras (`@register_extra("aux", needed=...)`: what some methods train
+with, prepared once per scenario by the runner, which asks `needed(methods, plugin)` and never
+names them).
+
+A method's card (MethodInfo: label, colour, hyperparameter class, per-preset recipes, form knobs,
+flags) is given where it registers, so a method is one file. This module and the method files are
+torch-free at import (torch comes from engine.lazy), because engine.catalog and engine.config read
+the cards in processes that never train.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-import torch
-import torch.nn.functional as F
+from ..hparams import MethodConfig
+from ..lazy import F, torch
+
+if TYPE_CHECKING:
+    from ..training import LoopState
+
+UNLEARNING_KNOBS = ("epochs", "lr")  # every unlearning method's fields in the Launch form
+CONTRASTIVE_KNOBS = ("tau", "lambda_cu", "lambda_ce")
+EC_SECTION_KNOBS = ("weights",) + CONTRASTIVE_KNOBS  # the form knobs that live in the `ec` section
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """A method's card: everything the config, the CLI, the form and the pages know about it."""
+    label: str  # display name on every page
+    color: str  # one colour per method on every page (a "+ec" run gets a darker shade)
+    order: int  # its place in every list the user sees (form, CLI help, default comparison)
+    hp: type = MethodConfig  # its hyperparameter class: section methods.<name>, defaults = the digits recipe
+    # recipe overrides per preset family: "teach" (the teach preset), "optml" (the CIFAR presets)
+    recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    needs_aux: bool = False  # trains with EC's auxiliary modules (pretrained once per original, set by `ec`)
+    reads_ec: bool = False  # its loss is EC's: it reads the `ec` section (layer weights, tau, lambdas)
+    pluggable: bool = True  # the EC plug-in can be added to it (`plugin: ec`)
+    # what the Launch form lets the user set: fields of methods.<name>, and for a `reads_ec` method the
+    # EC_SECTION_KNOBS of the `ec` section
+    form_knobs: tuple[str, ...] = UNLEARNING_KNOBS
+    in_default_compare: bool = True  # part of a comparison that names no methods
+
 
 _REGISTRY: dict[str, type["Method"]] = {}
 _PLUGINS: dict[str, type] = {}
@@ -27,12 +59,22 @@ def _registrar(table: dict, name: str):
     return deco
 
 
-def register(name: str):
-    return _registrar(_REGISTRY, name)
+def register(name: str, info: MethodInfo):
+    """Registers a Method class under `name` with its card (cls.info)."""
+    def deco(cls):
+        cls.info = info
+        return _registrar(_REGISTRY, name)(cls)
+    return deco
 
 
 def method_names() -> list[str]:
-    return list(_REGISTRY)
+    """The registered methods in the cards' order."""
+    return sorted(_REGISTRY, key=lambda name: _REGISTRY[name].info.order)
+
+
+def cards() -> dict[str, MethodInfo]:
+    """Every registered method's card, in order."""
+    return {name: _REGISTRY[name].info for name in method_names()}
 
 
 def create_method(name: str, cfg, **kwargs) -> "Method":
@@ -73,9 +115,51 @@ def extras() -> dict[str, Extra]:
     return dict(_EXTRAS)
 
 
+class Plugin:
+    """Rides along with any method in `run_loop`; every hook is optional and runs after the method's.
+
+    setup / before_step / after_backward / after_step / teardown(state) as a method's;
+    parameters(state): more tensors for the optimiser; loss(state, xf, yf, xr, yr): None, or
+    (extra loss, logs) added to the method's loss; after_epoch(state): None, or fields for the
+    epoch's history row. `streams` names the batch streams ("forget", "retain") its loss needs
+    even where the method draws none (they then use the method's batch size). Outside the loop,
+    run_params() is what a run entry records about it (engine.unlearning).
+    """
+    name = "plugin"
+    streams: tuple[str, ...] = ()
+
+    def run_params(self) -> dict:
+        return {}
+
+    def setup(self, state: LoopState) -> None:
+        pass
+
+    def parameters(self, state: LoopState):
+        return ()
+
+    def before_step(self, state: LoopState) -> None:
+        pass
+
+    def loss(self, state: LoopState, xf, yf, xr, yr):
+        return None
+
+    def after_backward(self, state: LoopState) -> None:
+        pass
+
+    def after_step(self, state: LoopState) -> None:
+        pass
+
+    def after_epoch(self, state: LoopState) -> dict | None:
+        return None
+
+    def teardown(self, state: LoopState) -> None:
+        pass
+
+
 class Method:
     """Base: cross-entropy on retain batches, one epoch = one pass over the retain set."""
     name = "base"
+    info: MethodInfo
     uses_forget = True
     uses_retain = True
 
@@ -132,7 +216,7 @@ class Method:
         pass
 
 
-def random_other_labels(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+def random_other_labels(y: "torch.Tensor", num_classes: int) -> "torch.Tensor":
     """A uniformly random label different from the true one, per sample."""
     shift = torch.randint(1, num_classes, y.shape, device=y.device)
     return (y + shift) % num_classes

@@ -2,16 +2,33 @@
 
 Each class only says what loss to compute on a forget batch and a retain batch, plus hooks where
 the method needs them (SalUn's mask, l1-sparse's decaying weight, Boundary Shrink's labels).
+Each method's hyperparameter class sits above it and its card (engine.methods.base.MethodInfo) is
+given where it registers.
+
+Recipes. A class's defaults are the digits recipe, tuned with bench/tune_recipes.py under one rule
+for every method: among the settings that reach logit-level forgetting (forget accuracy within 0.05
+of the retrained model's), keep the one with the highest retain accuracy. "teach" recipes:
+bench/tune_recipes.py --preset teach (class 3, seed 0) under the same rule (grids and results in the
+README, "How the teach recipes were chosen"). "optml" recipes: OPTML-Group's CIFAR-10 / ResNet-18
+recipes (METHODS.md section 3), batch 256 throughout, used by the CIFAR presets.
 """
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from pydantic import Field
 
-from .base import Method, ce, random_other_labels, register
+from ..hparams import MethodConfig, epochs_field, lr_field
+from ..lazy import F, torch
+from .base import Method, MethodInfo, ce, random_other_labels, register
 
 
-@register("retrain")
+def optml(**recipe) -> dict:
+    """An OPTML-Group CIFAR recipe (batch 256 throughout)."""
+    return {**recipe, "batch_size": 256}
+
+
+# retrain is the reference row of every comparison and uses the preset's `train` recipe (its section
+# is a placeholder; no plug-in: it never sees the forget set)
+@register("retrain", MethodInfo("Retrain", "#222222", 0, pluggable=False, form_knobs=(), in_default_compare=False))
 class Retrain(Method):
     """Train from scratch on the retain set (also used, on all training data, for the original)."""
     uses_forget = False
@@ -20,7 +37,14 @@ class Retrain(Method):
         return ce(state.model, xr, yr), {}
 
 
-@register("ft")
+class FTConfig(MethodConfig):
+    # at lr 0.01-0.1 FT never forgot class 3 on digits (forget acc 1.0); lr 0.3 for 10 epochs does
+    epochs: int = epochs_field(10)
+    lr: float = lr_field(0.3)
+
+
+@register("ft", MethodInfo("FT", "#4e79a7", 10, FTConfig,
+                           {"teach": {"epochs": 5, "lr": 0.1}, "optml": optml(epochs=10, lr=0.01)}))
 class FineTune(Method):
     """FT: cross-entropy on the retain set only (catastrophic forgetting of the rest)."""
     uses_forget = False
@@ -29,7 +53,12 @@ class FineTune(Method):
         return ce(state.model, xr, yr), {}
 
 
-@register("ga")
+class GAConfig(MethodConfig):
+    lr: float = lr_field(0.003)  # 0.01 broke the model (retain 0.63), 0.001 did not forget
+
+
+@register("ga", MethodInfo("GA", "#f28e2b", 20, GAConfig,
+                           {"teach": {"epochs": 3, "lr": 0.001}, "optml": optml(epochs=5, lr=1e-4)}))
 class GradientAscent(Method):
     """GA: gradient ascent on the forget set, -CE(forget)."""
     uses_retain = False
@@ -50,7 +79,12 @@ class _Joint(Method):
         self._fb = self.proportional_forget_batch(state)
 
 
-@register("neggrad_plus")
+class NegGradPlusConfig(MethodConfig):
+    alpha: float = Field(0.95, gt=0, lt=1)  # weight of the retain CE; (1 - alpha) on -CE(forget)
+
+
+@register("neggrad_plus", MethodInfo("NegGrad+", "#76b7b2", 30, NegGradPlusConfig,
+                         {"teach": {"epochs": 5, "lr": 0.003}, "optml": optml(epochs=5, lr=0.01, alpha=0.99)}))
 class NegGradPlus(_Joint):
     """NegGrad+: alpha * CE(retain) - (1 - alpha) * CE(forget)."""
 
@@ -60,7 +94,8 @@ class NegGradPlus(_Joint):
         return a * lr_ - (1 - a) * lf, {"ce_retain": lr_.item(), "ce_forget": lf.item()}
 
 
-@register("rl")
+@register("rl", MethodInfo("RL", "#59a14f", 40, MethodConfig,
+                           {"teach": {"epochs": 5, "lr": 0.003}, "optml": optml(epochs=10, lr=0.01)}))
 class RandomLabel(_Joint):
     """RL: forget samples relabelled at random (never their true class), retain with true labels."""
 
@@ -70,7 +105,14 @@ class RandomLabel(_Joint):
         return F.cross_entropy(state.model(x), y), {}
 
 
-@register("l1_sparse")
+class L1SparseConfig(MethodConfig):
+    epochs: int = epochs_field(10)
+    lr: float = lr_field(0.3)  # as FT, which it extends
+    alpha: float = Field(1e-4, ge=0, le=1)  # initial L1 weight, decays linearly to 0
+
+
+@register("l1_sparse", MethodInfo("ℓ1-sparse", "#c9a227", 50, L1SparseConfig,
+                         {"teach": {"epochs": 5, "lr": 0.1}, "optml": optml(epochs=10, lr=0.01, alpha=1e-4)}))
 class L1Sparse(Method):
     """l1-sparse: FT plus alpha_t * ||theta||_1, alpha_t decaying linearly to 0 over the epochs."""
     schedule_uses_epochs = True  # alpha_t depends on the total: an e-epoch prefix is not the e-epoch run
@@ -83,7 +125,12 @@ class L1Sparse(Method):
         return loss_ce + alpha_t * l1, {"ce_retain": loss_ce.item()}
 
 
-@register("salun")
+class SalUnConfig(MethodConfig):
+    mask_ratio: float = Field(0.5, gt=0, le=1)  # share of weights (highest saliency) updated
+
+
+@register("salun", MethodInfo("SalUn", "#b07aa1", 60, SalUnConfig,
+                              {"teach": {"epochs": 5, "lr": 0.003}, "optml": optml(epochs=10, lr=0.01)}))
 class SalUn(RandomLabel):
     """SalUn: saliency mask from |grad of the forget loss| (top mask_ratio of weights, globally),
     then RL on the masked weights only. Masked-out weights are restored after every step, so
@@ -124,7 +171,16 @@ def _kl(student_logits, teacher_logits, t):
                     reduction="batchmean") * t * t
 
 
-@register("scrub")
+class ScrubConfig(MethodConfig):
+    lr: float = lr_field(0.001)  # 0.01 collapsed the model (retain 0.18)
+    temperature: float = Field(4.0, gt=0, le=100)
+    max_epochs: int = Field(1, ge=0, le=1000)  # epochs (from the start) that also do max-steps
+    gamma: float = Field(1.0, ge=0, le=100)  # weight of retain CE in min-steps
+    alpha: float = Field(1.0, ge=0, le=100)  # weight of retain KL in min-steps
+
+
+@register("scrub", MethodInfo("SCRUB", "#ff9da7", 70, ScrubConfig,
+                    {"teach": {"epochs": 10, "lr": 0.001}, "optml": optml(epochs=5, lr=5e-4, max_epochs=2)}))
 class Scrub(_Joint):
     """SCRUB: teacher = original, student = the model. During the first `max_epochs` epochs every
     step also ascends KL(teacher || student) on a forget batch (max-step); every step descends
@@ -148,7 +204,12 @@ class Scrub(_Joint):
         return loss_min, logs
 
 
-@register("boundary_shrink")
+class BoundaryShrinkConfig(MethodConfig):
+    bound: float = Field(0.1, gt=0, le=10)  # FGSM step size in input space
+
+
+@register("boundary_shrink", MethodInfo("Boundary shrink", "#9c755f", 80, BoundaryShrinkConfig,
+                              {"teach": {"epochs": 3, "lr": 0.003}, "optml": optml(epochs=5, lr=1e-5)}))
 class BoundaryShrink(Method):
     """Boundary Shrink: FGSM (step `bound`) on the original finds each forget sample's nearest
     wrong class; fine-tune the forget samples towards it."""

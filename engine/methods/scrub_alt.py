@@ -10,7 +10,7 @@ Both KL terms are at temperature `temperature`, times its square (`baselines._kl
 DistillKL). After max_epochs only the min pass remains. One SGD optimiser serves both kinds of step,
 as in the authors' code (`train_distill` "maximize" then "minimize", `epoch <= msteps`).
 
-Recipe (engine.config.ScrubAltConfig): the authors' class-forgetting setting in
+Recipe (ScrubAltConfig below): the authors' class-forgetting setting in
 large_scale_unlearning.ipynb (msteps 2 of 3 epochs, gamma 0.99, alpha 0.001, kd_T 4, SGD with
 momentum 0.9 and weight decay 5e-4; lr 5e-4, kept for the CIFAR presets). On digits the lr is
 tuned like every digits recipe (0.003). Measured on digits (class 3, forget accuracy on the forget
@@ -39,14 +39,35 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn.functional as F
+from pydantic import Field
 
-from .base import Method, register
-from .baselines import _kl
+from ..hparams import epochs_field, lr_field
+from ..lazy import F, torch
+from .base import Method, MethodInfo, register
+from .baselines import ScrubConfig, _kl, optml
 
 
-def _one_pass(idx: torch.Tensor, n_batches: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+class ScrubAltConfig(ScrubConfig):
+    """The SCRUB authors' class-forgetting recipe (meghdadk/SCRUB, large_scale_unlearning.ipynb:
+    msteps 2 of 3 epochs, gamma 0.99, alpha 0.001, kd_T 4, SGD). scrub's recipe (alpha 1, 1 max-epoch)
+    did not forget with these passes (digits class 5, calibrated: forget 0.669 at best, retrain 0.0).
+    lr tuned on digits (class 3, seed 0) under the digits rule: the authors' 5e-4 left forget accuracy
+    at 1.0 and 0.001 at 0.964; 0.003 reached 0.000 with retain 1.000 (the measurements: above)."""
+    epochs: int = epochs_field(3)
+    lr: float = lr_field(0.003)
+    max_epochs: int = Field(2, ge=0, le=1000)  # epochs (from the start) that begin with a max pass
+    gamma: float = Field(0.99, ge=0, le=100)  # weight of retain CE in min-steps
+    alpha: float = Field(0.001, ge=0, le=100)  # weight of retain KL in min-steps
+
+
+CARD = MethodInfo(
+    "SCRUB (alternating)", "#d37295", 75, ScrubAltConfig,
+    recipes={"teach": {"epochs": 3, "lr": 0.003},  # forget 0.000, retain 1.000 (lr 0.001 left forget at 0.077)
+             "optml": optml(epochs=3, lr=5e-4, max_epochs=2)},  # the SCRUB authors' CIFAR-10 recipe
+    in_default_compare=False)  # opt-in: the default comparison's time stays as it was
+
+
+def _one_pass(idx: "torch.Tensor", n_batches: int, gen: "torch.Generator") -> tuple["torch.Tensor", ...]:
     """`idx` shuffled and cut into `n_batches` batches of (almost) equal size: no tiny last batch."""
     if n_batches == 0:
         return ()
@@ -54,7 +75,7 @@ def _one_pass(idx: torch.Tensor, n_batches: int, gen: torch.Generator) -> tuple[
     return idx[perm].tensor_split(n_batches)
 
 
-@register("scrub_alt")
+@register("scrub_alt", CARD)
 class ScrubAlternating(Method):
     """SCRUB, alternating: a max pass on forget, then a min pass on retain (module docstring)."""
     forget_batch = None  # no loop streams: the method draws its own exact passes

@@ -1,10 +1,16 @@
 """Architectures with named supervision points (feature taps), in a small registry.
 
-Every model exposes `supervision_points` (module names in forward order, declared in
-engine/catalog.py; the last one is the penultimate feature where the real head sits).
-`FeatureTaps` captures those modules' outputs. One module per family registers its models:
-cnn.py, resnet.py, vit.py.
+Every model exposes `supervision_points` (module names in forward order, declared where it
+registers: `@register_model(name, points=(...))`; the last one is the penultimate feature where the
+real head sits). `FeatureTaps` captures those modules' outputs. One module per family registers its
+models (cnn.py, resnet.py, vit.py); every module here is imported, so a new family is a new file.
 """
-from .registry import create_model, model_names, register_model  # noqa: F401
+import importlib
+import pkgutil
+
+from .registry import create_model, model_names, model_points, register_model  # noqa: F401
 from .taps import FeatureTaps, point_channels, pool  # noqa: F401
-from . import cnn, resnet, vit  # noqa: F401  (register their architectures)
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")

@@ -28,6 +28,6 @@ class SmallCNN(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-@register_model("small_cnn")
+@register_model("small_cnn", points=("block1", "block2", "block3", "block4"))
 def small_cnn(num_classes, in_channels, image_size, width=32):
     return SmallCNN(num_classes, in_channels, image_size, width)

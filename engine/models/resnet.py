@@ -7,7 +7,7 @@ from torch import nn
 from .registry import register_model
 
 
-@register_model("resnet18")
+@register_model("resnet18", points=("layer1", "layer2", "layer3", "layer4"))
 def resnet18_cifar(num_classes, in_channels, image_size, width=32):
     """CIFAR-stem ResNet-18 (OPTML protocol): 3x3 stride-1 stem, no max-pool."""
     from torchvision.models import resnet18
@@ -17,7 +17,7 @@ def resnet18_cifar(num_classes, in_channels, image_size, width=32):
     return m
 
 
-@register_model("resnet50")
+@register_model("resnet50", points=("layer1", "layer2", "layer3", "layer4"))
 def resnet50(num_classes, in_channels, image_size, width=32):
     """torchvision ResNet-50; small inputs (<= 64 px) get the CIFAR stem."""
     from torchvision.models import resnet50 as tv_resnet50
@@ -36,14 +36,14 @@ def _imagenet_stem(m: nn.Module, in_channels: int) -> nn.Module:
     return m
 
 
-@register_model("tv_resnet18")
+@register_model("tv_resnet18", points=("layer1", "layer2", "layer3", "layer4"))
 def tv_resnet18(num_classes, in_channels, image_size, width=32):
     """Standard torchvision ResNet-18 (ImageNet stem, no pretrained weights)."""
     from torchvision.models import resnet18
     return _imagenet_stem(resnet18(num_classes=num_classes), in_channels)
 
 
-@register_model("tv_resnet50")
+@register_model("tv_resnet50", points=("layer1", "layer2", "layer3", "layer4"))
 def tv_resnet50(num_classes, in_channels, image_size, width=32):
     """Standard torchvision ResNet-50 (ImageNet stem, no pretrained weights)."""
     from torchvision.models import resnet50 as tv_resnet50_

@@ -30,6 +30,6 @@ class ViTTiny(nn.Module):
         return self.head(self.norm(x).mean(dim=1))
 
 
-@register_model("vit_tiny")
+@register_model("vit_tiny", points=("blocks.1", "blocks.3", "blocks.5", "norm"))
 def vit_tiny(num_classes, in_channels, image_size, width=32):
     return ViTTiny(num_classes, in_channels, image_size)

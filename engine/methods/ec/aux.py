@@ -1,7 +1,8 @@
 """EC's auxiliary modules: a classifier and a projector per supervision point, pretrained once per
 original model on its frozen features (`pretrain_aux`), cached by configuration hash and prepared
-for the runner through the methods' extras registry (`cached_aux`, registered as "aux" for every
-run the catalog says needs them: EC, CU and any method with the EC plug-in).
+for the runner through the methods' extras registry (`cached_aux`, registered as "aux" in
+engine/methods/ec/method.py for every run the catalog says needs them: EC, CU and any method with
+the EC plug-in). This module subclasses nn.Module, so it is imported only when a run needs it.
 """
 from __future__ import annotations
 
@@ -10,10 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ... import store
-from ...catalog import needs_aux
 from ...config import aux_key
 from ...models import FeatureTaps, point_channels, pool
-from ..base import register_extra
 from .loss import supcon_loss
 
 
@@ -82,7 +81,6 @@ def pretrain_aux(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes
     return aux, {"aux_train_acc": acc}
 
 
-@register_extra("aux", needed=needs_aux, key=aux_key)
 def cached_aux(sc, original: nn.Module, ctx) -> AuxModules:
     """The auxiliary modules of the scenario's original: from the cache, or pretrained now (then cached)."""
     ec = sc.cfg.ec

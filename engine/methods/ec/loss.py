@@ -1,7 +1,7 @@
 """Contrastive unlearning loss (Lee et al., IJCAI 2025 form; METHODS.md section 2)."""
 from __future__ import annotations
 
-import torch
+from ...lazy import torch
 
 
 def contrastive_unlearning_loss(z_forget: torch.Tensor, y_forget: torch.Tensor, z_retain: torch.Tensor,

@@ -8,16 +8,37 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
+from pydantic import Field
 
-from ...catalog import METHODS
-from ...models import FeatureTaps, pool
-from ...training import Plugin
-from ..base import Method, register, register_plugin
-from .aux import AuxModules, pretrain_aux  # noqa: F401 - registers the "aux" extra; the tests' and benches' import path
+from ...hparams import MethodConfig, epochs_field, lr_field
+from ...lazy import F, torch
+from ..base import (CONTRASTIVE_KNOBS, EC_SECTION_KNOBS, UNLEARNING_KNOBS, Method, MethodInfo, Plugin, register,
+                    register_extra, register_plugin)
+from ..baselines import optml
 from .loss import contrastive_unlearning_loss
+
+if TYPE_CHECKING:
+    from .aux import AuxModules
+
+
+def _needs_aux(methods, plugin: bool = False) -> bool:
+    from ...catalog import needs_aux
+    return needs_aux(methods, plugin)
+
+
+def _aux_key(cfg) -> str:
+    from ...config import aux_key
+    return aux_key(cfg)
+
+
+@register_extra("aux", needed=_needs_aux, key=_aux_key)
+def cached_aux(sc, original, ctx):
+    """The auxiliary modules of the scenario's original (engine/methods/ec/aux.py: nn.Modules, so
+    imported only when a run needs them)."""
+    from .aux import cached_aux
+    return cached_aux(sc, original, ctx)
 
 
 class ECLoss:
@@ -28,6 +49,7 @@ class ECLoss:
         self.tau, self.lambda_cu, self.lambda_ce = tau, lambda_cu, lambda_ce
 
     def __call__(self, model, xf, yf, xr, yr):
+        from ...models import FeatureTaps, pool
         nf = len(xf)
         with FeatureTaps(model) as taps:
             logits = model(torch.cat([xf, xr]))
@@ -54,7 +76,16 @@ def ec_params(cfg) -> dict:
     return {"ec": cfg.ec.model_dump(), "layer_weights": cfg.layer_weights}
 
 
-@register("ec")
+class ECMethodConfig(MethodConfig):
+    epochs: int = epochs_field(10)
+    lr: float = lr_field(0.03)
+
+
+# (no plug-in: EC already is that loss)
+@register("ec", MethodInfo("EC", "#d62839", 100, ECMethodConfig,
+                           {"teach": {"epochs": 10, "lr": 0.01}, "optml": optml(epochs=5, lr=0.01)},
+                           needs_aux=True, reads_ec=True, pluggable=False,
+                           form_knobs=UNLEARNING_KNOBS + EC_SECTION_KNOBS))
 class EC(Method):
     """Erase at the Core. Each epoch passes `retain_per_forget` times over the forget set, each
     forget batch paired with a fresh retain batch (Lee et al. use several retain batches per
@@ -72,7 +103,7 @@ class EC(Method):
 
     def run_params(self):
         params = super().run_params()
-        if METHODS[self.name].reads_ec:  # CU's loss knobs are its own section's
+        if self.info.reads_ec:  # CU's loss knobs are its own section's
             params.update(ec_params(self.cfg))
         return params
 
@@ -94,7 +125,17 @@ class EC(Method):
         return self.ec_loss(state.model, xf, yf, xr, yr)
 
 
-@register("cu")
+class CUConfig(MethodConfig):
+    # 5 epochs left class 0 half-forgotten with retain 0.76; 10 epochs at lr 0.01 keeps retain ~1.0
+    epochs: int = epochs_field(10)
+    tau: float = Field(0.7, gt=0, le=100)
+    lambda_cu: float = Field(3.0, ge=0, le=1000)  # bounded like ec.lambda_cu
+    lambda_ce: float = Field(1.0, ge=0, le=1000)
+
+
+@register("cu", MethodInfo("CU", "#17becf", 90, CUConfig,
+                           {"teach": {"epochs": 10, "lr": 0.03}, "optml": optml(epochs=5, lr=0.01)},
+                           needs_aux=True, form_knobs=UNLEARNING_KNOBS + CONTRASTIVE_KNOBS))
 class CU(EC):
     """Contrastive Unlearning (Lee et al.): EC's loss at the penultimate point only."""
 
