@@ -169,7 +169,8 @@ def run_audit(spec: dict, run_dir: Path, ctx) -> dict:
         m = load_model(p, sc.cfg, _role(role), sc.num_classes, sc.in_channels, sc.image_size).to(sc.device)
         models[role] = m.to(memory_format=torch.channels_last) if sc.device.type == "cuda" else m
     refs = {r: models[r] for r in RESERVED if r in models}
-    bases = Bases(refs["original"], refs.get("retrain"), None, {"load": time.perf_counter() - t0})
+    bases = Bases(original=refs["original"], retrain=refs.get("retrain"), extras=None,
+                  seconds={"load": time.perf_counter() - t0})
     ev = eval_set(sc)
     prepare_references(ev, refs)
     rows, arrays = evaluate_references(ev, refs, ctx)

@@ -145,8 +145,35 @@ class CalibrationConfig(_Strict):
         return self
 
 
+# -- presets ---------------------------------------------------------------------------------
+# Each preset is a set of overrides on the defaults above; recipes follow METHODS.md section 3,
+# with epochs scaled to the data set.
+# The methods' recipes per preset family are in their cards (engine/methods: "optml", OPTML-Group's
+# CIFAR-10 / ResNet-18 recipes, METHODS.md section 3; "teach", tuned by bench/tune_recipes.py).
+_OPTML_METHODS = recipes("optml")
+_TEACH_METHODS = recipes("teach")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "digits": {},
+    # synthetic textures (engine/data/synthetic.py): superficial forgetting is large here
+    "teach": {"data": {"dataset": "teach"}, "train": {"epochs": 15}, "methods": _TEACH_METHODS},
+    "mnist": {"data": {"dataset": "mnist"}, "train": {"epochs": 8, "batch_size": 128}},
+    "fashion-mnist": {"data": {"dataset": "fashion-mnist"}, "train": {"epochs": 15, "batch_size": 128}},
+    "cifar10": {"data": {"dataset": "cifar10"}, "model": {"arch": "resnet18"},
+                "train": {"epochs": 182, "lr": 0.1, "batch_size": 256, "augment": True},
+                "methods": _OPTML_METHODS, "eval": {"max_samples": 2000}},
+    "cifar100": {"data": {"dataset": "cifar100"}, "model": {"arch": "resnet50"},
+                 "train": {"epochs": 182, "lr": 0.1, "batch_size": 256, "augment": True},
+                 "methods": _OPTML_METHODS},
+    "cifar10-vit": {"data": {"dataset": "cifar10"}, "model": {"arch": "vit_tiny"},
+                    "train": {"epochs": 100, "lr": 0.05, "batch_size": 256, "augment": True},
+                    "methods": _OPTML_METHODS},
+    "custom": {},
+}
+
+
 class RunConfig(_Strict):
-    preset: Literal["digits", "teach", "mnist", "fashion-mnist", "cifar10", "cifar100", "cifar10-vit", "custom"] = "digits"
+    preset: Literal[tuple(PRESETS)] = "digits"  # PRESETS above
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     data: DataConfig = DataConfig()
@@ -216,33 +243,6 @@ class RunConfig(_Strict):
 
     def method_config(self, name: str | None = None) -> MethodConfig:
         return getattr(self.methods, name or self.method)
-
-
-# -- presets ---------------------------------------------------------------------------------
-# Each preset is a set of overrides on the defaults above; recipes follow METHODS.md section 3,
-# with epochs scaled to the data set.
-# The methods' recipes per preset family are in their cards (engine/methods: "optml", OPTML-Group's
-# CIFAR-10 / ResNet-18 recipes, METHODS.md section 3; "teach", tuned by bench/tune_recipes.py).
-_OPTML_METHODS = recipes("optml")
-_TEACH_METHODS = recipes("teach")
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "digits": {},
-    # synthetic textures (engine/data/synthetic.py): superficial forgetting is large here
-    "teach": {"data": {"dataset": "teach"}, "train": {"epochs": 15}, "methods": _TEACH_METHODS},
-    "mnist": {"data": {"dataset": "mnist"}, "train": {"epochs": 8, "batch_size": 128}},
-    "fashion-mnist": {"data": {"dataset": "fashion-mnist"}, "train": {"epochs": 15, "batch_size": 128}},
-    "cifar10": {"data": {"dataset": "cifar10"}, "model": {"arch": "resnet18"},
-                "train": {"epochs": 182, "lr": 0.1, "batch_size": 256, "augment": True},
-                "methods": _OPTML_METHODS, "eval": {"max_samples": 2000}},
-    "cifar100": {"data": {"dataset": "cifar100"}, "model": {"arch": "resnet50"},
-                 "train": {"epochs": 182, "lr": 0.1, "batch_size": 256, "augment": True},
-                 "methods": _OPTML_METHODS},
-    "cifar10-vit": {"data": {"dataset": "cifar10"}, "model": {"arch": "vit_tiny"},
-                    "train": {"epochs": 100, "lr": 0.05, "batch_size": 256, "augment": True},
-                    "methods": _OPTML_METHODS},
-    "custom": {},
-}
 
 
 def deep_merge(base: Mapping, over: Mapping) -> dict:

@@ -17,9 +17,12 @@ class LazyModule:
 
     def __init__(self, name: str):
         self._name = name
+        self._loaded: ModuleType | None = None
 
     def _module(self) -> ModuleType:
-        return importlib.import_module(self._name)
+        if self._loaded is None:
+            self._loaded = importlib.import_module(self._name)
+        return self._loaded
 
     def __getattr__(self, attr: str):
         if attr.startswith("__"):  # copy, pickle and inspect probe dunders: no import for them
