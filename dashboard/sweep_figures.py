@@ -189,17 +189,18 @@ def best_row(rows: Sequence[Mapping], reference: Mapping | None = None) -> Mappi
 
 def prefill(row: Mapping, attrs: Mapping, study: str | None = None) -> dict:
     """The Launch page hand-off for a trial's settings:
-    {"method": "ec", "ec": {"weights", "tau", ...}, "preset", "overrides" (the study's scenario plus these
+    {"method": "ec" (or the plugged method), "ec": {"weights", "tau", ...}, "preset", "overrides" (the study's scenario plus these
     settings), "source"}. The Launch page reads "preset" + "overrides"."""
     params = dict(row.get("params") or {})
     points = list(attrs.get("points") or [])
-    over = facts.params_to_overrides(params, points)  # the sweep's own mapping (engine/sweep/space.py)
+    run = facts.swept_run(attrs.get("overrides"))
+    over = facts.params_to_overrides(params, points, run)  # the sweep's own mapping (engine/sweep/space.py)
     if "weights" not in over.get("ec", {}) and row.get("weights"):
         over.setdefault("ec", {})["weights"] = [float(w) for w in row["weights"]]
     ec = dict(over.get("ec") or {})
     overrides = facts.deep_merge(copy.deepcopy(dict(attrs.get("overrides") or {})), over)
     src = f"sweep {study} trial {row.get('number')}" if study else f"sweep trial {row.get('number')}"
-    return {"method": "ec", "ec": ec, "preset": attrs.get("preset", "digits"), "overrides": overrides,
+    return {"method": over["method"], "ec": ec, "preset": attrs.get("preset", "digits"), "overrides": overrides,
             "source": src}
 
 

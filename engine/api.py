@@ -33,7 +33,7 @@ from .jobs import (
     workers,
 )
 from .jobs import headline as headline_metrics
-from .sweep.space import params_to_overrides  # a sweep trial's settings as run overrides (no Optuna)
+from .sweep.space import params_to_overrides, swept_run  # a sweep trial's settings as run overrides (no Optuna)
 
 # The comparisons a fresh store starts with, queued in this order (the worker takes the oldest first):
 # `teach`, where superficial forgetting is plain to see, then `digits`, real handwriting.
@@ -84,7 +84,7 @@ def sweep_format_version():
 __all__ = ["queue_defaults", "first_start_jobs", "DEFAULT_PRESETS", "submit", "get_job", "list_jobs", "events_since", "cancel", "load_results", "load_arrays", "load_partial",
            "list_results", "record_external", "worker_alive", "ensure_worker", "workers", "headline_metrics",
            "save_upload", "MAX_UPLOAD_MB", "home", "discover_studies", "study_table", "sweep_format_version",
-           "params_to_overrides",
+           "params_to_overrides", "swept_run",
            # the facts the pages read (engine/catalog.py, engine/config.py, engine/results.py)
            "results", "METHODS", "CONTRASTIVE_KNOBS", "EC_SECTION_KNOBS", "base_method", "class_names", "method_knobs",
            "reads_ec", "DATASET_CLASSES", "METHOD_NAMES", "PRESETS", "SUPERVISION_POINTS", "ConfigError", "deep_merge",

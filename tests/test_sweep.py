@@ -9,6 +9,7 @@ server this module starts with .ci/postgres.sh (no install attempted); skipped o
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -527,3 +528,29 @@ def test_summary_compares_with_the_default():
     assert "trial 0" in text and "beats the default: 0.080 closer to retrain" in text
     assert "does not beat the default" in S.compare_text(rows, dict(ref, cka_gap_to_retrain=0.01))
     assert "no feasible trial reached" in S.compare_text(rows, dict(ref, retain_acc=0.999))
+
+
+def test_a_sweep_of_the_ec_plug_in_on_another_method(home):
+    """`--set method=ft --set plugin=ec`: the trials are ft+ec runs, lr and epochs go to methods.ft, beta
+    (the plug-in's weight) is a parameter; a method that reads no EC setting without the plug-in, or
+    beta without it, is refused before any trial."""
+    over = {**SMALL, "methods": {**SMALL["methods"], "ft": {"epochs": 1}}, "method": "ft", "plugin": "ec"}
+    space = {"tau": {"low": 0.1, "high": 1.0}, "beta": {"low": 0.5, "high": 2.0}, "lr": {"low": 0.01, "high": 0.1}}
+    st = S.create_study("plugged", overrides=over, space=space, n_trials=1)
+    spec = S.run_spec(st.user_attrs, {"tau": 0.3, "beta": 1.5, "lr": 0.05, "w_block2": 2.0})
+    o = spec["overrides"]
+    assert (o["method"], o["plugin"], o["beta"], o["methods"]["ft"]["lr"], o["ec"]["tau"]) == ("ft", "ec", 1.5, 0.05, 0.3)
+    assert o["ec"]["weights"] == [1.0, 2.0, 1.0, 1.0] and "lr" not in o["methods"].get("ec", {})
+    assert S.Worker("plugged", out=io.StringIO()).run() == 1
+    (row,) = S.trial_rows(S.load_study("plugged")[0])
+    assert row["state"] == "COMPLETE", row.get("error")
+    res = json.loads((home / "runs" / row["run_id"] / "results.json").read_text())
+    (label,) = [k for k in res["runs"] if k not in ("original", "retrain")]
+    assert label == "ft+ec" and res["runs"][label]["params"]["beta"] == pytest.approx(row["params"]["beta"])
+    for bad, option in (({"method": "cu"}, "method"), ({"method": "ec", "plugin": "ec"}, "plugin")):
+        with pytest.raises(ConfigError) as err:
+            S.create_study(f"bad-{option}", overrides={**SMALL, **bad}, n_trials=1)
+        assert err.value.option == option
+    with pytest.raises(ConfigError) as err:
+        S.create_study("bad-beta", overrides=SMALL, space={"beta": {"low": 0.5, "high": 2}}, n_trials=1)
+    assert err.value.option == "space.beta"

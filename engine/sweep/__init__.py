@@ -4,6 +4,8 @@ A sweep is a multi-objective Optuna study over EC's per-layer weights (one per s
 architecture) and its contrastive temperature tau, optionally also lambda_cu, lambda_ce, EC's learning
 rate and epochs. Each trial is an ordinary single EC run (`runner.execute("run", ...)`) into
 $ECLAB_HOME/runs/<run id>, so the dashboard and `python -m engine show` read it like any run.
+The swept run is EC by default; `--set method=ft --set plugin=ec` sweeps the EC plug-in on another
+method instead (the same knobs, lr and epochs of methods.ft, and "beta", the plug-in's weight).
 
 Objectives (per trial):
     cka_gap_to_retrain  minimise: |EC's forget CKA - the retrained model's forget CKA|, where forget CKA
@@ -54,8 +56,9 @@ value (its config default or --set). Default space: {"weights": {"low": 0, "high
       "tau":       {"low": 0.05, "high": 5.0, "log": true},      ec.tau
       "lambda_cu": {"low": 0.5, "high": 10.0, "log": true},      ec.lambda_cu
       "lambda_ce": {"low": 0.5, "high": 4.0},                    ec.lambda_ce
-      "lr":        {"low": 0.001, "high": 0.1, "log": true},     methods.ec.lr
-      "epochs":    {"low": 1, "high": 10},                       methods.ec.epochs (integers)
+      "lr":        {"low": 0.001, "high": 0.1, "log": true},     methods.<method>.lr (methods.ec.lr)
+      "epochs":    {"low": 1, "high": 10},                       methods.<method>.epochs (integers)
+      "beta":      {"low": 0.1, "high": 3.0},                    beta (only with plugin=ec)
       "comment":   "free text, ignored"
     }
 
@@ -123,6 +126,7 @@ from .space import (
     param_names,
     params_to_overrides,
     suggest,
+    swept_run,
     validate_space,
 )
 from .storage import (
@@ -163,5 +167,5 @@ __all__ = ["add_commands", "budget_lock", "check_study_name", "check_version", "
            "load_study", "make_sampler", "measure", "OBJECTIVES", "open_storage", "param_names",
            "params_to_overrides", "pareto_front", "recover_stale", "redact", "reference", "register_run",
            "resolve_storage", "run_spec", "SAMPLERS", "SPACE_PARAMS", "SpaceError", "stable_hash", "study_table",
-           "suggest", "summary_text", "SWEEP_EVAL_DEFAULTS", "SWEEP_FIXED", "SweepError", "sweeps_dir", "TARGETS",
+           "suggest", "summary_text", "swept_run", "SWEEP_EVAL_DEFAULTS", "SWEEP_FIXED", "SweepError", "sweeps_dir", "TARGETS",
            "TOLERANCE", "trial_rows", "TrialContext", "validate_space", "warm_bases", "Worker"]

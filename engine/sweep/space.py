@@ -9,15 +9,15 @@ from typing import Any
 
 from ..config import ConfigError
 
-SPACE_PARAMS = ("weights", "tau", "lambda_cu", "lambda_ce", "lr", "epochs")
+SPACE_PARAMS = ("weights", "tau", "lambda_cu", "lambda_ce", "lr", "epochs", "beta")
 INT_PARAMS = ("epochs",)
 DEFAULT_SPACE = {"weights": {"low": 0.0, "high": 3.0}, "tau": {"low": 0.05, "high": 5.0, "log": True}}
-# where each parameter goes in the run config
+# where each parameter goes in the run config ("{method}": the swept run's method, swept_run)
 TARGETS = {"tau": ("ec", "tau"), "lambda_cu": ("ec", "lambda_cu"), "lambda_ce": ("ec", "lambda_ce"),
-           "lr": ("methods", "ec", "lr"), "epochs": ("methods", "ec", "epochs")}
+           "lr": ("methods", "{method}", "lr"), "epochs": ("methods", "{method}", "epochs"), "beta": ("beta",)}
 # hard limits of the config (engine.config) so a space is rejected before any trial runs
 LIMITS = {"weights": (0.0, None), "tau": (0.0, 100.0), "lambda_cu": (0.0, 1000.0), "lambda_ce": (0.0, 1000.0),
-          "lr": (0.0, 10.0), "epochs": (1, 1000)}
+          "lr": (0.0, 10.0), "epochs": (1, 1000), "beta": (0.0, 1000.0)}
 GE_PARAMS = ("weights", "lambda_cu", "lambda_ce", "epochs")  # low may equal the limit (others: strictly above)
 
 
@@ -151,7 +151,14 @@ def grid_size(space: dict, points: list[str]) -> int:
     return n
 
 
-def suggest(trial, space: dict, points: list[str]) -> tuple[dict, dict]:
+def swept_run(overrides: dict | None) -> tuple[str, str]:
+    """The (method, plugin) a sweep's trials run: EC by default, or any method with the EC plug-in
+    (the study's overrides name them: method=ft, plugin=ec)."""
+    overrides = overrides or {}
+    return str(overrides.get("method", "ec")), str(overrides.get("plugin", "none"))
+
+
+def suggest(trial, space: dict, points: list[str], run: tuple[str, str] = ("ec", "none")) -> tuple[dict, dict]:
     """Ask the trial for every parameter; returns (params, config overrides)."""
     params: dict = {}
     for key, spec in space.items():
@@ -161,16 +168,19 @@ def suggest(trial, space: dict, points: list[str]) -> tuple[dict, dict]:
                 params[n] = trial.suggest_int(n, spec["low"], spec["high"], log=spec["log"], step=spec.get("step", 1))
             else:
                 params[n] = trial.suggest_float(n, spec["low"], spec["high"], log=spec["log"], step=spec.get("step"))
-    return params, params_to_overrides(params, points)
+    return params, params_to_overrides(params, points, run)
 
 
-def params_to_overrides(params: dict, points: list[str]) -> dict:
-    """Trial params -> nested config overrides (method ec, weights in supervision-point order)."""
-    over: dict = {"method": "ec", "plugin": "none"}
+def params_to_overrides(params: dict, points: list[str], run: tuple[str, str] = ("ec", "none")) -> dict:
+    """Trial params -> nested config overrides of the swept run (`run` = (method, plugin), swept_run;
+    weights in supervision-point order)."""
+    method, plugin = run
+    over: dict = {"method": method, "plugin": plugin}
     if any(f"w_{p}" in params for p in points):
         over["ec"] = {"weights": [float(params.get(f"w_{p}", 1.0)) for p in points]}
     for key, path in TARGETS.items():
         if key in params:
+            path = [part.format(method=method) for part in path]
             node = over
             for part in path[:-1]:
                 node = node.setdefault(part, {})

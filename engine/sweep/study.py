@@ -6,8 +6,9 @@ import json
 import time
 from pathlib import Path
 
+from ..catalog import reads_ec
 from ..config import SUPERVISION_POINTS, ConfigError, deep_merge, make_config, stable_hash
-from .space import grid_size, grid_space, param_names, params_to_overrides, validate_space
+from .space import SpaceError, grid_size, grid_space, param_names, params_to_overrides, swept_run, validate_space
 from .storage import SweepError, _quiet_optuna, check_study_name, is_url, open_storage, redact, resolve_storage
 
 FORMAT_VERSION = 2  # 1: the first objective was EC's raw forget CKA (rewarded distortion)
@@ -73,14 +74,21 @@ def create_study(study: str, storage: str | None = None, *, preset: str = "digit
                                        f"(got {overrides['calibrate']!r})")
     overrides = deep_merge(overrides, SWEEP_FIXED)
     space = validate_space(space)
-    cfg = make_config(preset, deep_merge(overrides, {"method": "ec", "plugin": "none"}))  # the scenario is valid
+    run = swept_run(overrides)
+    cfg = make_config(preset, deep_merge(overrides, params_to_overrides({}, [], run)))  # the scenario is valid
+    cfg.check_single_run()
+    if not reads_ec(run[0], cfg.plugged()):
+        raise ConfigError("method", f"a sweep tunes EC's settings: sweep method=ec (the default), or a method that "
+                                    f"takes the plug-in with plugin=ec (got method={run[0]}, plugin={run[1]})")
+    if "beta" in space and not cfg.plugged():
+        raise SpaceError("space.beta", "beta weighs the EC plug-in's loss: sweep it with plugin=ec on another method")
     points = list(SUPERVISION_POINTS[cfg.model.arch])
     # the space's corners must make valid configs too (e.g. epochs within limits)
     for corner in ("low", "high"):
         params = {n: space["weights" if n.startswith("w_") else n][corner] for n in param_names(space, points)}
         if all(params.get(f"w_{p}", 1.0) == 0 for p in points):
             params[f"w_{points[0]}"] = 1.0  # all-zero weights are a per-trial failure, not a space error
-        make_config(preset, deep_merge(overrides, params_to_overrides(params, points)))
+        make_config(preset, deep_merge(overrides, params_to_overrides(params, points, run)))
     if sampler == "grid":
         n_trials = min(n_trials, grid_size(space, points))
     storage = resolve_storage(storage, study)

@@ -21,7 +21,7 @@ from .. import store
 from ..config import deep_merge, make_config
 from ..events import Cancelled, JobContext
 from ..procs import Beat, one_line, set_threads, why_stopped
-from .space import _params_text, params_to_overrides, suggest
+from .space import _params_text, params_to_overrides, suggest, swept_run
 from .storage import _file_lock, _quiet_optuna, budget_lock, grace_seconds, heartbeat_seconds, sweeps_dir
 from .study import OBJECTIVES, SWEEP_FIXED, TOLERANCE, check_version, load_study
 
@@ -103,7 +103,8 @@ class TrialContext(JobContext):
 
 def run_spec(attrs: dict, params: dict) -> dict:
     """The job spec of one trial: {"preset", "overrides"} with the trial's EC settings."""
-    over = deep_merge(copy.deepcopy(attrs.get("overrides") or {}), params_to_overrides(params, attrs["points"]))
+    overrides = attrs.get("overrides") or {}
+    over = deep_merge(copy.deepcopy(overrides), params_to_overrides(params, attrs["points"], swept_run(overrides)))
     return {"preset": attrs["preset"], "overrides": deep_merge(over, SWEEP_FIXED)}
 
 
@@ -266,7 +267,7 @@ class Worker:
         state, values, error, interrupt, m = TrialState.FAIL, None, None, None, {}
         with _trial_heartbeat(self.study, trial._trial_id, self.raw):
             try:
-                params, _ = suggest(trial, attrs["space"], attrs["points"])
+                params, _ = suggest(trial, attrs["space"], attrs["points"], swept_run(attrs.get("overrides")))
                 spec = run_spec(attrs, params)
                 make_config(spec["preset"], spec["overrides"])  # invalid settings fail here, named
                 run_dir = store.run_dir(run_id, create=True)
