@@ -19,6 +19,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from . import facts
 from .facts import METHODS, base_method
 from .logic import NOISE
 from .logic import as_float as _num
@@ -42,10 +43,7 @@ _FONT = dict(family="Inter, Helvetica Neue, Arial, sans-serif", size=13)
 
 
 def display_name(name: str) -> str:
-    if not name:
-        return str(name)
-    parts = name.split("+")
-    return " + ".join(DISPLAY_NAMES.get(p, p) for p in parts)
+    return facts.display_name(name, DISPLAY_NAMES)
 
 
 def _shade(hex_color: str, factor: float) -> str:

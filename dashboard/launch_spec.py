@@ -168,5 +168,4 @@ def config_from_results_run(results: Mapping, name: str) -> dict | None:
     method = run.get("method") or base_method(name)
     cfg["method"] = method
     cfg["plugin"] = "ec" if name.endswith("+ec") else "none"
-    label = " + ".join(facts.METHODS[m].label if m in facts.METHODS else m for m in name.split("+"))
-    return {"config": cfg, "source": f"the {label} run of a finished job"}
+    return {"config": cfg, "source": f"the {facts.display_name(name)} run of a finished job"}

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from . import results, store
 from .audit import MAX_UPLOAD_MB, save_upload
-from .catalog import (CONTRASTIVE_KNOBS, EC_SECTION_KNOBS, METHODS, base_method, class_names, method_knobs,
-                      reads_ec)
+from .catalog import (CONTRASTIVE_KNOBS, EC_SECTION_KNOBS, METHODS, base_method, class_names, display_name,
+                      method_knobs, reads_ec)
 from .config import (DATASET_CLASSES, METHOD_NAMES, PRESETS, SUPERVISION_POINTS, ConfigError, deep_merge,
                      make_config, validate)
 from .dbguard import DatabaseUnavailable
@@ -86,6 +86,7 @@ __all__ = ["queue_defaults", "first_start_jobs", "DEFAULT_PRESETS", "submit", "g
            "save_upload", "MAX_UPLOAD_MB", "home", "discover_studies", "study_table", "sweep_format_version",
            "params_to_overrides", "swept_run",
            # the facts the pages read (engine/catalog.py, engine/config.py, engine/results.py)
-           "results", "METHODS", "CONTRASTIVE_KNOBS", "EC_SECTION_KNOBS", "base_method", "class_names", "method_knobs",
+           "results", "METHODS", "CONTRASTIVE_KNOBS", "EC_SECTION_KNOBS", "base_method", "class_names", "display_name",
+           "method_knobs",
            "reads_ec", "DATASET_CLASSES", "METHOD_NAMES", "PRESETS", "SUPERVISION_POINTS", "ConfigError", "deep_merge",
            "make_config", "validate", "DatabaseUnavailable"]

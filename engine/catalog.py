@@ -63,6 +63,15 @@ def method_knobs(name: str) -> list[str]:
     return [k for k in info.form_knobs if not (info.reads_ec and k in EC_SECTION_KNOBS)]
 
 
+def display_name(name: str, extra: dict[str, str] | None = None) -> str:
+    """A run label as every page and report writes it: 'ft+ec' -> 'FT + EC'; a part neither the
+    catalog nor `extra` names (an audited model's name) as it is."""
+    if not name:
+        return str(name)
+    labels = {**{n: info.label for n, info in METHODS.items()}, **(extra or {})}
+    return " + ".join(labels.get(part, part) for part in name.split("+"))
+
+
 def base_method(name: str) -> str:
     """The method of a run label: 'ft+ec' -> 'ft'; 'ec' -> 'ec'."""
     return name.split("+", 1)[0] if name else name

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from .. import results as results_schema
+from ..catalog import display_name
 from ..procs import one_line
 from .space import _params_text
 from .storage import _quiet_optuna, is_url, open_storage, redact, sweeps_dir
@@ -105,7 +106,7 @@ def compare_text(rows: list[dict], ref: dict) -> str:
     """'default EC: distance to retrain X (forget CKA a vs retrain b), retain Y; best at retain >= Y:
     distance to retrain Z ...': the trial closest to retrain among those keeping the default's retain."""
     x, y = ref["cka_gap_to_retrain"], ref["retain_acc"]
-    head = (f"default EC: distance to retrain {x:.3f} (forget CKA {ref['forget_cka']:.3f} vs retrain "
+    head = (f"default {display_name(ref.get('label', 'ec'))}: distance to retrain {x:.3f} (forget CKA {ref['forget_cka']:.3f} vs retrain "
             f"{ref['retrain_forget_cka']:.3f}), retain {y:.3f}"
             + ("" if ref.get("feasible", True) else f" (forget acc {ref['forget_acc']:.3f}: outside the tolerance)"))
     ok = [r for r in rows if r["state"] == "COMPLETE" and r["feasible"] and r["retain_acc"] >= y - 1e-9]

@@ -182,9 +182,10 @@ def reference(attrs: dict, out=sys.stderr) -> dict:
                 return ref
     run_id = store.check_id(f"swref-{config_hash}")
     run_dir = store.run_dir(run_id, create=True)
-    print("[sweep] running the default EC settings once as the reference", file=out, flush=True)
+    label = make_config(spec["preset"], spec["overrides"]).label_of()
+    print(f"[sweep] running the default {label} settings once as the reference", file=out, flush=True)
     summary = runner.execute("run", spec, run_dir, TrialContext(run_dir, threading.Event()))
-    ref = {**measure(summary, attrs.get("tolerance", TOLERANCE)), "run_id": run_id, "hash": config_hash,
+    ref = {**measure(summary, attrs.get("tolerance", TOLERANCE)), "run_id": run_id, "hash": config_hash, "label": label,
            "weights": make_config(spec["preset"], spec["overrides"]).layer_weights,
            "tau": norm["config"]["ec"]["tau"]}
     ref["registered"] = register_run(run_id, spec, run_dir, summary)
