@@ -14,7 +14,7 @@ from engine.events import CollectingContext, DivergenceError
 from engine.methods import build_method, create_method, method_names
 from engine.methods.ec.loss import contrastive_unlearning_loss
 from engine.methods.ec.aux import AuxModules
-from engine.models import FeatureTaps, create_model, point_channels
+from engine.models import FeatureTaps, create_model, model_names, point_channels
 from engine.training import LoopState, run_loop
 
 
@@ -64,7 +64,9 @@ def test_cu_loss_is_finite_at_low_temperature_and_without_negatives():
 
 # -- models and taps -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("arch,size,ch", [("small_cnn", 8, 1), ("small_cnn", 28, 1), ("resnet18", 32, 3), ("vit_tiny", 32, 3)])
+# every registered architecture at its smallest input, and the small CNN also at MNIST's 28 px
+@pytest.mark.parametrize("arch,size,ch", [(a, 8, 1) if a == "small_cnn" else (a, 32, 3) for a in model_names()]
+                         + [("small_cnn", 28, 1)])
 def test_models_expose_supervision_points_and_taps_are_removed(arch, size, ch):
     model = create_model(arch, 10, ch, size)
     x = torch.randn(2, ch, size, size)

@@ -19,11 +19,12 @@ from engine import api, jobs, results, store
 from engine.cli import build_parser
 from engine.cli import main as cli_main
 from engine.config import ConfigError
+from dashboard import app as dashboard_app
 from tests import fixtures_store as FS
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "dashboard" / "app.py"
-ALL_PAGES = ["overview", "launch", "layers", "embeddings", "compare", "sweep", "teach"]
+ALL_PAGES = [Path(f).stem for f, _, _ in dashboard_app.PAGES]  # every page the app's navigation lists
 DAMAGED = "This run's results are damaged: rerun it"
 
 
