@@ -27,8 +27,7 @@ from .logic import as_float as _num
 # -- names and colours -------------------------------------------------------------------------
 
 # Methods' labels and colours live in engine/catalog.py; the reference "original" is no method.
-DISPLAY_NAMES = {"original": "Original", NOISE: "Original, other seed",  # the training-noise reference
-                 **{name: info.label for name, info in METHODS.items()}}
+REFERENCE_LABELS = {"original": "Original", NOISE: "Original, other seed"}  # the last: the training-noise reference
 _BASE_COLORS = {"original": "#8c8c8c", **{name: info.color for name, info in METHODS.items()}}
 _FALLBACK = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#7f7f7f", "#ff7f0e"]
 
@@ -43,7 +42,7 @@ _FONT = dict(family="Inter, Helvetica Neue, Arial, sans-serif", size=13)
 
 
 def display_name(name: str) -> str:
-    return facts.display_name(name, DISPLAY_NAMES)
+    return facts.display_name(name, REFERENCE_LABELS)
 
 
 def _shade(hex_color: str, factor: float) -> str:

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .methods import cards
-from .methods.base import CONTRASTIVE_KNOBS, EC_SECTION_KNOBS, UNLEARNING_KNOBS, MethodInfo  # noqa: F401
+from .methods.base import CONTRASTIVE_KNOBS, EC_SECTION_KNOBS, UNLEARNING_KNOBS, MethodInfo, needs_aux  # noqa: F401
 
 # -- methods -------------------------------------------------------------------------------------
 
 # In their cards' order: the order of every list the user sees (form, CLI help, default comparison).
 METHODS: dict[str, MethodInfo] = cards()
+LABELS: dict[str, str] = {name: info.label for name, info in METHODS.items()}
 
 
 def recipes(family: str) -> dict[str, dict]:
@@ -40,13 +41,6 @@ def method_names() -> list[str]:
 def default_compare() -> list[str]:
     """The methods of a comparison that names none (retrain is its reference row anyway)."""
     return [name for name, info in METHODS.items() if info.in_default_compare]
-
-
-def needs_aux(names, plugin: bool = False) -> bool:
-    """Whether runs of these methods (one name or several), with or without the EC plug-in, need EC's
-    auxiliary modules."""
-    names = [names] if isinstance(names, str) else names
-    return plugin or any(METHODS[n].needs_aux for n in names)
 
 
 def reads_ec(name: str, plugin: bool = False) -> bool:
@@ -68,8 +62,8 @@ def display_name(name: str, extra: dict[str, str] | None = None) -> str:
     catalog nor `extra` names (an audited model's name) as it is."""
     if not name:
         return str(name)
-    labels = {**{n: info.label for n, info in METHODS.items()}, **(extra or {})}
-    return " + ".join(labels.get(part, part) for part in name.split("+"))
+    extra = extra or {}
+    return " + ".join(extra.get(part) or LABELS.get(part, part) for part in name.split("+"))
 
 
 def base_method(name: str) -> str:

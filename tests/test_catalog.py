@@ -3,6 +3,10 @@ both registries, the comparison default and the figures agree with it; scrub_alt
 as one file, runs its alternating schedule and forgets."""
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 import typing
@@ -300,18 +304,15 @@ print("RESULT " + json.dumps(json.load(open(sys.argv[1] + "/results.json"))))
 def test_a_method_and_a_model_are_each_one_new_file(tmp_path):
     """A copy of the engine with one new method file and one new model file: the config, the CLI's
     options and a comparison pick both up, torch-free where it reads cards, with nothing else edited."""
-    import shutil
     copy = tmp_path / "src"
     shutil.copytree(ROOT / "engine", copy / "engine", ignore=shutil.ignore_patterns("__pycache__"))
     (copy / "engine" / "methods" / "smooth_ft.py").write_text(TOY_METHOD)
     (copy / "engine" / "models" / "toy_mlp.py").write_text(TOY_MODEL)
-    env = {**__import__("os").environ, "PYTHONPATH": f"{copy}{__import__('os').pathsep}{ROOT}",
-           "ECLAB_HOME": str(tmp_path / "home")}
+    env = {**os.environ, "PYTHONPATH": f"{copy}{os.pathsep}{ROOT}", "ECLAB_HOME": str(tmp_path / "home")}
     proc = subprocess.run([sys.executable, "-c", TOY_CHECK, str(tmp_path / "run")], cwd=copy, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "methods.smooth_ft.smoothing" in proc.stdout  # `engine options` lists the new method's option
-    import json
     res = json.loads(proc.stdout.split("RESULT ", 1)[1])
     assert res["layers"] == ["fc1", "fc2"]  # measured at the new model's supervision points
     run = res["runs"]["smooth_ft"]
@@ -323,7 +324,6 @@ def test_a_method_and_a_model_are_each_one_new_file(tmp_path):
 def test_no_generic_code_names_a_baseline():
     """Outside its own file, engine/ and dashboard/ never name a method, except the three generic
     code is about: retrain (every comparison's reference), ft (the default method) and ec."""
-    import re
     sources = {p: p.read_text() for d in ("engine", "dashboard") for p in (ROOT / d).rglob("*.py")}
     for name, cls in methods_base._REGISTRY.items():
         if name in ("retrain", "ft", "ec"):

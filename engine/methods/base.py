@@ -77,6 +77,13 @@ def cards() -> dict[str, MethodInfo]:
     return {name: _REGISTRY[name].info for name in method_names()}
 
 
+def needs_aux(names, plugin: bool = False) -> bool:
+    """Whether runs of these methods (one name or several), with or without the EC plug-in, need EC's
+    auxiliary modules."""
+    names = [names] if isinstance(names, str) else names
+    return plugin or any(_REGISTRY[n].info.needs_aux for n in names)
+
+
 def create_method(name: str, cfg, **kwargs) -> "Method":
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(_REGISTRY)}")

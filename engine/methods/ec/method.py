@@ -14,8 +14,8 @@ from pydantic import Field
 
 from ...hparams import MethodConfig, epochs_field, lr_field
 from ...lazy import F, torch
-from ..base import (CONTRASTIVE_KNOBS, EC_SECTION_KNOBS, UNLEARNING_KNOBS, Method, MethodInfo, Plugin, register,
-                    register_extra, register_plugin)
+from ..base import (CONTRASTIVE_KNOBS, EC_SECTION_KNOBS, UNLEARNING_KNOBS, Method, MethodInfo, Plugin, needs_aux,
+                    register, register_extra, register_plugin)
 from ..baselines import optml
 from .loss import contrastive_unlearning_loss
 
@@ -23,17 +23,12 @@ if TYPE_CHECKING:
     from .aux import AuxModules
 
 
-def _needs_aux(methods, plugin: bool = False) -> bool:
-    from ...catalog import needs_aux
-    return needs_aux(methods, plugin)
-
-
 def _aux_key(cfg) -> str:
-    from ...config import aux_key
+    from ...config import aux_key  # engine.config reads these cards: imported when a key is asked for
     return aux_key(cfg)
 
 
-@register_extra("aux", needed=_needs_aux, key=_aux_key)
+@register_extra("aux", needed=needs_aux, key=_aux_key)
 def cached_aux(sc, original, ctx):
     """The auxiliary modules of the scenario's original (engine/methods/ec/aux.py: nn.Modules, so
     imported only when a run needs them)."""
