@@ -316,11 +316,6 @@ def as_pct(v):
     return None if v is None else 100.0 * float(v)
 
 
-def run_options(results: dict, include_reference: bool = True) -> list[str]:
-    names = logic.run_names(results)
-    return names if include_reference else [n for n in names if n not in logic.REFERENCE]
-
-
 def fmt_run(name: str) -> str:
     label = figures.display_name(name)
     return label + " (reference)" if name in logic.REFERENCE else label

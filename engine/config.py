@@ -354,15 +354,6 @@ def aux_key(cfg: RunConfig) -> str:
     return "aux-" + stable_hash({"orig": original_key(cfg), "ec": ec})
 
 
-def run_key(cfg: RunConfig) -> str:
-    """Hash of everything that changes a single method run's numbers."""
-    d = cfg.model_dump(exclude={"device"})
-    d["data"].pop("download", None)
-    d.pop("methods")
-    d["method_config"] = cfg.method_config().model_dump()
-    return stable_hash(d)
-
-
 def option_table() -> list[tuple[str, Any, str]]:
     """(dotted option, default, constraint) for every option, for `python -m engine options`."""
     rows: list[tuple[str, Any, str]] = []
