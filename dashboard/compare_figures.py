@@ -29,19 +29,18 @@ def _variant_label(r: Mapping) -> str:
     return display_name(r["name"]) + (f" · {r['settings']}" if r.get("settings") else "")
 
 
-def tradeoff_scatter(rows: Sequence[Mapping], x_key: str = "cka_mid", y_key: str = "retain_acc",
-                     centred: bool = False) -> go.Figure:
-    """Retain accuracy vs forget CKA for every run; the Pareto front is highlighted and joined.
+def tradeoff_scatter(rows: Sequence[Mapping], x_key: str = "worst_gap", y_key: str = "retain_acc") -> go.Figure:
+    """Retain accuracy vs the distance to retrain for every run; the Pareto front is highlighted and joined.
 
-    rows: dicts with "name" (method label), "id" (shown on hover), x_key and y_key; optional
-    "settings" (short form: each distinct setting of a method is its own legend entry and shade)
-    and "damaging" (True: drawn as an x, never on the front, as the sweeps do).
-    centred: x is a signed difference to retrain (x_key "cka_delta"): the front minimises |x|
-    (closer to retrain), and retrain is the dashed line at 0."""
+    rows: dicts with "name" (method label), "id" (shown on hover), x_key (a signed gap to retrain: by
+    default the worst inner layer's, so |x| is THE distance to retrain) and y_key; optional "settings"
+    (short form: each distinct setting of a method is its own legend entry and shade), "worst_layer" (on
+    hover) and "damaging" (True: drawn as an x, never on the front, as the sweeps do). The front
+    minimises |x|; retrain is the dashed line at 0."""
     xs = [_num(r.get(x_key)) for r in rows]
     ys = [_num(r.get(y_key)) for r in rows]
     ok = [not r.get("damaging") for r in rows]
-    front_x = [abs(x) if centred else x for x in xs]
+    front_x = [abs(x) for x in xs]
     front = pareto_front([x if k else None for x, k in zip(front_x, ok)], [y if k else None for y, k in zip(ys, ok)])
     fig = go.Figure()
     groups: dict[tuple, list[int]] = {}
@@ -58,29 +57,23 @@ def tradeoff_scatter(rows: Sequence[Mapping], x_key: str = "cka_mid", y_key: str
                         symbol=["diamond" if name in REFERENCE_RUNS else ("x" if not ok[i] else "circle")
                                 for i in idx]),
             customdata=[[str(rows[i].get("id", "")), "Pareto front" if front[i] else
-                         ("damaging: kept off the front" if not ok[i] else "")] for i in idx],
-            hovertemplate=_variant_label(rows[idx[0]]) + " · %{customdata[0]}<br>forget CKA"
-                          + (" − retrain %{x:+.3f}" if centred else " %{x:.3f}")
-                          + "<br>retain acc %{y:.1%}<br>%{customdata[1]}<extra></extra>"))
+                         ("damaging: kept off the front" if not ok[i] else ""), rows[i].get("worst_layer") or "?"]
+                        for i in idx],
+            hovertemplate=_variant_label(rows[idx[0]]) + " · %{customdata[0]}<br>gap to retrain %{x:+.3f} at "
+                          "%{customdata[2]} (worst inner layer)<br>retain acc %{y:.1%}<br>%{customdata[1]}<extra></extra>"))
     fidx = sorted((i for i, f in enumerate(front) if f), key=lambda i: front_x[i])
     if fidx:
         fig.add_trace(go.Scatter(x=[xs[i] for i in fidx], y=[ys[i] for i in fidx], mode="lines",
                                  name="Pareto front", line=dict(color="#000", width=1.5, dash="dot"),
-                                 line_shape="linear" if centred else "hv", hoverinfo="skip"))
-    xr, yr = tradeoff_ranges(xs, ys)
-    if centred:  # symmetric about retrain (0), zoomed to the furthest run
-        lim = 1.15 * max([abs(x) for x in xs if not math.isnan(x)] + [0.02])
-        xr = [-lim, lim]
-        fig.add_vline(x=0, line=dict(color="#222", width=2, dash="dash"), annotation_text="retrain",
-                      annotation_position="top")
-        fig.update_xaxes(title="forget CKA to original minus retrain's, inner layers "
-                               "(0 = like retrain; below 0 = pushed past it, distorted)", range=xr, tickformat="+.2f")
-    else:
-        fig.update_xaxes(title="forget CKA to original, inner layers", range=xr)
+                                 hoverinfo="skip"))
+    yr = retain_range(ys)
+    lim = 1.15 * max([abs(x) for x in xs if not math.isnan(x)] + [0.02])  # symmetric about retrain (0)
+    fig.add_vline(x=0, line=dict(color="#222", width=2, dash="dash"), annotation_text="retrain",
+                  annotation_position="top")
+    fig.update_xaxes(title="distance to retrain: forget CKA gap at the worst inner layer, signed "
+                           "(0 = like retrain; below 0 = pushed past it, distorted)", range=[-lim, lim], tickformat="+.2f")
     fig.update_yaxes(title="retain accuracy", tickformat=".0%", range=yr)
-    title = "Trade-off: retain accuracy vs closeness to retrain" if centred else \
-        "Trade-off: retain accuracy vs representation-level forgetting"
-    fig = _legend_right(_layout(fig, title, height=440))
+    fig = _legend_right(_layout(fig, "Trade-off: retain accuracy vs distance to retrain (worst layer)", height=440))
     fig.update_layout(legend=dict(itemsizing="constant"))  # front points are larger; legend symbols are not
     return fig
 
@@ -100,19 +93,14 @@ def _span_range(lo: float, hi: float, min_span: float, pad_frac: float,
     return [lo - pad, hi + pad]
 
 
-def tradeoff_ranges(xs: Sequence[float], ys: Sequence[float]) -> tuple[list[float], list[float]]:
-    """Axis ranges of the trade-off scatter: (forget CKA range, retain accuracy range).
-
-    CKA: the data range, at least 0.1 wide, inside 0..1, padded by 8%. Retain accuracy: from the
-    lowest value (at most 95%) up to 100%, padded by 8% of that span, so runs near 100% never sit
-    on the top edge and a single run does not get an axis from -50% to 150%."""
-    fx = [float(v) for v in xs if v is not None and not math.isnan(float(v))]
+def retain_range(ys: Sequence[float]) -> list[float]:
+    """The retain-accuracy axis of the trade-off scatter: from the lowest value (at most 95%) up to
+    100%, padded by 8% of that span, so runs near 100% never sit on the top edge and a single run does
+    not get an axis from -50% to 150%."""
     fy = [float(v) for v in ys if v is not None and not math.isnan(float(v))]
-    xr = _span_range(min(fx), max(fx), 0.1, 0.08, (0.0, 1.0)) if fx else [-0.05, 1.05]
     lo = min(min(fy), 0.95) if fy else 0.0
     hi = max(max(fy), 1.0) if fy else 1.0
-    yr = _span_range(lo, hi, 0.05, 0.08, (0.0, 1.0))
-    return xr, yr
+    return _span_range(lo, hi, 0.05, 0.08, (0.0, 1.0))
 
 
 def per_class_bars(run_acc: Sequence[float], orig_acc: Sequence[float] | None, run: str,

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from .figures import REFERENCE_RUNS, _layout, _num, display_name, method_color
+from .figures import REFERENCE_RUNS, _layout, _num, display_name, method_color, tolerance_band
 
 # purple (below retrain) - white (retrain) - orange (above retrain)
 DELTA_COLORSCALE = [[0.0, "#5e3c99"], [0.25, "#b2abd2"], [0.5, "#f7f7f7"], [0.75, "#fdb863"], [1.0, "#e66101"]]
@@ -51,13 +51,18 @@ def delta_heatmap(deltas: Mapping[str, Mapping[str, float] | None], layers: Sequ
 
 
 def delta_lines(deltas: Mapping[str, Mapping[str, float] | None], layers: Sequence[str],
-                title: str | None = None, y_title: str = "", percent: bool = True) -> go.Figure:
-    """One line per run of (run - retrain) over the layers; retrain is the dashed line at 0."""
+                title: str | None = None, y_title: str = "", percent: bool = True,
+                band: Mapping[str, float] | None = None) -> go.Figure:
+    """One line per run of (run - retrain) over the layers; retrain is the dashed line at 0, shaded
+    ± band[layer] (its tolerance, the reference noise) when given."""
     fig = go.Figure()
     fmt = "+.1%" if percent else "+.3f"
+    ys_all = []
+    if band:
+        fig.add_traces(tolerance_band(layers, [0.0] * len(layers), band, percent))
+        ys_all += [_num(band.get(layer)) for layer in layers]
     fig.add_trace(go.Scatter(x=list(layers), y=[0.0] * len(layers), mode="lines", name="Retrain (0)",
                              line=RETRAIN_LINE, hoverinfo="skip"))
-    ys_all = []
     for name, per_layer in deltas.items():
         if name == "retrain":
             continue
@@ -75,8 +80,8 @@ def delta_lines(deltas: Mapping[str, Mapping[str, float] | None], layers: Sequen
 
 RETRAIN_MEASURES = (
     ("forget_delta", "Forget accuracy − retrain", "#9ecae1"),
-    ("cka_delta", "Inner forget CKA − retrain", "#3182bd"),
-    ("probe_delta", "Probe recovery − retrain", "#08306b"),
+    ("worst_gap", "Forget CKA − retrain, worst inner layer", "#3182bd"),
+    ("probe_worst_gap", "Probe recovery − retrain, worst inner layer", "#08306b"),
 )
 
 

@@ -106,8 +106,8 @@ def _pct(v) -> str:
 
 FORGETTING_MEASURES = (
     ("forget_acc", "Forget accuracy (logits)", "#9ecae1"),
-    ("cka_mid", "Forget CKA to original (inner layers)", "#3182bd"),
-    ("probe_mid", "Probe recovery (inner layers)", "#08306b"),
+    ("forget_cka_mean", "Forget CKA to original (mean over inner layers)", "#3182bd"),
+    ("probe_mean", "Probe recovery (mean over inner layers)", "#08306b"),
 )
 
 
@@ -123,7 +123,7 @@ def forgetting_bars(rows: Sequence[Mapping]) -> go.Figure:
         ys = [_num(r.get(key)) for r in rows]
         fig.add_trace(go.Bar(
             x=labels, y=ys, name=label, marker_color=color,
-            customdata=[[_pct(y) if key != "cka_mid" else ("n/a" if math.isnan(y) else f"{y:.2f}")]
+            customdata=[[_pct(y) if key != "forget_cka_mean" else ("n/a" if math.isnan(y) else f"{y:.2f}")]
                         for y in ys],
             hovertemplate="%{x}<br>" + label + ": %{customdata[0]}<extra></extra>"))
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%", title="left of the forget set")
@@ -180,15 +180,35 @@ def cka_matrix_heatmap(matrix: Sequence[Sequence[float]], layers: Sequence[str],
                    height=420)
 
 
+BAND_NAME = "Retrain ± tolerance (reference noise)"
+
+
+def tolerance_band(layers: Sequence[str], centre: Sequence[float], tol: Mapping[str, float],
+                   percent: bool = False) -> list[go.Scatter]:
+    """Two traces that shade centre ± tol[layer] over the layers: the reference noise around retrain's
+    line (how far a second retrained model from another seed lands from the first)."""
+    t = [_num(tol.get(layer)) for layer in layers]
+    fmt = ".1%" if percent else ".3f"
+    upper = go.Scatter(x=list(layers), y=[c + d for c, d in zip(centre, t)], mode="lines", line=dict(width=0),
+                       showlegend=False, hoverinfo="skip", legendgroup="band")
+    lower = go.Scatter(x=list(layers), y=[c - d for c, d in zip(centre, t)], mode="lines", line=dict(width=0),
+                       fill="tonexty", fillcolor="rgba(34,34,34,0.12)", name=BAND_NAME, legendgroup="band",
+                       customdata=t, hovertemplate=f"%{{x}}: retrain ± %{{customdata:{fmt}}}<extra>reference noise</extra>")
+    return [upper, lower]
+
+
 def layer_lines(values: Mapping[str, Mapping[str, float] | None], layers: Sequence[str],
                 title: str | None = None, y_title: str = "", percent: bool = True,
                 chance: float | None = None, floor: str | None = "retrain",
-                y_range: tuple[float, float] = (0.0, 1.05)) -> go.Figure:
+                y_range: tuple[float, float] = (0.0, 1.05), band: Mapping[str, float] | None = None) -> go.Figure:
     """One line per run over the layers (probe recovery, per-layer CKA ...).
 
     The `floor` run (retrain: the model that never saw the forget set) is drawn dashed black, the
-    original dotted grey; `chance` adds a horizontal chance line."""
+    original dotted grey; `band` ({layer: tolerance}) shades the floor's line ± the tolerance (the
+    reference noise); `chance` adds a horizontal chance line."""
     fig = go.Figure()
+    if band and values.get(floor):
+        fig.add_traces(tolerance_band(layers, [_num(values[floor].get(layer)) for layer in layers], band, percent))
     for name, per_layer in values.items():
         per_layer = per_layer or {}
         ys = [_num(per_layer.get(layer)) for layer in layers]

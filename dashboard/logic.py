@@ -64,9 +64,92 @@ def method_runs(results: Mapping) -> list[str]:
     return [n for n in run_names(results) if n not in REFERENCE]
 
 
-# The headline of a run and of a results file: engine/results.py (cka_mid is THE inner forget CKA).
+# The headline of a run and of a results file: engine/results.py. THE distance to retrain is the largest
+# |gap| of the forget CKA to the original over the inner layers ("distance", at "worst_layer"); the mean
+# over layers ("forget_cka_mean") is only a labelled detail: a mean lets a kept layer cancel a distorted one.
 run_summary = facts.run_summary
 headline_rows = facts.summary
+layer_gaps, gaps_text, tolerances = facts.layer_gaps, facts.gaps_text, facts.tolerances
+
+DISTANCE_LABEL = "Distance to retrain (worst layer)"
+GAPS_LABEL = "Gap to retrain per layer"
+MEAN_LABEL = "Mean inner forget CKA (detail)"
+DISTANCE_HELP = ("The largest |gap| to retrain over the inner supervision points: the run's forget CKA to the "
+                 "original minus the retrained model's, at the layer where they differ most. (+) the layer keeps "
+                 "more of the original than retrain (superficial); (−) it is pushed further from the original than "
+                 "retrain (distorted). 0 = like retrain, the goal.")
+GAPS_HELP = ("Signed gap to retrain at every supervision point (+ keeps more of the original, − pushed past "
+             "retrain); the last point, after the bar, is shown apart: logit-level methods change it on purpose.")
+
+
+def distance_text(worst: Mapping, digits: int = 3) -> str:
+    """'0.427 at block4 (−)': a distance to retrain (a run_summary row, or distance() of probe gaps), the
+    layer where it is and the sign of the gap there; '0 (reference)' for retrain itself, 'n/a' unknown."""
+    if worst.get("name") == "retrain":
+        return "0 (reference)"
+    d, g = num(worst.get("distance")), num(worst.get("worst_gap"))
+    if d is None or g is None:
+        return "n/a"
+    return f"{d:.{digits}f} at {worst.get('worst_layer')} ({'+' if g >= 0 else '−'})"
+
+
+def probe_distance_text(row: Mapping) -> str:
+    """distance_text of a row's linear-probe recovery (its probe_gaps)."""
+    if row.get("name") == "retrain":
+        return "0 (reference)"
+    return distance_text(facts.distance(row.get("probe_gaps") or []))
+
+
+def reading_gaps(gaps: Mapping | None, tols: Mapping | None, points: Sequence[str]) -> list[dict]:
+    """A {point: signed gap} reading (a sweep trial's "gaps" and "tolerances") in layer_gaps' shape."""
+    inner = set(inner_layers(points))
+    out = []
+    for p in points:
+        g, t = num((gaps or {}).get(p)), num((tols or {}).get(p))
+        out.append({"point": p, "inner": p in inner, "gap": g, "tol": t,
+                    "within": None if g is None or t is None else abs(g) <= t + 1e-12})
+    return out
+
+
+SAME = 1e-3  # gaps whose sizes differ by less than this are read as the same
+
+
+def layer_strip(gaps: Sequence[Mapping], default_gaps: Sequence[Mapping] | None = None) -> list[dict]:
+    """Per supervision point of one run (layer_gaps or reading_gaps), read against retrain and against a
+    default run of the same scenario: {"point", "inner", "gap", "tol", "within", "default_gap", "closer"}
+    with closer "closer" / "further" / "same" (|gap| against the default's |gap|) or None (unknown)."""
+    by_point = {g["point"]: g for g in default_gaps or []}
+    out = []
+    for g in gaps:
+        d = num((by_point.get(g["point"]) or {}).get("gap"))
+        a = num(g.get("gap"))
+        closer = None
+        if a is not None and d is not None:
+            diff = abs(a) - abs(d)
+            closer = "same" if abs(diff) < SAME else ("closer" if diff < 0 else "further")
+        out.append({"point": g["point"], "inner": g["inner"], "gap": a, "tol": num(g.get("tol")),
+                    "within": g.get("within"), "default_gap": d, "closer": closer})
+    return out
+
+
+def strip_rows(strip: Sequence[Mapping], this: str, default: str | None = None) -> list[dict]:
+    """The rows of a per-layer strip table (one column per supervision point, the last marked): this
+    run's gap to retrain, the default's, which is closer, and whether this run is within tolerance."""
+    col = {s["point"]: s["point"] + ("" if s["inner"] else " (last)") for s in strip}
+
+    def signed(v):
+        return "n/a" if v is None else f"{v:+.3f}"
+
+    def within(s):
+        if s["within"] is None or s["tol"] is None:
+            return "n/a"
+        return ("yes" if s["within"] else "no") + f" (±{s['tol']:.3f})"
+    rows = [{"": f"{this}: gap to retrain", **{col[s["point"]]: signed(s["gap"]) for s in strip}}]
+    if default is not None:
+        rows.append({"": f"{default}: gap to retrain", **{col[s["point"]]: signed(s["default_gap"]) for s in strip}})
+        rows.append({"": f"{this} vs {default}", **{col[s["point"]]: s["closer"] or "n/a" for s in strip}})
+    rows.append({"": f"{this}: within tolerance", **{col[s["point"]]: within(s) for s in strip}})
+    return rows
 
 
 NOISE = facts.NOISE_RUN  # the training-noise reference (engine/results.py): another seed's original
@@ -89,6 +172,21 @@ def seed_band_text(results: Mapping, layers: Sequence[str], split: str = "forget
             f"original ({', '.join(layers)}; the “Original, other seed” row). Differences smaller than what "
             "reseeding alone changes are not evidence of forgetting or of keeping; retrain's distance from the "
             "original means something where it is larger.")
+
+
+def tolerance_text(results: Mapping) -> str:
+    """One sentence on the reference noise, the tolerance of every gap to retrain: per layer, how far a
+    second retrained model (another seed) lands from the first, or the assumed tolerance when none was
+    measured."""
+    tols, measured = tolerances(results)
+    if not measured:
+        return (f"Tolerance (reference noise): assumed {facts.ASSUMED_TOLERANCE['cka']:.2f} per layer, no second "
+                "retrain measured.")
+    seed = (results.get("retrain_band") or {}).get("seed")
+    vals = " / ".join(dec(v, 3) for v in tols.values())
+    return ("Tolerance (reference noise): a second retrained model, trained from another seed"
+            + (f" ({seed})" if seed is not None else "") + f", lands {vals} from the first ({', '.join(tols)}; at "
+            "least 0.01): two honest retrainings differ that much, so a gap to retrain within it is like retrain.")
 
 
 def per_layer(results: Mapping, field: str, split: str | None = None,
@@ -148,7 +246,8 @@ def forget_label(scenario: Mapping | None) -> str:
 def teaching_baseline(results: Mapping, tolerance: float = 0.05) -> str | None:
     """The baseline that best shows superficial forgetting: among the plain baselines (not EC, not
     an EC plug-in, not the references), those whose forget accuracy is within `tolerance` of the
-    closest one to retrain's; of these, the one with the highest mean inner-layer CKA. A baseline whose
+    closest one to retrain's; of these, the one whose worst inner layer keeps most of the original (the
+    largest positive worst_gap: the most superficial). A baseline whose
     calibration found no setting reaching logit-level forgetting is passed over while another is left."""
     rows = {r["name"]: r for r in headline_rows(results)}
     target = (rows.get("retrain") or {}).get("forget_acc")
@@ -163,7 +262,7 @@ def teaching_baseline(results: Mapping, tolerance: float = 0.05) -> str | None:
     gaps = {r["name"]: abs(r["forget_acc"] - target) for r in cands}
     best_gap = min(gaps.values())
     close = [r for r in cands if gaps[r["name"]] <= best_gap + tolerance]
-    return max(close, key=lambda r: (r["cka_mid"] if r["cka_mid"] is not None else -1.0, -gaps[r["name"]]))["name"]
+    return max(close, key=lambda r: (r["worst_gap"] if r["worst_gap"] is not None else -1.0, -gaps[r["name"]]))["name"]
 
 
 def strongest_layer(values: Mapping | None, layers: Sequence[str]) -> tuple[str | None, float | None]:

@@ -1,7 +1,9 @@
 """Retrain as the zero point: signed differences to the retrained model, verdicts and warnings.
 
-Forgetting is judged against the model retrained without the forget data (the gold standard).
-Closer to retrain is better. A run pushed further from the original than retrain is (lower CKA
+Forgetting is judged against the model retrained without the forget data (the gold standard),
+layer by layer: at each supervision point the run's gap to retrain is read against that point's
+tolerance (how far a second retrained model from another seed lands from the first; engine/results.py
+`tolerances`). Closer to retrain is better. A run pushed further from the original than retrain is (lower CKA
 than retrain's, a probe below retrain's, damaged accuracy) is distorted, not forgotten, and is
 flagged as such rather than rewarded. Pure functions on plain dicts (no Streamlit, no torch).
 """
@@ -10,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from .figures import display_name
-from . import calibration, runinfo
+from . import calibration, facts, runinfo
 from .text import md
-from .logic import REFERENCE, excess, headline_rows, inner_layers, num
+from .logic import REFERENCE, excess, headline_rows, layer_gaps, num
 
-CKA_MARGIN = 0.02  # a per-layer CKA difference to retrain below this is "like retrain"
-PROBE_MARGIN = 0.05  # probe recovery below retrain's by more than this = information destroyed
+ASSUMED_TOLERANCE = facts.ASSUMED_TOLERANCE["cka"]  # a point's tolerance where no second retrain was measured
 RETAIN_DROP = 0.05  # retain accuracy more than 5 points below the original's = damaging
 FORGET_TOL = 0.05  # forget accuracy within 5 points of retrain's (the sweeps' feasibility rule)
+EPS = 1e-12  # a gap equal to its tolerance is within it (engine/results.py layer_gaps reads it so too)
 KEPT_SHARE = 0.5  # a layer that keeps more than half of the original-minus-retrain gap is "kept"
 
 
@@ -27,36 +29,35 @@ def to_retrain(per_layer: Mapping[str, Mapping | None], layers: Sequence[str]) -
     return {n: excess(v, floor, layers) for n, v in per_layer.items()}
 
 
-def layer_state(run_cka: float | None, retrain_cka: float | None, original_cka: float = 1.0) -> str | None:
-    """One inner layer's forget-CKA to the original, read against retrain's at that layer:
+def layer_state(run_cka: float | None, retrain_cka: float | None, tol: float = ASSUMED_TOLERANCE,
+                original_cka: float = 1.0) -> str | None:
+    """One inner layer's forget-CKA to the original, read against retrain's at that layer and the
+    layer's tolerance `tol` (reference noise: a second retrain's distance from the first):
 
     'kept'  the run keeps more than half of what separates the original from retrain (and more than
-            the margin): the layer still computes much of what it did before unlearning;
-    'past'  the run is further from the original than retrain by more than the margin: distorted;
+            the tolerance): the layer still computes much of what it did before unlearning;
+    'past'  the run is further from the original than retrain by more than the tolerance: distorted;
     'near'  otherwise (like retrain). Meaningful for any retrain value: where retrain stays at 0.99,
             no run can be 'kept' there, because the layer barely separates the two models."""
     v, r = num(run_cka), num(retrain_cka)
     if v is None or r is None:
         return None
     d = v - r
-    if d < -CKA_MARGIN:
+    if d < -tol - EPS:
         return "past"
-    if d > max(CKA_MARGIN, KEPT_SHARE * (original_cka - r)):
+    if d > max(tol, KEPT_SHARE * (original_cka - r)) + EPS:
         return "kept"
     return "near"
 
 
 def layer_states(results: Mapping, name: str) -> dict[str, str]:
-    """{inner layer: 'kept' | 'near' | 'past'} of one run's forget CKA to the original vs retrain's."""
-    runs = results.get("runs") or {}
-    inner = inner_layers(results.get("layers") or [])
-    get = lambda n: ((runs.get(n) or {}).get("cka_vs_original") or {}).get("forget") or {}  # noqa: E731
-    run, ret = get(name), get("retrain")
+    """{inner layer: 'kept' | 'near' | 'past'} of one run's forget CKA to the original vs retrain's,
+    each against its layer's tolerance."""
     out = {}
-    for layer in inner:
-        s = layer_state(run.get(layer), ret.get(layer))
+    for g in layer_gaps(results, name):
+        s = layer_state(g["value"], g["retrain"], g["tol"]) if g["inner"] else None
         if s is not None:
-            out[layer] = s
+            out[g["point"]] = s
     return out
 
 
@@ -68,9 +69,14 @@ def flags(row: Mapping, original: Mapping | None, retrain: Mapping | None,
     'forget off retrain'  forget accuracy more than FORGET_TOL away from retrain's (either way);
     'did not reach logit-level forgetting'  calibration found no setting near retrain's forget accuracy
         (the row carries the run's "calibration" block, see rows_vs_retrain);
-    'past retrain'  inner CKA pushed beyond retrain's (distorted, not forgotten);
-    'probe below retrain'  a linear probe recovers less than from retrain: features destroyed;
-    'superficial'  an inner layer keeps most of the original (see layer_state)."""
+    'past retrain'  an inner layer's CKA pushed beyond retrain's by more than its tolerance (distorted,
+        not forgotten);
+    'probe below retrain'  at some inner layer a linear probe recovers less than from retrain, by more
+        than the probe's tolerance: features destroyed;
+    'superficial'  an inner layer keeps most of the original (see layer_state);
+    'above retrain'  otherwise, an inner layer keeps more of the original than retrain by more than its
+        tolerance (less than 'superficial'). A run with none of the last four is within the tolerance of
+        retrain at every inner layer."""
     if row.get("name") in REFERENCE:
         return []
     out = []
@@ -85,11 +91,12 @@ def flags(row: Mapping, original: Mapping | None, retrain: Mapping | None,
     states = dict(states or {})
     if "past" in states.values():
         out.append("past retrain")
-    pm, rpm = num(row.get("probe_mid")), num((retrain or {}).get("probe_mid"))
-    if pm is not None and rpm is not None and rpm - pm > PROBE_MARGIN:
+    if any(g["inner"] and g["within"] is False and g["gap"] < 0 for g in row.get("probe_gaps") or []):
         out.append("probe below retrain")
     if "kept" in states.values():
         out.append("superficial")
+    elif any(g["inner"] and g["within"] is False and g["gap"] > 0 for g in row.get("gaps") or []):
+        out.append("above retrain")
     return out
 
 
@@ -110,31 +117,24 @@ def verdict(row_flags: Sequence[str], role: str = "method") -> str:
 
 
 def rows_vs_retrain(results: Mapping) -> list[dict]:
-    """headline_rows with the retrain-centred fields added to every row:
-    cka_delta / probe_delta / forget_delta (signed, run minus retrain; retrain is 0), retain_drop
-    (original minus run), cka_distance (mean |per-layer CKA difference| over the inner layers),
-    calibration (the run's block or None), setting (its calibration_text), layer_states, flags,
-    damaging and verdict."""
+    """headline_rows (the per-layer headline: distance to retrain at the worst inner layer, the gaps per
+    point) with the retrain-centred fields added to every row: forget_delta (signed, run minus retrain;
+    retrain is 0), retain_drop (original minus run), calibration (the run's block or None), setting (its
+    calibration_text), layer_states, flags, damaging and verdict."""
     rows = headline_rows(results)
     by = {r["name"]: r for r in rows}
     orig, ret = by.get("original"), by.get("retrain")
     runs = results.get("runs") or {}
-    inner = inner_layers(results.get("layers") or [])
-    floor = ((runs.get("retrain") or {}).get("cka_vs_original") or {}).get("forget")
 
     def diff(a, b):
         a, b = num(a), num(b)
         return None if a is None or b is None else a - b
 
     for r in rows:
-        r["cka_delta"] = diff(r["cka_mid"], (ret or {}).get("cka_mid"))
-        r["probe_delta"] = diff(r["probe_mid"], (ret or {}).get("probe_mid"))
         r["forget_delta"] = diff(r["forget_acc"], (ret or {}).get("forget_acc"))
         r["retain_drop"] = diff((orig or {}).get("retain_acc"), r["retain_acc"])
         r["original_retain_acc"] = (orig or {}).get("retain_acc")  # what the warnings quote
         r["retrain_forget_acc"] = (ret or {}).get("forget_acc")
-        d = excess(((runs.get(r["name"]) or {}).get("cka_vs_original") or {}).get("forget"), floor, inner)
-        r["cka_distance"] = sum(abs(v) for v in d.values()) / len(d) if d else None
         r["calibration"] = calibration.block(runs.get(r["name"]))
         r["setting"] = calibration.calibration_text(r)
         r["layer_states"] = layer_states(results, r["name"])
@@ -147,7 +147,8 @@ def rows_vs_retrain(results: Mapping) -> list[dict]:
 def overview_sentence(rows: Sequence[Mapping], inner: Sequence[str]) -> str | None:
     """The Overview's one data-driven sentence, from rows_vs_retrain: how many methods reach
     retrain's forget accuracy, and of those, which keep inner layers (superficial), which are pushed
-    past retrain (distorted) and which stay close to it, judged layer by layer."""
+    past retrain (distorted) and which stay within the tolerance of retrain at every inner layer, judged
+    layer by layer."""
     ret = next((r for r in rows if r["name"] == "retrain"), None)
     methods = [r for r in rows if r["role"] == "method"]
     if ret is None or ret.get("forget_acc") is None or not methods:
@@ -156,11 +157,13 @@ def overview_sentence(rows: Sequence[Mapping], inner: Sequence[str]) -> str | No
              and r["forget_acc"] is not None]
     groups = {
         "keep more than half of what separates the original from retrain at some inner layer (superficial)":
-            [r for r in looks if "kept" in r["layer_states"].values()],
-        f"are pushed past retrain by more than {CKA_MARGIN:.2f} CKA at some inner layer (distorted, not forgotten)":
-            [r for r in looks if "past" in r["layer_states"].values() and "kept" not in r["layer_states"].values()],
-        f"stay within {CKA_MARGIN:.2f} of retrain's CKA at every inner layer (closest to retrain)":
-            [r for r in looks if r["layer_states"] and set(r["layer_states"].values()) == {"near"}],
+            [r for r in looks if "superficial" in r["flags"]],
+        "are pushed past retrain by more than its tolerance at some inner layer (distorted, not forgotten)":
+            [r for r in looks if "past retrain" in r["flags"] and "superficial" not in r["flags"]],
+        "keep somewhat more of the original than retrain, beyond its tolerance, at some inner layer":
+            [r for r in looks if "above retrain" in r["flags"] and "past retrain" not in r["flags"]],
+        "stay within the tolerance of retrain at every inner layer (closest to retrain)":
+            [r for r in looks if r["within"]],
     }
     parts = []
     for text, group in groups.items():
@@ -174,17 +177,11 @@ def overview_sentence(rows: Sequence[Mapping], inner: Sequence[str]) -> str | No
         + "; ".join(parts) + "."
 
 
-def uninformative_layers(results: Mapping, margin: float = CKA_MARGIN) -> list[str]:
-    """Inner layers where retrain's forget CKA to the original is within `margin` of 1: there the
-    layer barely separates a model that saw the forget set from one that did not."""
-    runs = results.get("runs") or {}
-    ret = ((runs.get("retrain") or {}).get("cka_vs_original") or {}).get("forget") or {}
-    out = []
-    for layer in inner_layers(results.get("layers") or []):
-        v = num(ret.get(layer))
-        if v is not None and 1.0 - v <= margin + 1e-9:
-            out.append(layer)
-    return out
+def uninformative_layers(results: Mapping) -> list[str]:
+    """Inner layers where retrain's forget CKA to the original is within the layer's tolerance of 1:
+    there the layer barely separates a model that saw the forget set from one that did not."""
+    return [g["point"] for g in layer_gaps(results, "retrain")
+            if g["inner"] and g["retrain"] is not None and 1.0 - g["retrain"] <= g["tol"] + 1e-9]
 
 
 def compare_rows(results: Mapping) -> list[dict]:

@@ -262,12 +262,9 @@ def _first_results(job: dict) -> None:
                 "All pages fill in when the comparison ends.")
     st.dataframe(pd.DataFrame([{
         "Run": fmt_run(r["name"]), "Forget acc": as_pct(r["forget_acc"]), "Retain acc": as_pct(r["retain_acc"]),
-        "Forget CKA (inner)": r["cka_mid"], "CKA − retrain": r["cka_delta"],
-        "Probe recovery (inner)": as_pct(r["probe_mid"]), "Verdict": r["verdict"]} for r in rows]),
+        **headline_cells(r), "Verdict": r["verdict"]} for r in rows]),
         hide_index=True, width="stretch", key="partial_rows",
-        column_config={"Forget acc": pct_col(), "Retain acc": pct_col(), "Probe recovery (inner)": pct_col(),
-                       "Forget CKA (inner)": st.column_config.NumberColumn(format="%.3f"),
-                       "CKA − retrain": st.column_config.NumberColumn(format="%+.3f")})
+        column_config={"Forget acc": pct_col(), "Retain acc": pct_col(), **headline_columns()})
     run_warnings(methods)
 
 
@@ -314,6 +311,29 @@ def pct_col(help: str | None = None):
 def as_pct(v):
     """Fraction -> percent for tables (None stays None)."""
     return None if v is None else 100.0 * float(v)
+
+
+PROBE_LABEL = "Probe distance to retrain (worst layer)"
+
+
+def headline_cells(r: dict) -> dict:
+    """The per-layer headline of one row (verdict.rows_vs_retrain) as table cells: the distance to
+    retrain at the worst inner layer and the signed gap at every point (HEADLINE_COLUMNS says what
+    they are)."""
+    return {logic.DISTANCE_LABEL: logic.distance_text(r), logic.GAPS_LABEL: logic.gaps_text(r.get("gaps") or [])}
+
+
+def headline_columns() -> dict:
+    """The column_config of headline_cells' columns and of the labelled details next to them."""
+    return {logic.DISTANCE_LABEL: st.column_config.TextColumn(help=logic.DISTANCE_HELP),
+            logic.GAPS_LABEL: st.column_config.TextColumn(help=logic.GAPS_HELP),
+            PROBE_LABEL: st.column_config.TextColumn(
+                help="The same for linear-probe recovery of forget-class test samples: the largest |gap| to "
+                     "retrain's probe accuracy over the inner layers. (−): features destroyed beyond retrain."),
+            logic.MEAN_LABEL: st.column_config.NumberColumn(
+                format="%.3f", help="A detail, not the headline: the mean forget CKA to the original over the "
+                                    "inner layers. A mean lets a layer that kept the class cancel one distorted "
+                                    "past retrain; the distance to retrain is read at the worst layer.")}
 
 
 def fmt_run(name: str) -> str:
@@ -403,8 +423,7 @@ def _history_rows(entries: list[dict]) -> list[dict]:
         r = rows.get(h["name"]) or {}
         out.append({"": h.get("tag", ""), "Job": h["job"], "Settings": h["settings"],
                     "Forget acc": as_pct(r.get("forget_acc")), "Retain acc": as_pct(r.get("retain_acc")),
-                    "CKA − retrain": r.get("cka_delta"), "Probe − retrain": as_pct(r.get("probe_delta")),
-                    "Verdict": r.get("verdict", ""), "Finished": logic.fmt_time(h.get("finished"))})
+                    **headline_cells(r), "Verdict": r.get("verdict", ""), "Finished": logic.fmt_time(h.get("finished"))})
     return out
 
 
@@ -422,13 +441,36 @@ def scenario_history(job: dict, res: dict, limit: int = 12) -> None:
     tagged = runinfo.tag_history(hist, job["id"], dflt)[:limit]
     name = text.md(figures.display_name(label))  # run names come from results files: plain text
     st.subheader(f"{name} on this scenario: settings vs results")
+    default = next((h for h in tagged if "default settings" in h["tag"]), None)
+    layer_strip(res, label, default, key=f"strip_{job['id']}")
     if len(tagged) <= 1:
         st.caption(f"No other {name} run of this scenario yet (default settings: {text.md(dflt)}). "
                    "Queue one from Launch and tune to compare.")
     rows = _history_rows(tagged)
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=f"hist_{job['id']}",
-                 column_config={"Forget acc": pct_col(), "Retain acc": pct_col(),
-                                "CKA − retrain": st.column_config.NumberColumn(format="%+.3f"),
-                                "Probe − retrain": st.column_config.NumberColumn(format="%+.1f%%")})
-    st.caption(f"Closer to 0 in CKA − retrain is better (0 = like the retrained model). Default settings: "
-               f"{text.md(dflt)}.")
+                 column_config={"Forget acc": pct_col(), "Retain acc": pct_col(), **headline_columns()})
+    st.caption(f"Each run is read at its worst inner layer: the smaller the distance to retrain, the closer to the "
+               f"model that never saw the forget set (0 = like retrain). Default settings: {text.md(dflt)}.")
+
+
+STRIP_COLOURS = {"closer": "#d9f0d3", "further": "#fddbc7", "yes": "#d9f0d3", "no": "#fddbc7"}
+
+
+def _strip_colour(cell) -> str:
+    c = STRIP_COLOURS.get(str(cell).split(" ")[0])
+    return f"background-color: {c}" if c else ""
+
+
+def layer_strip(res: dict, label: str, default: dict | None, key: str) -> None:
+    """Per supervision point: this run's gap to retrain, the default run's (a scenario_history entry
+    with the default settings, or None), which is closer to retrain, and whether this run is within
+    the tolerance there: a slider move is read where it acted."""
+    name = figures.display_name(label)
+    strip = logic.layer_strip(logic.layer_gaps(res, label),
+                              logic.layer_gaps(default["results"], label) if default else None)
+    rows = logic.strip_rows(strip, "This run", f"Default {name}" if default else None)
+    st.dataframe(pd.DataFrame(rows).style.map(_strip_colour), hide_index=True, width="stretch", key=key)
+    against = (f"the default {text.md(name)} is job {text.code(default['job'])}" if default else
+               f"no run of the default {text.md(name)} on this scenario yet (queue one to compare layer by layer)")
+    st.caption(f"Per supervision point, against retrain: {against}. “closer” = this run's gap to retrain is "
+               f"smaller there than the default's. " + text.md(logic.tolerance_text(res)))

@@ -32,6 +32,9 @@ CLASSES = [str(i) for i in range(10)]
 FORGET = 3
 METHODS = ["ft", "ga", "neggrad_plus", "rl", "l1_sparse", "salun", "scrub", "boundary_shrink", "cu", "ec"]
 SEED_BAND = [0.98, 0.96, 0.93, 0.85]  # CKA of a reseeded original to the original, per layer
+# a second retrained model (another seed), per layer: its forget CKA to the original and probe recovery; the
+# tolerance of every gap to retrain is how far it lands from retrain (cka 0.02 / 0.03 / 0.03 / 0.03)
+RETRAIN_BAND = ([0.95, 0.81, 0.49, 0.33], [0.87, 0.66, 0.31, 0.10])
 NOT_REACHED = "boundary_shrink"  # the comparison's method whose calibration found no setting that forgets
 
 # name: (forget_acc, retain_acc, test_acc, mia, forget CKA to original per layer, probe per layer)
@@ -192,8 +195,11 @@ def make_results(kind: str, names: list[str], seed: int = 0, plugin_run: str | N
             runs[n]["calibration"] = make_calibration(n, {"lr": hp.get("lr"), "epochs": hp.get("epochs")})
     out = {"kind": kind, "fixture": FIXTURE_NOTE, "scenario": _scenario(), "layers": list(LAYERS), "config": cfg,
            "embedding": "umap", "runs": runs}
-    if kind == "compare":  # the training-noise reference: a second original from another seed
+    if kind == "compare":  # the training-noise reference: a second original from another seed; the reference
+        # noise: a second retrained model from another seed (the run job has neither: tolerances assumed)
         out["seed_band"] = {"seed": 7, "cka_vs_original": {s: dict(zip(LAYERS, SEED_BAND)) for s in ("forget", "retain")}}
+        out["retrain_band"] = {"seed": 8, "cka_vs_original": {"forget": dict(zip(LAYERS, RETRAIN_BAND[0]))},
+                               "probe_forget_acc": dict(zip(LAYERS, RETRAIN_BAND[1]))}
     return out
 
 
@@ -206,8 +212,8 @@ def _coords(name, labels, is_forget, rng, progress=1.0):
     """Synthetic 2-D embedding: class clusters on a circle; an erased forget class dissolves."""
     c = _centers()[labels].copy()
     xy = c + rng.normal(0, 0.8, size=c.shape)
-    cka_mid = np.mean(PROFILES[name][4][:3])
-    erase = (1 - cka_mid) / (1 - np.mean(PROFILES["retrain"][4][:3])) * progress  # 0 = intact, ~1 = like retrain
+    forget_cka_mean = np.mean(PROFILES[name][4][:3])
+    erase = (1 - forget_cka_mean) / (1 - np.mean(PROFILES["retrain"][4][:3])) * progress  # 0 = intact, ~1 = like retrain
     f = is_forget
     if f.any():
         targets = _centers()[rng.choice([5, 8, 9], size=int(f.sum()))]

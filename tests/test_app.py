@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import app as dashboard_app, launch_spec, logic
+from dashboard import app as dashboard_app, launch_spec, logic, text
 from tests import fixtures_store as FS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,10 +103,10 @@ def test_overview_headline_rows_and_numbers(store):
     assert len(df) == 2 + len(FS.METHODS)
     ec = df[df["Run"] == "EC"].iloc[0]
     cka = FS.PROFILES["ec"][4]
-    assert ec["Forget CKA (inner)"] == pytest.approx(sum(cka[:3]) / 3, abs=1e-6)
+    assert ec[logic.MEAN_LABEL] == pytest.approx(sum(cka[:3]) / 3, abs=1e-6)  # a labelled detail
     assert ec["Forget acc"] == pytest.approx(100 * FS.PROFILES["ec"][0])  # shown in %
     assert ec["Retain acc"] == pytest.approx(100 * FS.PROFILES["ec"][1])
-    assert ec["Probe recovery (inner)"] == pytest.approx(100 * sum(FS.PROFILES["ec"][5][:3]) / 3)
+    assert ec["Probe distance to retrain (worst layer)"] == "0.070 at block2 (−)"  # probe 0.55 vs retrain 0.62
     assert "Superficial forgetting" in texts(at)
     assert [m.value for m in at.metric][:3] == ["digits", "small_cnn", "class 3"]
 
@@ -135,7 +135,7 @@ def test_newer_comparison_in_progress_is_announced(store):
     job = api().submit("compare", {"preset": "digits", "methods": ["ec", "ft"]})
     at = app("layers")
     assert f"A newer comparison (job `{job['id']}`) is queued" in texts(at)
-    assert len(at.get("plotly_chart")) == 3  # the older finished comparison is still shown
+    assert len(at.get("plotly_chart")) == 4  # the older finished comparison is still shown
 
 
 def test_missing_optional_arrays(store):
@@ -383,9 +383,10 @@ def test_teach_numbers_come_from_results(store):
     b = logic.run_summary(res, base)
     assert base == "scrub" and "SCRUB" in t
     assert logic.pct(b["forget_acc"]) in t and logic.pct(b["retain_acc"]) in t
-    assert f"**{logic.dec(b['cka_mid'])}**" in t
-    r = logic.run_summary(res, "retrain")
-    assert f"**{logic.dec(r['cka_mid'])}**" in t and logic.pct(r["probe_mid"]) in t
+    assert f"**{text.md(logic.distance_text(b))}**" in t and text.md(logic.gaps_text(b["gaps"])) in t
+    retrain_cka = " / ".join(logic.dec(v, 3) for v in FS.PROFILES["retrain"][4][:3])
+    retrain_probe = " / ".join(logic.pct(v) for v in FS.PROFILES["retrain"][5][:3])
+    assert f"**{retrain_cka}**" in t and f"**{retrain_probe}**" in t
 
 
 def test_no_worker_started_and_no_torch_in_pages(store):
@@ -422,8 +423,15 @@ def test_layers_default_view_is_centred_on_retrain(store):
     assert rows["Retrain (ref)"] == [0, 0, 0, 0]
     ec = [a - b for a, b in zip(FS.PROFILES["ec"][4], FS.PROFILES["retrain"][4])]
     assert rows["EC"] == [pytest.approx(v) for v in ec]
-    probe = json.loads(at.get("plotly_chart")[2].proto.spec)
-    assert probe["data"][0]["name"] == "Retrain (0)" and probe["data"][0]["y"] == [0, 0, 0, 0]
+    gaps = json.loads(at.get("plotly_chart")[1].proto.spec)  # the gaps per layer, retrain ± its tolerance
+    band = [t for t in gaps["data"] if t.get("name") == "Retrain ± tolerance (reference noise)"][0]
+    tol = [abs(a - b) for a, b in zip(FS.RETRAIN_BAND[0], FS.PROFILES["retrain"][4])]
+    assert band["y"] == [pytest.approx(-v) for v in tol] and band["fill"] == "tonexty"
+    assert "another seed (8), lands 0.020 / 0.030 / 0.030 / 0.030 from the first" in texts(at)
+    distance = at.dataframe[0].value
+    assert distance[distance["Run"] == "EC"].iloc[0][logic.DISTANCE_LABEL] == "0.080 at block2 (−)"
+    probe = json.loads(at.get("plotly_chart")[3].proto.spec)
+    assert probe["data"][2]["name"] == "Retrain (0)" and probe["data"][2]["y"] == [0, 0, 0, 0]
     # the training-noise row: a reseeded original, read against retrain like every run
     noise = [a - b for a, b in zip(FS.SEED_BAND, FS.PROFILES["retrain"][4])]
     assert hm["y"][-1] == "Original, other seed (ref)" and hm["z"][-1] == [pytest.approx(v) for v in noise]
@@ -436,6 +444,9 @@ def test_teach_chart_draws_the_training_noise_line(store):
     traces = [t for c in at.get("plotly_chart") for t in json.loads(c.proto.spec)["data"]]
     noise = next(t for t in traces if t.get("name") == "Original, other seed (training noise)")
     assert noise["y"] == [pytest.approx(v) for v in FS.SEED_BAND]
+    band = next(t for t in traces if t.get("name") == "Retrain ± tolerance (reference noise)")
+    assert band["y"][0] == pytest.approx(FS.PROFILES["retrain"][4][0] - 0.02)
+    assert "The grey band around Retrain's line: Tolerance (reference noise): a second retrained model" in texts(at)
 
 
 def test_overview_reads_against_retrain_and_warns_about_damage(store):
@@ -443,11 +454,12 @@ def test_overview_reads_against_retrain_and_warns_about_damage(store):
     at = app("overview")
     df = at.dataframe[0].value
     row = df[df["Run"] == "EC"].iloc[0]
-    cka = FS.PROFILES["ec"][4][:3]
-    assert row["CKA − retrain"] == pytest.approx(sum(cka) / 3 - sum(FS.PROFILES["retrain"][4][:3]) / 3)
+    assert row[logic.DISTANCE_LABEL] == "0.080 at block2 (−)"  # 0.70 vs retrain's 0.78
+    assert row[logic.GAPS_LABEL] == "block1 -0.020, block2 -0.080, block3 -0.070 | block4 -0.030"
     assert "past retrain" in row["Verdict"]
     assert "superficial" in df[df["Run"] == "SCRUB"].iloc[0]["Verdict"]
-    assert df[df["Run"] == "Retrain (reference)"].iloc[0]["CKA − retrain"] == 0
+    assert df[df["Run"] == "Retrain (reference)"].iloc[0][logic.DISTANCE_LABEL] == "0 (reference)"
+    assert "CKA − retrain" not in df.columns
     t = texts(at)
     assert "more than 0.10 above" not in t
     assert "(superficial): " in t and "SCRUB" in t.split("(superficial): ")[1].split(";")[0]
@@ -505,11 +517,11 @@ def test_teach_prefers_the_teach_preset_and_honours_the_sidebar(store):
     t = texts(at)
     assert f"job `{job['id']}`" in t and "preset **teach**" in t and "class **3**" in t and "seed **0**" in t
     assert "Gabor-like patch" in t
-    # the gap the walk is about: the baseline's inner CKA above retrain's, from this fixture's numbers
+    # the gap the walk is about: the baseline's worst inner layer above retrain's, from this fixture's numbers
     rows = {r["name"]: r for r in logic.headline_rows(res)}
     base = logic.teaching_baseline(res)
-    gap = rows[base]["cka_mid"] - rows["retrain"]["cka_mid"]
-    assert abs(gap) > 0.01 and f"{gap:+.3f}" in t and "Difference to retrain" in t
+    assert f"Distance to retrain (the largest gap in forget CKA over block1, block2, block3; 0 = like retrain" in t
+    assert f"{text.md(logic.distance_text(rows[base]))}, EC {text.md(logic.distance_text(rows['ec']))}." in t
     at = app("teach", state={"results_job": ids["compare"], "_results_auto": False})
     t = texts(at)
     assert f"job `{ids['compare']}`" in t and "picked in the sidebar" in t and "Gabor-like" not in t
@@ -645,3 +657,40 @@ def test_job_page_says_whether_the_run_used_a_calibrated_setting(store):
     assert NOT_REACHED in df[df["Run"] == "Boundary shrink"].iloc[0]["Verdict"]
     at = app("launch", query={"job": ids["run"]})
     assert "**FT + EC**: Not calibrated: these results predate calibration" in texts(at)
+
+
+def _ec_run_job(weights, gaps, finished):
+    """A finished single EC run of the fixture's scenario (TEST FIXTURE numbers): its forget CKA is retrain's
+    plus `gaps` per point; `weights` None = the default settings."""
+    from engine import store as engine_store
+    over = {"method": "ec"} if weights is None else {"method": "ec", "ec": {"weights": weights}}
+    job = api().submit("run", {"preset": "digits", "overrides": over})
+    res = FS.make_results("run", ["ec"])
+    run = res["runs"]["ec"]
+    run["params"] = {} if weights is None else {"ec": {"weights": weights, "tau": 0.7, "lambda_cu": 1.0,
+                                                       "lambda_ce": 1.0}}
+    run["cka_vs_original"]["forget"] = {p: r + g for p, r, g in zip(FS.LAYERS, FS.PROFILES["retrain"][4], gaps)}
+    engine_store.atomic_write_json(engine_store.run_dir(job["id"], create=True) / "results.json", res)
+    FS._set_job(job["id"], "done", finished - 10, finished - 9, finished)
+    return job["id"]
+
+
+def test_launch_strip_reads_a_run_layer_by_layer_against_the_default_ec(store):
+    store("full")
+    now = FS.time.time()
+    default = _ec_run_job(None, [0.04, -0.02, 0.03, 0.01], now - 100)
+    tuned = _ec_run_job([0.0, 2.0, 2.0, 1.0], [0.01, -0.05, 0.10, 0.0], now - 50)
+    at = app("launch", query={"job": tuned})
+    strip = at.dataframe[1].value
+    rows = {r[""]: r for r in strip.to_dict("records")}
+    assert rows["This run: gap to retrain"]["block2"] == "-0.050"
+    assert rows["Default EC: gap to retrain"]["block2"] == "-0.020"
+    assert [rows["This run vs Default EC"][c] for c in ("block1", "block2", "block3", "block4 (last)")] == \
+        ["closer", "further", "further", "closer"]
+    assert [rows["This run: within tolerance"][c] for c in ("block1", "block2", "block3", "block4 (last)")] == \
+        ["yes (±0.020)", "no (±0.020)", "no (±0.020)", "yes (±0.020)"]
+    t = texts(at)
+    assert f"the default EC is job `{default}`" in t and "assumed 0.02 per layer, no second retrain measured" in t
+    assert "on average" not in t
+    history = at.dataframe[2].value
+    assert list(history[logic.DISTANCE_LABEL])[:2] == ["0.100 at block3 (+)", "0.040 at block1 (+)"]

@@ -28,20 +28,76 @@ def test_inner_layers():
 def test_run_summary_uses_inner_layers_only():
     res = _res({"ec": _run(0.0, [0.9, 0.6, 0.3, 0.0], [0.8, 0.5, 0.2, 1.0])})
     s = L.run_summary(res, "ec")
-    assert s["cka_mid"] == pytest.approx(0.6)  # last layer (0.0) left out
-    assert s["probe_mid"] == pytest.approx(0.5)
+    assert s["forget_cka_mean"] == pytest.approx(0.6)  # last layer (0.0) left out
+    assert s["probe_mean"] == pytest.approx(0.5)
     assert s["probe_max"] == pytest.approx(0.8)
     assert s["role"] == "method"
 
 
-def test_headline_rows_order_and_excess():
+def test_headline_rows_order_and_distance():
     res = _res({"ft": _run(0.0, [1, 1, 1, 1]), "original": _run(1.0, [1, 1, 1, 1]),
-                "retrain": _run(0.0, [0.7, 0.7, 0.7, 0.1])})
+                "retrain": _run(0.0, [0.7, 0.6, 0.7, 0.1])})
     rows = L.headline_rows(res)
     assert [r["name"] for r in rows] == ["original", "retrain", "ft"]
     assert [r["role"] for r in rows] == ["reference", "reference", "method"]
-    assert rows[2]["cka_excess"] == pytest.approx(0.3)
-    assert rows[1]["cka_excess"] == pytest.approx(0.0)
+    assert rows[2]["distance"] == pytest.approx(0.4) and rows[2]["worst_layer"] == "block2"
+    assert rows[1]["distance"] == pytest.approx(0.0)
+    assert L.distance_text(rows[2]) == "0.400 at block2 (+)" and L.distance_text(rows[1]) == "0 (reference)"
+    assert L.distance_text({"distance": None}) == "n/a"
+
+
+def _hiding_mean():
+    """EC's gaps to retrain +0.06, -0.43, +0.37 (block1-3): their mean is 0, its worst layer 0.43 away."""
+    return _res({"original": _run(1.0, [1, 1, 1, 1]), "retrain": _run(0.0, [0.5, 0.9, 0.5, 0.3]),
+                 "ec": _run(0.0, [0.56, 0.47, 0.87, 0.3]), "ft": _run(0.0, [0.52, 0.91, 0.51, 0.3])})
+
+
+def test_rows_show_the_worst_layer_where_the_mean_hides_it():
+    from dashboard import verdict as V
+    from dashboard import widgets as W
+    res = _hiding_mean()
+    rows = {r["name"]: r for r in V.rows_vs_retrain(res)}
+    ec = rows["ec"]
+    assert ec["forget_cka_mean"] == pytest.approx(rows["retrain"]["forget_cka_mean"])  # the mean sees nothing
+    cells = W.headline_cells(ec)
+    assert cells[L.DISTANCE_LABEL] == "0.430 at block2 (−)"
+    assert cells[L.GAPS_LABEL] == "block1 +0.060, block2 -0.430, block3 +0.370 | block4 +0.000"
+    assert ec["verdict"] == "past retrain, probe below retrain, superficial"  # block2 distorted, block3 kept
+    assert W.headline_cells(rows["ft"])[L.DISTANCE_LABEL] == "0.020 at block1 (+)"
+    assert rows["ft"]["verdict"] == "close to retrain"  # within the assumed 0.02 at every inner layer
+    assert L.teaching_baseline(res) == "ft"  # EC is never the baseline
+
+
+def test_launch_strip_reads_each_layer_against_the_default_and_the_tolerance():
+    res = _hiding_mean()
+    res["retrain_band"] = {"cka_vs_original": {"forget": dict(zip(LAYERS, [0.53, 0.89, 0.45, 0.3]))}}
+    default = _res({**res["runs"], "ec": _run(0.0, [0.60, 0.80, 0.52, 0.25])})  # same scenario, default EC
+    strip = L.layer_strip(L.layer_gaps(res, "ec"), L.layer_gaps(default, "ec"))
+    assert [s["closer"] for s in strip] == ["closer", "further", "further", "closer"]
+    assert [s["within"] for s in strip] == [False, False, False, True]
+    assert [s["tol"] for s in strip] == pytest.approx([0.03, 0.01, 0.05, 0.01])
+    rows = L.strip_rows(strip, "This run", "Default EC")
+    assert [r[""] for r in rows] == ["This run: gap to retrain", "Default EC: gap to retrain", "This run vs Default EC",
+                                     "This run: within tolerance"]
+    assert rows[0]["block2"] == "-0.430" and rows[1]["block2"] == "-0.100" and rows[2]["block2"] == "further"
+    assert rows[3]["block1"] == "no (±0.030)" and rows[3]["block4 (last)"] == "yes (±0.010)"
+    alone = L.strip_rows(L.layer_strip(L.layer_gaps(res, "ec")), "This run")  # no default run yet
+    assert [r[""] for r in alone] == ["This run: gap to retrain", "This run: within tolerance"]
+    assert L.layer_strip(L.layer_gaps(res, "ec"), L.layer_gaps(res, "ec"))[0]["closer"] == "same"
+
+
+def test_tolerance_text_measured_or_assumed():
+    res = _hiding_mean()
+    assert L.tolerance_text(res) == ("Tolerance (reference noise): assumed 0.02 per layer, no second retrain "
+                                     "measured.")
+    res["retrain_band"] = {"seed": 5, "cka_vs_original": {"forget": dict(zip(LAYERS, [0.53, 0.89, 0.45, 0.3]))}}
+    assert "another seed (5), lands 0.030 / 0.010 / 0.050 / 0.010 from the first" in L.tolerance_text(res)
+
+
+def test_reading_gaps_of_a_sweep_trial():
+    g = L.reading_gaps({"block1": 0.01, "block2": -0.05, "block4": 0.2}, {"block1": 0.02, "block2": 0.02}, LAYERS)
+    assert [x["within"] for x in g] == [True, False, None, None] and [x["inner"] for x in g] == [True] * 3 + [False]
+    assert L.gaps_text(g) == "block1 +0.010, block2 -0.050, block3 n/a | block4 +0.200"
 
 
 def test_teaching_baseline_prefers_close_forget_acc_then_high_cka():

@@ -6,7 +6,9 @@ import plotly.graph_objects as go
 import pytest
 
 from dashboard import compare_figures as CF
+from dashboard import delta_figures as D
 from dashboard import figures as F
+from dashboard import sweep_figures as SF
 from engine.config import METHOD_NAMES
 
 LAYERS = ["block1", "block2", "block3", "block4"]
@@ -69,15 +71,16 @@ def test_pareto_front_hand_case():
 
 
 def test_tradeoff_scatter_highlights_front():
-    rows = [{"name": "ft", "id": "a/ft", "cka_mid": 0.9, "retain_acc": 0.99},
-            {"name": "ec", "id": "a/ec", "cka_mid": 0.5, "retain_acc": 0.98},
-            {"name": "ga", "id": "a/ga", "cka_mid": 0.8, "retain_acc": 0.90}]
+    rows = [{"name": "ft", "id": "a/ft", "worst_gap": 0.4, "worst_layer": "block3", "retain_acc": 0.99},
+            {"name": "ec", "id": "a/ec", "worst_gap": -0.1, "worst_layer": "block2", "retain_acc": 0.98},
+            {"name": "ga", "id": "a/ga", "worst_gap": 0.3, "retain_acc": 0.90}]
     fig = CF.tradeoff_scatter(rows)
     pts = [t for t in fig.data if isinstance(t, go.Scattergl)]
     assert [t.name for t in pts] == ["FT", "EC", "GA"]
     assert pts[0].marker.color == F.method_color("ft")
+    assert pts[1].customdata[0][2] == "block2" and "worst inner layer" in pts[1].hovertemplate
     line = [t for t in fig.data if t.name == "Pareto front"][0]
-    assert list(line.x) == [0.5, 0.9] and list(line.y) == [0.98, 0.99]
+    assert list(line.x) == [-0.1, 0.4] and list(line.y) == [0.98, 0.99]  # by |x|: the distance to retrain
     assert list(pts[2].marker.size) == [9]  # ga is dominated by ec
     assert list(pts[1].marker.size) == [14]
     assert fig.layout.yaxis.tickformat == ".0%"
@@ -91,42 +94,41 @@ def _inside_with_margin(values, rng, frac=0.04):
 
 
 def test_tradeoff_scatter_ranges_single_run():
-    fig = CF.tradeoff_scatter([{"name": "ec", "id": "a/ec", "cka_mid": 0.69, "retain_acc": 0.985}])
+    fig = CF.tradeoff_scatter([{"name": "ec", "id": "a/ec", "worst_gap": -0.069, "retain_acc": 0.985}])
     yr, xr = list(fig.layout.yaxis.range), list(fig.layout.xaxis.range)
     assert 0.85 <= yr[0] < 0.985 and 1.0 < yr[1] <= 1.05  # not -50%..150%
     assert _inside_with_margin([0.985, 1.0], yr)  # the 100% line is inside too
-    assert _inside_with_margin([0.69], xr) and xr[1] - xr[0] >= 0.1
+    assert _inside_with_margin([-0.069], xr) and xr[0] == -xr[1]  # symmetric about retrain (0)
 
 
 def test_tradeoff_scatter_ranges_many_runs_keep_points_off_the_frame():
-    xs = [0.69, 0.74, 0.79, 0.88, 0.92, 0.95, 0.97, 1.0]
+    xs = [-0.31, -0.26, -0.21, -0.12, 0.08, 0.05, 0.03, 0.2]
     ys = [0.985, 0.993, 0.98, 0.97, 0.96, 0.99, 0.995, 0.997]
-    rows = [{"name": f"m{i}", "id": str(i), "cka_mid": x, "retain_acc": y} for i, (x, y) in enumerate(zip(xs, ys))]
-    rows.append({"name": "ga", "id": "ga", "cka_mid": 0.89, "retain_acc": 0.902})
+    rows = [{"name": f"m{i}", "id": str(i), "worst_gap": x, "retain_acc": y} for i, (x, y) in enumerate(zip(xs, ys))]
+    rows.append({"name": "ga", "id": "ga", "worst_gap": 0.11, "retain_acc": 0.902})
     fig = CF.tradeoff_scatter(rows)
     assert _inside_with_margin(ys + [0.902], fig.layout.yaxis.range)
-    assert _inside_with_margin(xs + [0.89], fig.layout.xaxis.range)
+    assert _inside_with_margin(xs + [0.11], fig.layout.xaxis.range)
     assert fig.layout.yaxis.range[1] <= 1.03
     assert fig.layout.legend.itemsizing == "constant"
 
 
-def test_tradeoff_ranges_edge_cases():
-    xr, yr = CF.tradeoff_ranges([], [])
-    assert xr[0] < 0 < 1 < xr[1] and yr[0] < 0 < 1 < yr[1]
-    xr, yr = CF.tradeoff_ranges([float("nan"), 0.0], [None, 0.1])
-    assert _inside_with_margin([0.0], xr) and _inside_with_margin([0.1, 1.0], yr)
+def test_retain_range_edge_cases():
+    yr = CF.retain_range([])
+    assert yr[0] < 0 < 1 < yr[1]
+    assert _inside_with_margin([0.1, 1.0], CF.retain_range([None, 0.1, float("nan")]))
 
 
 def test_titles_and_top_legends_do_not_share_a_line():
-    fig = F.forgetting_bars([{"name": "ec", "forget_acc": 0.0, "cka_mid": 0.7, "probe_mid": 0.5}])
+    fig = F.forgetting_bars([{"name": "ec", "forget_acc": 0.0, "forget_cka_mean": 0.7, "probe_mean": 0.5}])
     assert fig.layout.title.yref == "container" and fig.layout.title.yanchor == "top"
     assert fig.layout.legend.yanchor == "bottom" and fig.layout.legend.y > 1  # just above the plot
     assert fig.layout.margin.t >= 80  # room for the title line and the legend line
 
 
 def test_forgetting_bars():
-    rows = [{"name": "original", "forget_acc": 0.99, "cka_mid": 1.0, "probe_mid": 0.98},
-            {"name": "scrub", "forget_acc": 0.0, "cka_mid": 0.97, "probe_mid": None}]
+    rows = [{"name": "original", "forget_acc": 0.99, "forget_cka_mean": 1.0, "probe_mean": 0.98},
+            {"name": "scrub", "forget_acc": 0.0, "forget_cka_mean": 0.97, "probe_mean": None}]
     fig = F.forgetting_bars(rows)
     assert [t.type for t in fig.data] == ["bar"] * 3
     assert list(fig.data[0].x) == ["Original (ref)", "SCRUB"]
@@ -227,3 +229,67 @@ def test_figure_html_is_self_contained(builder):
     fig = F.cka_heatmap({"ec": {"a": 0.5}}, ["a"]) if builder == "cka" else F.forgetting_bars([])
     html = F.figure_html(fig)
     assert "<html>" in html[:200] and "src=\"https://cdn.plot.ly" not in html and len(html) > 1_000_000
+
+
+def test_tolerance_band_around_retrain_on_layer_and_gap_lines():
+    layers = ["block1", "block2", "block3"]
+    tol = {"block1": 0.02, "block2": 0.05, "block3": 0.01}
+    fig = F.layer_lines({"retrain": {"block1": 0.9, "block2": 0.7, "block3": 0.5}, "ec": {"block1": 0.88}}, layers,
+                        percent=False, band=tol)
+    upper, lower = fig.data[0], fig.data[1]
+    assert list(upper.y) == pytest.approx([0.92, 0.75, 0.51]) and list(lower.y) == pytest.approx([0.88, 0.65, 0.49])
+    assert lower.fill == "tonexty" and lower.name == F.BAND_NAME and not upper.showlegend
+    assert [t.name for t in fig.data[2:]] == ["Retrain (floor)", "EC"]
+    assert len(F.layer_lines({"ec": {"block1": 0.88}}, layers, band=tol).data) == 1  # no retrain line: no band
+    fig = D.delta_lines({"ec": {"block1": -0.01, "block2": -0.02, "block3": 0.0}}, layers, percent=False, band=tol)
+    assert list(fig.data[1].y) == pytest.approx([-0.02, -0.05, -0.01]) and fig.data[1].name == F.BAND_NAME
+    assert fig.layout.yaxis.range[1] >= 0.05  # the band fits the zoomed scale
+
+
+# -- the Sweeps page (format 3: the worst inner layer) ------------------------------------------------
+
+POINTS = ["block1", "block2", "block3", "block4"]
+
+
+def _trial(n, gaps, retain, feasible=True, state="COMPLETE", tol=0.02):
+    """A format-3 trial row (TEST FIXTURE: invented numbers): its reading from the signed gaps per point."""
+    inner = {p: g for p, g in zip(POINTS[:3], gaps)}
+    worst = max(inner, key=lambda p: abs(inner[p]))
+    return {"number": n, "state": state, "distance": abs(inner[worst]), "objective": abs(inner[worst]),
+            "worst_layer": worst, "worst_gap": inner[worst], "worst_z": abs(inner[worst]) / tol,
+            "within": all(abs(g) <= tol for g in inner.values()), "last_gap": gaps[3],
+            "gaps": dict(zip(POINTS, gaps)), "tolerances": {p: tol for p in POINTS}, "tolerance_measured": True,
+            "forget_cka_mean": 0.8, "retain_acc": retain, "forget_acc": 0.0, "retrain_forget_acc": 0.0,
+            "feasible": feasible, "params": {"w_block1": 1.0, "tau": 0.7}, "weights": [1, 1, 1, 1], "run_id": f"r{n}"}
+
+
+def test_sweep_rows_are_ranked_and_shown_by_the_worst_layer():
+    # trial 0: the mean over layers is 0 (a kept +0.06 cancels a distorted -0.43 and +0.37): far at block2
+    rows = [_trial(0, [0.06, -0.43, 0.37, 0.0], 0.99), _trial(1, [0.01, -0.02, 0.015, -0.3], 0.98),
+            _trial(2, [0.05, 0.05, 0.05, 0.0], 0.97), _trial(3, [0.0, 0.0, 0.0, 0.0], 0.5, feasible=False)]
+    ref = {**_trial(-1, [0.1, -0.05, 0.0, -0.2], 0.975), "number": None}
+    assert SF.best_row(rows, ref)["number"] == 1  # the closest at its worst layer with retain >= the default's
+    fig = SF.pareto_scatter(rows, ref)
+    assert [t.name for t in fig.data] == ["feasible (3)", "infeasible (1)", "Pareto front (2)", "default EC"]
+    assert list(fig.data[2].x) == pytest.approx([0.02, 0.43]) and list(fig.data[3].x) == [0.1]
+    assert "worst" in fig.layout.xaxis.title.text and "block1 +0.100" in fig.data[3].text[0]
+    assert "distance to retrain 0.430 at block2 (−)" in fig.data[0].text[0]
+    df = SF.trials_table(rows, POINTS)
+    first = df.iloc[0]
+    assert first["distance to retrain"] == pytest.approx(0.43) and first["worst layer"] == "block2 (−)"
+    assert first["gaps per layer"] == "block1 +0.060, block2 -0.430, block3 +0.370 | block4 +0.000"
+    assert bool(df.iloc[1]["within tolerance"]) and not bool(first["within tolerance"])
+    hm = SF.gaps_heatmap(rows, POINTS, ref).data[0]
+    assert list(hm.y) == ["default EC", "trial 3", "trial 1", "trial 2", "trial 0"]  # best first
+    assert hm.zmid == 0 and list(hm.z[-1]) == pytest.approx([0.06, -0.43, 0.37, 0.0])
+    fig = SF.pareto_scatter(rows, ref, objective="worst_z")
+    assert "tolerances" in fig.layout.xaxis.title.text
+
+
+def test_old_format_sweep_rows_are_listed_as_recorded_and_labelled():
+    rows = [{"number": 0, "state": "COMPLETE", "cka_gap_to_retrain": 0.02, "forget_cka": 0.87,
+             "retrain_forget_cka": 0.85, "retain_acc": 0.97, "forget_acc": 0.01, "params": {"tau": 0.7}}]
+    df = SF.old_trials_table(rows)
+    assert df.iloc[0][f"gap to retrain ({SF.OLD_FORMAT})"] == 0.02 and SF.OLD_FORMAT == "old format: mean over layers"
+    assert df.iloc[0]["retain %"] == pytest.approx(97.0) and df.iloc[0]["tau"] == 0.7
+    assert SF.complete(rows) == []  # no objective: never ranked, on no front

@@ -18,9 +18,14 @@ def _run(fa, cka, probe=None, ra=0.99, **extra):
             "probe_forget_acc": dict(zip(LAYERS, probe or cka)), **extra}
 
 
-def _res(runs, retrain_cka=(0.99, 0.99, 0.98, 0.5)):
+def _res(runs, retrain_cka=(0.99, 0.99, 0.98, 0.5), band_cka=None):
+    """Hand-made results; with band_cka, a second retrained model (another seed) whose distance from
+    retrain is each point's tolerance (else the assumed 0.02)."""
     runs = {"original": _run(1.0, [1, 1, 1, 1], ra=0.997), "retrain": _run(0.0, list(retrain_cka)), **runs}
-    return {"layers": LAYERS, "runs": runs, "config": {"preset": "digits", "seed": 0}}
+    out = {"layers": LAYERS, "runs": runs, "config": {"preset": "digits", "seed": 0}}
+    if band_cka is not None:
+        out["retrain_band"] = {"seed": 1, "cka_vs_original": {"forget": dict(zip(LAYERS, band_cka))}}
+    return out
 
 
 def test_layer_state_is_meaningful_for_any_retrain_value():
@@ -35,15 +40,29 @@ def test_layer_state_is_meaningful_for_any_retrain_value():
     assert V.layer_state(None, 0.99) is None
 
 
+def test_layer_state_reads_each_point_against_its_tolerance():
+    assert V.layer_state(0.94, 0.99, tol=0.02) == "past"
+    assert V.layer_state(0.94, 0.99, tol=0.06) == "near"  # a noisy layer: two retrainings differ by 0.06
+    assert V.layer_state(0.60, 0.50, tol=0.02) == "near"  # above retrain, less than half the gap: not kept
+    assert V.layer_state(0.90, 0.50, tol=0.45) == "near"  # kept needs more than the tolerance too
+    # measured tolerances: block1 0.05 (noisy), block2 0.01 (the floor), block3 0.02
+    res = _res({"ec": _run(0.0, [0.95, 0.97, 0.98, 0.3])}, band_cka=(0.94, 0.995, 0.96, 0.5))
+    assert V.layer_states(res, "ec") == {"block1": "near", "block2": "past", "block3": "near"}
+    row = {r["name"]: r for r in V.rows_vs_retrain(res)}["ec"]
+    assert [g["tol"] for g in row["gaps"]] == pytest.approx([0.05, 0.01, 0.02, 0.01])
+    assert row["flags"] == ["past retrain"] and row["within"] is False
+    assert row["distance"] == pytest.approx(0.04) and row["worst_layer"] == "block1"  # within its 0.05
+
+
 def test_rows_vs_retrain_signed_deltas_and_flags():
     res = _res({"ec": _run(0.0, [0.94, 0.93, 0.95, 0.3], probe=[0.8, 0.8, 0.8, 0.1]),
                 "ft": _run(0.0, [0.99, 0.985, 0.975, 0.5]),
                 "ga": _run(0.30, [0.99, 0.99, 0.98, 0.5], ra=0.84)})
     rows = {r["name"]: r for r in V.rows_vs_retrain(res)}
-    assert rows["retrain"]["cka_delta"] == 0 and rows["retrain"]["verdict"] == "reference"
+    assert rows["retrain"]["distance"] == 0 and rows["retrain"]["verdict"] == "reference"
     ec = rows["ec"]
-    assert ec["cka_delta"] == pytest.approx((0.94 + 0.93 + 0.95) / 3 - (0.99 + 0.99 + 0.98) / 3)
-    assert ec["cka_delta"] < 0 and set(ec["layer_states"].values()) == {"past"}
+    assert ec["distance"] == pytest.approx(0.06) and ec["worst_layer"] == "block2"  # 0.93 vs 0.99
+    assert ec["worst_gap"] < 0 and set(ec["layer_states"].values()) == {"past"}
     assert "past retrain" in ec["flags"] and "probe below retrain" in ec["flags"] and not ec["damaging"]
     assert rows["ft"]["flags"] == [] and rows["ft"]["verdict"] == "close to retrain"
     ga = rows["ga"]
@@ -58,7 +77,7 @@ def test_overview_sentence_per_layer_and_retrain_at_099():
     assert text.startswith("**2 of 3** methods bring forget accuracy within 5 points of retrain's (0.0%)")
     assert "**0** keep more than half" in text  # impossible when retrain stays at 0.99
     assert "**1** are pushed past retrain" in text and ": EC" in text
-    assert "**1** stay within 0.02" in text and ": FT" in text
+    assert "**1** stay within the tolerance of retrain at every inner layer" in text and ": FT" in text
     assert V.uninformative_layers(res) == ["block1", "block2", "block3"]
     far = _res({"scrub": _run(0.0, [0.99, 0.98, 0.94, 0.7])}, retrain_cka=(0.93, 0.78, 0.52, 0.3))
     text = V.overview_sentence(V.rows_vs_retrain(far), ["block1", "block2", "block3"])
@@ -128,18 +147,19 @@ def test_delta_lines_and_bars_draw_retrain_at_zero():
     assert [t.name for t in fig.data] == ["Retrain (0)", "EC"]
     lo, hi = fig.layout.yaxis.range
     assert lo == -hi and hi < 0.5
-    fig = D.retrain_bars([{"name": "retrain", "forget_delta": 0.0, "cka_delta": 0.0, "probe_delta": 0.0},
-                          {"name": "ec", "forget_delta": 0.0, "cka_delta": -0.05, "probe_delta": 0.04}])
+    fig = D.retrain_bars([{"name": "retrain", "forget_delta": 0.0, "worst_gap": 0.0, "probe_worst_gap": 0.0},
+                          {"name": "ec", "forget_delta": 0.0, "worst_gap": -0.05, "probe_worst_gap": 0.04}])
+    assert [list(t.y) for t in fig.data] == [[0.0, 0.0], [0.0, -0.05], [0.0, 0.04]]
     assert any(s.y0 == 0 and s.y1 == 0 for s in fig.layout.shapes)
     assert fig.layout.annotations[0].text == "Retrain = 0"
 
 
 def test_tradeoff_centred_keeps_damaging_runs_off_the_front_and_names_settings():
-    rows = [{"name": "ec", "id": "a/ec", "cka_delta": -0.05, "retain_acc": 0.99, "settings": "w 1/1/1/1 tau 0.7"},
-            {"name": "ec", "id": "b/ec", "cka_delta": 0.01, "retain_acc": 0.995, "settings": "w 0/2.5/2.5/1 tau 0.3"},
-            {"name": "ga", "id": "a/ga", "cka_delta": 0.0, "retain_acc": 1.0, "damaging": True},
-            {"name": "ft", "id": "a/ft", "cka_delta": -0.02, "retain_acc": 0.98}]
-    fig = CF.tradeoff_scatter(rows, x_key="cka_delta", centred=True)
+    rows = [{"name": "ec", "id": "a/ec", "worst_gap": -0.05, "retain_acc": 0.99, "settings": "w 1/1/1/1 tau 0.7"},
+            {"name": "ec", "id": "b/ec", "worst_gap": 0.01, "retain_acc": 0.995, "settings": "w 0/2.5/2.5/1 tau 0.3"},
+            {"name": "ga", "id": "a/ga", "worst_gap": 0.0, "retain_acc": 1.0, "damaging": True},
+            {"name": "ft", "id": "a/ft", "worst_gap": -0.02, "retain_acc": 0.98}]
+    fig = CF.tradeoff_scatter(rows)
     pts = [t for t in fig.data if t.type == "scattergl"]
     assert [t.name for t in pts] == ["EC · w 1/1/1/1 tau 0.7", "EC · w 0/2.5/2.5/1 tau 0.3", "GA", "FT"]
     assert pts[0].marker.color != pts[1].marker.color  # two EC settings, two colours

@@ -16,7 +16,8 @@ if not rows:
     st.stop()
 
 st.caption("Every run of every finished job. Click a column header to sort; filter below. "
-           "Representation columns average the intermediate supervision points (all but the last). "
+           "Representation columns read the intermediate supervision points (all but the last) one by one: the "
+           "distance to retrain is the largest gap over them. "
            "The CSV holds the same rows with fractions (0..1) and machine-readable column names.")
 c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
 methods = sorted({r["name"] for r in rows if r["role"] == "method"}, key=figures.display_name)
@@ -44,20 +45,21 @@ def keep(r: dict) -> bool:
 shown = verdict.one_reference_pair([r for r in rows if keep(r)])
 P = widgets.as_pct
 COLUMNS = ["Method", "Settings", "Calibration", "Data set", "Model", "Forget", "Seed", "Forget acc", "Retain acc", "MIA",
-           "CKA − retrain", "Probe − retrain", "Avg gap", "Verdict", "Time (s)", "Job"]
+           logic.DISTANCE_LABEL, logic.GAPS_LABEL, widgets.PROBE_LABEL, "Avg gap", "Verdict", "Time (s)", "Job"]
 df = pd.DataFrame([{
     "Method": widgets.fmt_run(r["name"]), "Settings": r.get("settings") or "", "Calibration": r.get("setting") or "",
     "Data set": r["dataset"],
     "Model": r["arch"], "Forget": r["forget"], "Seed": r["seed"], "Forget acc": P(r["forget_acc"]),
-    "Retain acc": P(r["retain_acc"]), "MIA": P(r["mia"]), "CKA − retrain": r.get("cka_delta"),
-    "Probe − retrain": P(r.get("probe_delta")), "Avg gap": P(r["avg_gap"]), "Verdict": r.get("verdict", ""), "Time (s)": r["seconds"],
-    "Job": r["job"],
+    "Retain acc": P(r["retain_acc"]), "MIA": P(r["mia"]), **widgets.headline_cells(r),
+    widgets.PROBE_LABEL: logic.probe_distance_text(r), "Avg gap": P(r["avg_gap"]), "Verdict": r.get("verdict", ""),
+    "Time (s)": r["seconds"], "Job": r["job"],
 } for r in shown], columns=COLUMNS)
 CSV_COLUMNS = ["id", "job", "kind", "name", "role", "settings", "setting", "dataset", "arch", "forget", "seed", "forget_acc",
-               "retain_acc", "test_acc", "forget_test_acc", "mia", "cka_mid", "cka_mid_retrain", "cka_delta",
-               "cka_distance", "probe_mid", "probe_max", "probe_delta", "avg_gap", "verdict", "damaging", "seconds",
-               "finished"]
-csv = pd.DataFrame([{k: r.get(k) for k in CSV_COLUMNS} for r in shown], columns=CSV_COLUMNS)
+               "retain_acc", "test_acc", "forget_test_acc", "mia", "distance", "worst_layer", "worst_gap", "worst_z",
+               "within", "last_gap", "gaps", "probe_distance", "probe_worst_gap", "forget_cka_mean", "probe_mean",
+               "probe_max", "avg_gap", "verdict", "damaging", "seconds", "finished"]
+csv = pd.DataFrame([{k: logic.gaps_text(r["gaps"]) if k == "gaps" else r.get(k) for k in CSV_COLUMNS} for r in shown],
+                   columns=CSV_COLUMNS)
 # Scenario columns with one value in every row shown say nothing per row: fold them into a caption.
 SCENARIO_COLUMNS = ("Data set", "Model", "Forget", "Seed")
 same = [c for c in SCENARIO_COLUMNS if len(df) and df[c].astype(str).nunique() == 1]
@@ -84,13 +86,7 @@ st.dataframe(df, hide_index=True, width="stretch", height=min(600, 38 + 35 * max
                  "Forget acc": pct, "Retain acc": pct,
                  "MIA": widgets.pct_col("MIA efficacy: share of forget samples a confidence attack calls "
                                         "non-members (higher = looks more forgotten)"),
-                 "CKA − retrain": st.column_config.NumberColumn(
-                     format="%+.3f", help="Mean forget CKA to the original over the intermediate supervision points, "
-                                          "minus the retrained model's. 0 = like retrain (the goal); below 0 = pushed "
-                                          "past retrain (distorted, not forgotten)."),
-                 "Probe − retrain": st.column_config.NumberColumn(
-                     format="%+.1f%%", help="Probe recovery (linear probe on forget-class test samples, inner layers) "
-                                            "minus the retrained model's"),
+                 **widgets.headline_columns(),
                  "Verdict": st.column_config.TextColumn(help="Judged against retrain (see the Overview's table help)"),
                  "Time (s)": st.column_config.NumberColumn(
                      format="%.1f", help="Unlearning time in seconds. Original and Retrain: the time their job spent "
@@ -106,14 +102,12 @@ if not shown:
 
 st.subheader("Trade-off front")
 widgets.run_warnings([r for r in shown if r["role"] == "method"])
-widgets.show(compare_figures.tradeoff_scatter(shown, x_key="cka_delta", centred=True), key="cmp_scatter",
-             export="tradeoff_front")
+widgets.show(compare_figures.tradeoff_scatter(shown), key="cmp_scatter", export="tradeoff_front")
 front = [r for r, f in zip(shown, compare_figures.pareto_front(
-    [None if r.get("damaging") or r.get("cka_delta") is None else abs(r["cka_delta"]) for r in shown],
-    [r["retain_acc"] for r in shown])) if f]
+    [None if r.get("damaging") else r.get("distance") for r in shown], [r["retain_acc"] for r in shown])) if f]
 if front:
-    st.caption("On the front (no other run keeps more retain accuracy while staying closer to retrain's inner-layer "
-               "CKA; damaging runs, drawn as ×, are left out): "
+    st.caption("On the front (no other run keeps more retain accuracy while staying closer to retrain at its worst "
+               "inner layer; damaging runs, drawn as ×, are left out): "
                + ", ".join(text.md(figures.display_name(r['name'])
                                    + (f" · {r['settings']}" if r.get("settings") else "")) + f" ({text.code(r['job'])})"
                            for r in front) + ".")

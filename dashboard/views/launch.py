@@ -394,13 +394,10 @@ def final(job: dict) -> None:
     st.dataframe(pd.DataFrame([{"Run": widgets.fmt_run(r["name"]), "Settings": runinfo.run_settings(res, r["name"]),
                                 "Calibration": r["setting"], "Forget acc": P(r["forget_acc"]), "Retain acc": P(r["retain_acc"]),
                                 "Test acc": P(r["test_acc"]), "MIA efficacy": P(r["mia"]),
-                                "Forget CKA (inner)": r["cka_mid"], "CKA − retrain": r["cka_delta"],
-                                "Probe recovery (inner)": P(r["probe_mid"]), "Verdict": r["verdict"]} for r in rows]),
+                                **widgets.headline_cells(r), "Verdict": r["verdict"]} for r in rows]),
                  hide_index=True, width="stretch",
-                 column_config={k: widgets.pct_col() for k in
-                                ("Forget acc", "Retain acc", "Test acc", "MIA efficacy", "Probe recovery (inner)")}
-                 | {"Forget CKA (inner)": st.column_config.NumberColumn(format="%.3f"),
-                    "CKA − retrain": st.column_config.NumberColumn(format="%+.3f")})
+                 column_config={k: widgets.pct_col() for k in ("Forget acc", "Retain acc", "Test acc", "MIA efficacy")}
+                 | widgets.headline_columns())
     widgets.run_warnings([{**r, "settings": runinfo.run_settings(res, r["name"])} for r in rows])
     widgets.calibration_note(rows)
     for label in logic.method_runs(res) if job.get("kind") == "run" else []:

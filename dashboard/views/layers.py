@@ -1,4 +1,5 @@
 """Layers (CKA): methods x layers heatmap, the layer x layer matrix of one run, probe recovery."""
+import pandas as pd
 import streamlit as st
 
 from dashboard import delta_figures, figures, logic, text, verdict, widgets
@@ -70,6 +71,31 @@ noise_line = logic.seed_band_text(res, layers, split)
 if noise_line:
     st.caption(text.md(noise_line))
 
+if not no_retrain:
+    st.subheader("Distance to retrain, layer by layer")
+    rows = verdict.rows_vs_retrain(res)
+    st.dataframe(pd.DataFrame([{"Run": widgets.fmt_run(r["name"]), **widgets.headline_cells(r), "Verdict": r["verdict"]}
+                               for r in rows]), hide_index=True, width="stretch", key="ly_distance",
+                 column_config=widgets.headline_columns())
+    forget_cka = logic.per_layer(res, "cka_vs_original", "forget")
+    forget_band = logic.seed_band(res)
+    if forget_band:
+        forget_cka[logic.NOISE] = forget_band
+    gaps = verdict.to_retrain(forget_cka, layers)
+    picks = [n for n in gaps if n != "retrain"]
+    baseline = logic.teaching_baseline(res)
+    default = [n for n in picks if n in ("ec", baseline, logic.NOISE)]
+    shown = st.multiselect("Runs", picks, default=default, format_func=widgets.fmt_run, key="ly_gap_runs")
+    tols, _ = logic.tolerances(res)
+    widgets.show(delta_figures.delta_lines({n: gaps[n] for n in shown}, layers,
+                                           "Forget CKA to the original minus retrain's, per layer", "gap to retrain",
+                                           percent=False, band=tols),
+                 key="ly_gaps", export="forget_cka_gaps_to_retrain")
+    st.caption("The distance to retrain is the largest gap over the inner layers (all but the last). The grey band "
+               "around Retrain (0): " + text.md(logic.tolerance_text(res))
+               + (" The “Original, other seed” line is training noise: a second original trained from another seed, "
+                  "read against retrain like every run." if forget_band else ""))
+
 st.subheader("Layer × layer")
 runs = [n for n in logic.run_names(res) if n != "original" and (res["runs"].get(n) or {}).get("cka_matrix_vs_original")]
 if runs:
@@ -95,8 +121,10 @@ if probe:
                              "at 0). Off: the raw probe accuracy with the chance level.")
     if centred:
         deltas = verdict.to_retrain(probe, layers)
+        probe_tols, _ = logic.tolerances(res, "probe")
         widgets.show(delta_figures.delta_lines({n: deltas[n] for n in shown if n in deltas}, layers,
-                                               "Linear-probe recovery minus retrain's", "probe accuracy − retrain"),
+                                               "Linear-probe recovery minus retrain's", "probe accuracy − retrain",
+                                               band=None if no_retrain else probe_tols),
                      key="ly_probe", export="probe_recovery_minus_retrain")
     else:
         n_classes = s.get("num_classes")
@@ -105,6 +133,8 @@ if probe:
                      export="probe_recovery")
     st.caption("A linear probe trained on each layer's features tries to recover the forget classes' labels on test "
                "samples. The retrained model is the reference: above it is information unlearning left behind, "
-               "below it is damage beyond what forgetting needs.")
+               "below it is damage beyond what forgetting needs. The grey band around it (relative view) is the probe's "
+               "tolerance: how far a second retrained model from another seed lands (assumed 0.05 where none was "
+               "measured).")
 else:
     st.caption("No probe results stored for this job.")

@@ -1,16 +1,18 @@
 """Sweeps: Optuna studies of EC's layer weights and temperature (python -m engine sweep).
 
 Studies come from $ECLAB_HOME/sweeps/*.journal and, when set, the database in ECLAB_SWEEP_STORAGE.
-Shows the Pareto front (retain accuracy vs the distance to retrain's inner forget CKA, closer being better
-on either side; feasible vs infeasible), the settings against
-the objectives, the table of trials, and hands a trial's settings to Launch and tune. Reads only:
+Shows the Pareto front (retain accuracy vs the distance to retrain at the worst inner layer, closer being
+better on either side; feasible vs infeasible), each trial's gaps to retrain per layer, the best trial
+against the default EC layer by layer, the settings against the objectives, the table of trials, and
+hands a trial's settings to Launch and tune. Reads only:
 engine.sweep's readers use Optuna and the config, never torch."""
 import os
 
+import pandas as pd
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from dashboard import facts, text
+from dashboard import facts, logic, text
 from dashboard import sweep_figures as SF
 
 LAUNCH_PAGE = "views/launch.py"
@@ -96,42 +98,67 @@ scen = attrs.get("overrides") or {}
 st.caption(f"Preset {text.code(attrs.get('preset'))} · sampler {text.md(attrs.get('sampler'))} · scenario overrides "
            f"{text.code(scen or 'none')} · feasible: forget accuracy within {attrs.get('tolerance', 0.05):.0%} of the "
            f"retrained model's. Each trial is a normal EC run in the run store (its run id is in the table).")
+PCT = st.column_config.NumberColumn(format="%.1f%%")
 if attrs.get("eclab_sweep") != facts.sweep_format_version():
-    # an older format ranked trials by EC's raw forget CKA and recorded no retrain CKA: list, do not rank
+    # an older format ranked trials by a mean over layers (format 2) or EC's raw forget CKA (format 1): list, do not rank
+    why = ("the gap of the mean forget CKA over layers to retrain's, where a layer that kept the class can cancel "
+           "one distorted past retrain" if attrs.get("eclab_sweep") == 2 else
+           "EC's raw forget CKA, which rewards pushing the model past retrain")
     st.warning(f"This study was made by an older sweep (format {text.md(attrs.get('eclab_sweep'))}) that minimised "
-               "EC's raw forget CKA, which rewards pushing the model past retrain. Its trials are listed as "
-               "recorded, without a front. Start a new sweep (a new `--study` name) to search for the settings "
-               "closest to retrain.", icon=":material/history:")
-    st.dataframe(SF.trials_table(rows), hide_index=True, key="sw_table_old")
+               f"{why}. Its trials are listed as recorded ({SF.OLD_FORMAT}), without a front. Start a new sweep (a "
+               "new `--study` name) to search for the settings closest to retrain at every layer.",
+               icon=":material/history:")
+    st.dataframe(SF.old_trials_table(rows), hide_index=True, key="sw_table_old",
+                 column_config={"retain %": PCT, "forget acc %": PCT})
     st.stop()
+points = list(attrs.get("points") or [])
+objective = (attrs.get("objectives") or ["distance"])[0]
+best = SF.best_row(rows, ref)
 if ref:
-    best = SF.best_row(rows, ref)
-    msg = (f"Default EC: distance to retrain **{ref['cka_gap_to_retrain']:.3f}** (forget CKA "
-           f"{ref['forget_cka']:.3f} vs retrain {ref['retrain_forget_cka']:.3f}), retain **{ref['retain_acc']:.1%}**")
-    if best is not None and best.get("feasible") and best["retain_acc"] >= ref["retain_acc"] - 1e-9:
-        msg += (f" · best trial at retain ≥ {ref['retain_acc']:.1%}: trial {best['number']}, distance to retrain "
-                f"**{best['cka_gap_to_retrain']:.3f}** (forget CKA {best['forget_cka']:.3f})")
+    msg = f"Default EC: {text.md(SF.reading_line(ref, points))}, retain **{ref['retain_acc']:.1%}**"
+    beats = best is not None and best.get("feasible") and best["retain_acc"] >= ref["retain_acc"] - 1e-9
+    if beats:
+        msg += (f" · best trial at retain ≥ {ref['retain_acc']:.1%}: trial {best['number']}, "
+                f"{text.md(SF.reading_line(best, points))}")
     else:
         msg += " · no feasible trial reaches the default's retain accuracy yet"
     st.info(msg, icon=":material/flag:")
+    if beats and best.get("gaps") and ref.get("gaps"):
+        strip = logic.layer_strip(logic.reading_gaps(best["gaps"], best.get("tolerances"), points),
+                                  logic.reading_gaps(ref["gaps"], ref.get("tolerances"), points))
+        st.dataframe(pd.DataFrame(logic.strip_rows(strip, f"Trial {best['number']}", "Default EC")),
+                     hide_index=True, width="stretch", key="sw_strip")
+        st.caption("The best trial against the default EC, supervision point by supervision point: its gap to "
+                   "retrain, the default's, which is closer to retrain there, and whether the trial is within the "
+                   "tolerance (reference noise: a second retrained model from another seed"
+                   + ("" if best.get("tolerance_measured") else "; assumed, none measured") + ").")
 
 if not SF.complete(rows):
     st.info("No completed trial yet.")
 else:
-    st.plotly_chart(SF.pareto_scatter(rows, ref), key="sw_pareto")
-    st.plotly_chart(SF.parcoords(rows), key="sw_parcoords")
+    st.plotly_chart(SF.pareto_scatter(rows, ref, objective), key="sw_pareto")
+    if points:
+        st.plotly_chart(SF.gaps_heatmap(rows, points, ref), key="sw_gaps")
+        st.caption("Each cell: the trial's forget CKA to the original minus retrain's at that point. Orange: keeps "
+                   "more of the original than retrain (superficial); purple: pushed past retrain (distorted); white: "
+                   "like retrain. The distance to retrain is the largest |gap| over the inner points (all but the last).")
+    st.plotly_chart(SF.parcoords(rows, objective), key="sw_parcoords")
 
 st.subheader("Trials")
-df = SF.trials_table(rows)
+df = SF.trials_table(rows, points)
 st.dataframe(df, hide_index=True, key="sw_table",
-             column_config={"retain %": st.column_config.NumberColumn(format="%.1f%%"),
-                            "forget acc %": st.column_config.NumberColumn(format="%.1f%%"),
-                            "retrain forget %": st.column_config.NumberColumn(format="%.1f%%"),
+             column_config={"retain %": PCT, "forget acc %": PCT, "retrain forget %": PCT,
                             "distance to retrain": st.column_config.NumberColumn(
-                                format="%.3f", help="|EC's inner forget CKA − retrain's|: lower is closer to "
-                                                    "retrain (either side)"),
-                            "forget CKA": st.column_config.NumberColumn(format="%.3f"),
-                            "retrain forget CKA": st.column_config.NumberColumn(format="%.3f"),
+                                format="%.3f", help=logic.DISTANCE_HELP),
+                            "worst layer": st.column_config.TextColumn(
+                                help="Where the distance is; (+) keeps more of the original than retrain, (−) "
+                                     "pushed past retrain"),
+                            "within tolerance": st.column_config.CheckboxColumn(
+                                help="Every inner layer within its tolerance of retrain (reference noise)"),
+                            "gaps per layer": st.column_config.TextColumn(help=logic.GAPS_HELP),
+                            "probe distance": st.column_config.NumberColumn(format="%.3f"),
+                            "mean inner forget CKA": st.column_config.NumberColumn(
+                                format="%.3f", help="A detail, never the ranking: a mean lets layers cancel"),
                             "seconds": st.column_config.NumberColumn(format="%.1f")})
 fails = [r for r in rows if r.get("state") == "FAIL"]
 if fails:
@@ -142,15 +169,14 @@ if fails:
 done = SF.complete(rows)
 if done:
     st.subheader("Use these settings")
-    best = SF.best_row(rows, ref)
-    numbers = [r["number"] for r in sorted(done, key=lambda r: (not r.get("pareto"), r["cka_gap_to_retrain"]))]
+    numbers = [r["number"] for r in sorted(done, key=lambda r: (not r.get("pareto"), r[SF.OBJECTIVE]))]
     default = numbers.index(best["number"]) if best is not None and best["number"] in numbers else 0
     by_number = {r["number"]: r for r in done}
 
     def _label(num: int) -> str:
         r = by_number[num]
         tags = (" · Pareto" if r.get("pareto") else "") + ("" if r.get("feasible") else " · infeasible")
-        return f"trial {num}: distance to retrain {r['cka_gap_to_retrain']:.3f}, retain {r['retain_acc']:.1%}{tags}"
+        return f"trial {num}: distance to retrain {logic.distance_text(r)}, retain {r['retain_acc']:.1%}{tags}"
 
     num = st.selectbox("Trial", numbers, index=default, format_func=_label, key="sw_pick")
     handoff = SF.prefill(by_number[num], attrs, chosen["study"])
