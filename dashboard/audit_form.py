@@ -46,8 +46,12 @@ def audit_spec(preset: str, arch: str | None, forget: str, original: str, retrai
     return spec
 
 
-def _store_uploads(orig, retr, unl) -> dict:
-    save = data.api().save_upload
+def _store_uploads(orig, retr, unl, stored: list) -> dict:
+    """Store the uploads on the server (each path is added to `stored` as soon as it is written)."""
+    def save(name: str, content: bytes) -> str:
+        stored.append(data.api().save_upload(name, content))
+        return stored[-1]
+
     out: dict = {"unlearned": {run_name(f.name): save(f.name, f.getvalue()) for f in unl or []}}
     if orig is not None:
         out["original"] = save(orig.name, orig.getvalue())
@@ -88,12 +92,15 @@ def section() -> None:
         go = st.form_submit_button("Queue audit", icon=":material/fact_check:", key="a_submit")
     if not go:
         return
+    stored: list[str] = []
     try:
         spec = audit_spec(preset, None if arch.startswith("(") else arch, forget, original, retrain, unlearned,
-                          indices, share, _store_uploads(up_orig, up_retr, up_unl))
-        job = data.submit("audit", spec)
+                          indices, share, _store_uploads(up_orig, up_retr, up_unl, stored))
+        job = data.api().submit_isolated(spec)  # the checkpoints are read in a memory-capped child process
     except (ConfigError, ValueError, RuntimeError) as err:
+        data.api().discard_uploads(stored)  # a refused upload is not kept (one a queued audit uses is)
         st.error(f"Not queued: {logic.error_text(err)}", icon=":material/error:")
         return
+    data.invalidate_jobs()
     st.success(f"Audit queued as job `{job['id']}`.")
     st.query_params["job"] = job["id"]

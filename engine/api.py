@@ -11,7 +11,7 @@ cancel_requested (bool), summary (dict from the runner), run_dir (path).
 from __future__ import annotations
 
 from . import results, store
-from .audit import MAX_UPLOAD_MB, save_upload
+from .audit import MAX_UPLOAD_MB, discard_uploads, save_upload, submit_isolated
 from .catalog import (CONTRASTIVE_KNOBS, EC_SECTION_KNOBS, METHODS, base_method, class_names, display_name,
                       method_knobs, reads_ec)
 from .config import (DATASET_CLASSES, METHOD_NAMES, PRESETS, SUPERVISION_POINTS, ConfigError, deep_merge,
@@ -83,7 +83,7 @@ def sweep_format_version():
 
 __all__ = ["queue_defaults", "first_start_jobs", "DEFAULT_PRESETS", "submit", "get_job", "list_jobs", "events_since", "cancel", "load_results", "load_arrays", "load_partial",
            "list_results", "record_external", "worker_alive", "ensure_worker", "workers", "headline_metrics",
-           "save_upload", "MAX_UPLOAD_MB", "home", "discover_studies", "study_table", "sweep_format_version",
+           "save_upload", "discard_uploads", "submit_isolated", "MAX_UPLOAD_MB", "home", "discover_studies", "study_table", "sweep_format_version",
            "params_to_overrides", "swept_run",
            # the facts the pages read (engine/catalog.py, engine/config.py, engine/results.py)
            "results", "METHODS", "CONTRASTIVE_KNOBS", "EC_SECTION_KNOBS", "base_method", "class_names", "display_name",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import sys
@@ -250,10 +251,88 @@ def save_upload(name: str, data: bytes) -> str:
         raise AuditError(f"{name} is {len(data) / 2**20:.0f} MB, over the {MAX_UPLOAD_MB} MB upload limit: "
                          f"give its path on the server instead")
     safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", Path(name).name)[-80:] or "model.pt"
-    path = store.home() / "uploads" / hashlib.sha256(data).hexdigest()[:16] / safe
+    path = uploads_dir() / hashlib.sha256(data).hexdigest()[:16] / safe
     if not path.exists():
         store.atomic_write_bytes(path, data)
+    try:  # the header-level checks only (size, declared expanded size): nothing is decompressed here
+        from .checkpoints import check_path
+        check_path(path, name)
+    except ValueError:
+        discard_uploads([path])
+        raise
     return str(path)
+
+
+def uploads_dir() -> Path:
+    from . import store
+    return store.home() / "uploads"
+
+
+def discard_uploads(paths) -> list[Path]:
+    """Delete uploads (their uploads/<sha>/ folders) that no job names: what an audit refused. An upload
+    a queued or finished audit uses is kept. Returns the folders removed."""
+    from .jobs import list_jobs
+    root = uploads_dir().resolve()
+    folders = {Path(p).resolve().parent for p in paths if Path(p).resolve().parent.parent == root}
+    if not folders:
+        return []
+    try:
+        specs = [j["spec"] for j in list_jobs(limit=None, kinds="audit") if isinstance(j["spec"], dict)]
+    except RuntimeError:  # the job table cannot be read: keep them all rather than guess
+        return []
+    used = {str(p) for s in specs for p in [s.get("original"), s.get("retrain"), *(s.get("unlearned") or {}).values()]}
+    gone = [f for f in sorted(folders) if f.is_dir() and not any(str(x) in used for x in f.iterdir())]
+    for f in gone:
+        shutil.rmtree(f, ignore_errors=True)
+    return gone
+
+
+# A long-lived process (the dashboard's server) queues an audit through a child process: reading the
+# checkpoints (up to MAX_UPLOAD_MB each, or what a path names) happens there, under a memory cap, so a
+# huge or hostile file can only take the child down. torch and the engine alone need about 1.5 GB of it.
+CHECK_MEMORY_MB = int(os.environ.get("ECLAB_AUDIT_CHECK_MB", 1536 + 4 * MAX_UPLOAD_MB))
+
+
+def submit_isolated(spec: dict) -> dict:
+    """engine.jobs.submit("audit", spec) run in a child process with at most CHECK_MEMORY_MB of memory:
+    the job dict, or ConfigError / AuditError with the child's one-line reason."""
+    import subprocess
+    from . import store
+    env = {**os.environ, "ECLAB_HOME": str(store.home()),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(store.PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    try:
+        r = subprocess.run([sys.executable, "-c", "from engine.audit import _submit_child; _submit_child()"],
+                           input=json.dumps(spec), capture_output=True, text=True, env=env, timeout=900)
+        out = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode in (0, 2) and r.stdout.strip() else {}
+    except (subprocess.TimeoutExpired, ValueError):
+        r, out = None, {}
+    if "job" in out:
+        return out["job"]
+    if out.get("option"):
+        from .config import ConfigError
+        raise ConfigError(out["option"], out["error"])
+    if "error" in out and "allocate" not in out["error"]:
+        raise AuditError(out["error"])
+    detail = out.get("error") or (f"exit status {r.returncode}: {' '.join(r.stderr.split()[-30:])}" if r
+                                  else "still running after 15 minutes")
+    raise AuditError(f"checking the checkpoints failed in its memory-capped process ({detail}): pass smaller files "
+                     f"(the model's state dict only), or raise ECLAB_AUDIT_CHECK_MB (now {CHECK_MEMORY_MB} MB)")
+
+
+def _submit_child() -> None:
+    """The child of submit_isolated: the spec on stdin; on stdout one JSON line, {"job": ...} or
+    {"error": one line, "option": the ConfigError's option or None} (exit status 2)."""
+    import resource
+    resource.setrlimit(resource.RLIMIT_DATA, (CHECK_MEMORY_MB * 2**20, CHECK_MEMORY_MB * 2**20))
+    from . import store
+    from .jobs import submit
+    try:
+        job = submit("audit", json.load(sys.stdin))
+    except (ValueError, RuntimeError, MemoryError) as err:
+        print(json.dumps({"error": " ".join(str(err).split()) or type(err).__name__,
+                          "option": getattr(err, "option", None)}))
+        raise SystemExit(2) from None
+    print(json.dumps({"job": store.json_safe(job)}, default=str))
 
 
 def add_commands(sub) -> None:

@@ -34,12 +34,14 @@ one training loop (engine.unlearning.unlearn).
 from __future__ import annotations
 
 import copy
+import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 
-from . import store
+from . import cachecheck, store
 from .catalog import needs_aux
 from .config import RunConfig, make_config, scenario_dict, stable_hash
 from .events import DivergenceError, JobContext
@@ -195,14 +197,42 @@ def check_block(model, ev, bases, recipe: dict, reason: str, cfg: RunConfig) -> 
 
 
 def load_cached(key: str) -> dict | None:
+    """The cached calibration block of `key`, or None (searched again). A file that does not parse or
+    holds a choice of the wrong types (a hand edit, another version) is set aside with a warning."""
     path = store.cache_dir(key) / "calibration.json"
     if not path.exists():
         return None
     try:
         found = store.load_json(path)
-    except store.CheckpointError:
-        return None  # searched again and rewritten
-    return found if isinstance(found, dict) and found.get("choice") is not None else None
+        problem = cached_problem(found)
+    except store.CheckpointError as err:
+        problem = str(err)
+    if problem is None:
+        return found if found.get("choice") is not None else None
+    aside = cachecheck.set_aside(path.parent, path.name)
+    print(f"warning: calibration cache {path} is unusable ({problem}); "
+          f"{'moved aside to ' + aside.name if aside else 'ignored'}: the setting is searched again", file=sys.stderr)
+    return None
+
+
+def cached_problem(found) -> str | None:
+    """Why a cached calibration block cannot be used (None when it can): its choice is what the run trains
+    with, so lr must be a positive finite number and epochs a positive whole number."""
+    if not isinstance(found, dict):
+        return "not a JSON object"
+    choice = found.get("choice")
+    if choice is None:
+        return None
+    if not isinstance(choice, dict) or set(choice) != {"lr", "epochs"}:
+        return f"choice {choice!r} is not {{'lr': ..., 'epochs': ...}}"
+    lr, epochs = choice["lr"], choice["epochs"]
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        return f"choice lr {lr!r} is not a positive number"
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        return f"choice epochs {epochs!r} is not a positive whole number"
+    if not isinstance(found.get("grid"), list) or not isinstance(found.get("reached"), bool):
+        return "grid or reached is missing or of the wrong type"
+    return None
 
 
 def save_cached(key: str, data: dict) -> None:

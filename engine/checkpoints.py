@@ -11,9 +11,11 @@ says which. The class count is read from the checkpoint's head and checked again
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -27,6 +29,9 @@ WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 PREFIXES = ("module.", "model.")
 HEADS = {"vit_tiny": "head"}  # the classifier module of each architecture (default "fc")
 SHOWN = 5  # keys listed per kind of mismatch
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+COUNTER_BUFFERS = ("num_batches_tracked",)  # the only integer tensors of the architectures' state dicts
+COUNTER_DTYPES = (torch.int64, torch.int32)
 
 # (in_channels, native image size) of the built-in data sets; imagefolder images are RGB
 _INPUTS = {"digits": (1, 8), "mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32), "cifar100": (3, 32)}
@@ -49,10 +54,37 @@ def check_path(path, role: str = "checkpoint", max_mb: int | None = None) -> Pat
     size = p.stat().st_size
     if size == 0:
         raise CheckpointFormatError(f"{role}: {p} is empty: re-save the model")
-    if size > max_mb * 2**20:
-        raise CheckpointFormatError(f"{role}: {p} is {size / 2**20:.0f} MB, over the {max_mb} MB limit: save only "
+    expanded = max(size, expanded_size(p))
+    if expanded > max_mb * 2**20:
+        what = f"is {size / 2**20:.0f} MB" if expanded == size else \
+            f"is {size / 2**20:.1f} MB but expands to {expanded / 2**20:.0f} MB when read"
+        raise CheckpointFormatError(f"{role}: {p} {what}, over the {max_mb} MB limit: save only "
                                     f"the model's state dict (no optimizer), or raise ECLAB_MAX_CHECKPOINT_MB")
     return p.resolve()
+
+
+def expanded_size(p: Path) -> int:
+    """The bytes a file declares it holds once read, from its header alone (nothing is decompressed):
+    the entries' sizes of a zip (torch.save's format; a re-zipped one may be compressed), the data
+    offsets of a safetensors header. 0 for other files (read as they are: their size is what counts)."""
+    if zipfile.is_zipfile(p):
+        try:
+            with zipfile.ZipFile(p) as z:
+                return sum(info.file_size for info in z.infolist())
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return 0  # unreadable: torch.load reports it
+    if p.name.lower().endswith(".safetensors"):
+        with open(p, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if n > p.stat().st_size:
+                return n  # a header longer than the file: never allocated, refused here
+            try:
+                header = json.loads(fh.read(n))
+                return 8 + n + max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+                                   default=0)
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+                return 0  # not a safetensors header: load_file reports it
+    return 0
 
 
 def file_sha256(path: Path) -> str:
@@ -121,6 +153,28 @@ def unwrap(obj, role: str = "checkpoint") -> dict[str, torch.Tensor]:
             if all(isinstance(k, str) and k.startswith(prefix) for k in state):
                 state = {k[len(prefix):]: v for k, v in state.items()}
                 changed = True
+    return state
+
+
+def check_tensors(state: dict, path: Path, role: str = "checkpoint") -> dict:
+    """The state dict, if its keys are names and its tensors finite numbers of a floating type (an integer
+    only in a counter buffer such as BatchNorm's num_batches_tracked): torch would otherwise drop the
+    imaginary part of complex weights or truncate float ones into integers silently, and NaN or inf
+    weights would fail the job late in the worker."""
+    odd = [k for k in state if not isinstance(k, str)]
+    if odd:
+        raise CheckpointFormatError(f"{role}: {path} has keys that are not names ({', '.join(map(repr, odd[:SHOWN]))}): "
+                                    f"a state dict maps parameter names to tensors: save model.state_dict()")
+    for k, v in state.items():
+        if v.dtype not in FLOAT_DTYPES and not (k.endswith(COUNTER_BUFFERS) and v.dtype in COUNTER_DTYPES):
+            raise CheckpointFormatError(f"{role}: {path}: tensor {k} is {str(v.dtype).replace('torch.', '')}, not "
+                                        f"a floating type (float16, bfloat16, float32, float64): re-save the model's "
+                                        f"own weights (model.float().state_dict())")
+        if v.dtype in FLOAT_DTYPES and not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).sum())
+            raise CheckpointFormatError(f"{role}: {path}: tensor {k} holds {bad} NaN or infinite value(s) of "
+                                        f"{v.numel()}: the model diverged before it was saved; audit a checkpoint "
+                                        f"from before that")
     return state
 
 
@@ -201,7 +255,7 @@ def load_model(path, cfg: RunConfig, role: str, num_classes: int | None = None, 
     n, c, s = input_shape(cfg)
     num_classes, in_channels, image_size = num_classes or n, in_channels or c, image_size or s
     p = check_path(path, role)
-    state = unwrap(read_file(p, role), role)
+    state = check_tensors(unwrap(read_file(p, role), role), p, role)
     if num_classes is None:  # imagefolder before the data is read: trust the head, checked again at run time
         num_classes = head_classes(state, cfg.model.arch)
         if num_classes is None:

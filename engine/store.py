@@ -84,6 +84,15 @@ def remove_stale_tmp(root: Path, older_than_s: float = 3600.0) -> list[Path]:
     return removed
 
 
+def runs_without_results(names=("results.json", "embed.json")) -> list[Path]:
+    """Run folders (runs/<id>/) holding none of `names`: what a failed, cancelled or killed run leaves
+    (config.json and log.txt). Hidden folders (attempts, trash) are the worker's own business."""
+    runs = home() / "runs"
+    found = sorted(runs.iterdir()) if runs.is_dir() else []
+    return [p for p in found if p.is_dir() and not p.name.startswith(".")
+            and not any((p / n).is_file() for n in names)]
+
+
 def check_id(run_id: str) -> str:
     """Run ids and cache keys come from URLs and forms: letters, digits, '_' and '-' only."""
     if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):

@@ -1,12 +1,13 @@
-"""The job commands: `python -m engine submit | jobs | cancel | show | worker`."""
+"""The job commands: `python -m engine submit | jobs | cancel | show | clean | worker`."""
 from __future__ import annotations
 
 import json
 import sys
 import time
+from pathlib import Path
 
+from .. import attempts, store
 from .. import results as results_schema
-from .. import store
 from ..audit import add_model_flags
 from ..audit import spec_from_args as audit_spec
 from ..compare import add_set_flag, scenario_overrides
@@ -29,6 +30,8 @@ def add_commands(sub) -> None:
     grp.add_argument("--forget-random", type=float, metavar="P", help="share of training samples to forget")
     p.add_argument("--seed", type=int)
     p.add_argument("--methods", metavar="M[,M...]", help="methods of a compare job (default: all)")
+    p.add_argument("--calibrate", choices=["auto", "on", "off"],
+                   help="per-scenario calibration of each method's lr x epochs (as for compare; default auto)")
     add_set_flag(p)
     p.add_argument("--job", help="embed: the job whose results to embed")
     p.add_argument("--layer", help="embed: the supervision point")
@@ -54,6 +57,15 @@ def add_commands(sub) -> None:
     p.add_argument("--events", type=int, default=10, help="how many of the last events to show")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_show)
+
+    p = sub.add_parser("clean", help="list (or --delete) run folders without results: failed, cancelled, killed",
+                       description="A failed or cancelled job, or a killed sweep trial, leaves a run folder with only "
+                                   "config.json and log.txt (the log says what went wrong). This lists them; "
+                                   "--delete removes them. Folders of queued, running or finished jobs are never "
+                                   f"touched, nor one without a job that changed in the last {IDLE_S // 60} minutes "
+                                   "(a sweep trial may be running in it).")
+    p.add_argument("--delete", action="store_true", help="delete the folders listed")
+    p.set_defaults(func=_cmd_clean)
 
     p = sub.add_parser("worker", help="run queued jobs (the background worker)")
     p.add_argument("--once", action="store_true", help="exit when the queue is empty")
@@ -240,6 +252,39 @@ def _event_text(ev: dict) -> str:
     if kind == "job":
         return f"{ev.get('state')}: {ev.get('error') or ev.get('message', '')}"
     return str(ev.get("message", ev))
+
+
+IDLE_S = 3600  # a folder with no job (a sweep trial's) counts as left over after an hour without a change
+
+
+def leftover_runs(now: float | None = None) -> list[tuple[Path, str]]:
+    """(folder, why) of every run folder without results that no queued, running or finished job owns."""
+    now = time.time() if now is None else now
+    out = []
+    for folder in store.runs_without_results():
+        try:
+            job = get_job(folder.name)
+        except ValueError:  # not a job id: a folder someone made by hand
+            job = None
+        if job is not None:
+            if job["state"] in ("failed", "cancelled"):
+                out.append((folder, f"job {job['state']}" + (f": {job['error'][:60]}" if job["error"] else "")))
+            continue
+        changed = max((f.stat().st_mtime for f in folder.rglob("*")), default=folder.stat().st_mtime)
+        if now - changed > IDLE_S:
+            out.append((folder, f"no job (a killed or failed sweep trial?), unchanged for {_age(changed, now)}"))
+    return out
+
+
+def _cmd_clean(args) -> int:
+    found = leftover_runs()
+    for folder, why in found:
+        print(f"{folder}  {why}  ({', '.join(sorted(f.name for f in folder.iterdir())) or 'empty'})")
+        if args.delete:
+            attempts.remove(folder)
+    verb = "deleted" if args.delete else "found (delete them with `python -m engine clean --delete`)"
+    print(f"{len(found)} run folder(s) without results {verb}" if found else "no run folders without results")
+    return 0
 
 
 def _cmd_worker(args) -> int:

@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -84,8 +85,31 @@ _init_lock = threading.Lock()
 
 
 def connect() -> sqlite3.Connection:
-    """A new connection (autocommit; write with `transaction()`). Use it in one thread only."""
+    """A new connection (autocommit; write with `transaction()`). Use it in one thread only.
+    On a full disk (or a folder that cannot be written) the job table is opened read-only: every read
+    works, with one warning, and a write fails with the one-line reason (dbguard)."""
     path = db_path()
+    try:
+        return _connect(path)
+    except dbguard.DatabaseUnavailable as err:
+        if err.cause != "unwritable" or not path.is_file():
+            raise
+        with dbguard.guard(path):
+            con = sqlite3.connect(f"file:{path}?immutable=1", uri=True, timeout=30.0, isolation_level=None)
+            con.row_factory = sqlite3.Row
+            con.execute("SELECT 1 FROM jobs LIMIT 1")  # it is a job table, readable without a write
+        if str(path) not in _read_only_warned:
+            _read_only_warned.add(str(path))
+            print(f"warning: the job database {path} cannot be written ({' '.join(str(err.__cause__).split())}): "
+                  f"the disk is full or the folder is not writable; reading it read-only (the latest changes may be "
+                  f"missing; nothing can be queued or changed until space is freed)", file=sys.stderr)
+        return con
+
+
+_read_only_warned: set[str] = set()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
     try:
         key = (str(path), path.stat().st_ino)
     except FileNotFoundError:
