@@ -23,8 +23,14 @@ from engine.catalog import default_compare  # noqa: E402
 from engine.config import apply_sets, make_config  # noqa: E402
 from engine.evaluate import evaluate, prepare_references  # noqa: E402
 from engine.events import JobContext  # noqa: E402
-from engine.runner import base_models, eval_set, load_scenario, mean_mid_cka  # noqa: E402
+from engine import results as R  # noqa: E402
+from engine.runner import base_models, eval_set, load_scenario  # noqa: E402
 from engine.unlearning import unlearn  # noqa: E402
+
+
+def gaps_to_retrain(entry: dict, retrain: dict, points: list[str]) -> str:
+    """'block1 +0.028, ... | block4 -0.427': a run entry's signed gaps to retrain per point."""
+    return R.gaps_text(R.layer_gaps({"layers": points, "runs": {"retrain": retrain, "x": entry}}, "x"))
 
 
 def choose(rows: list[dict], retrain_forget: float, tol: float = 0.05) -> dict | None:
@@ -55,7 +61,7 @@ def main():
         orig, _ = evaluate(bases.original, ev)
         rf = ref["metrics"]["forget_acc"]
         print(f"{args.preset} seed {seed} forget {args.forget}: retrain forget {rf:.3f} "
-              f"retain {ref['metrics']['retain_acc']:.3f} cka_mid {mean_mid_cka(ref, ev.points):.3f} "
+              f"retain {ref['metrics']['retain_acc']:.3f} forget CKA {R.inner_cka(ref, ev.points):.3f} (mean) "
               f"probe {ref['probe_forget_acc'][ev.points[-2]]:.3f} (original probe "
               f"{orig['probe_forget_acc'][ev.points[-2]]:.3f})", flush=True)
         for m in args.methods.split(","):
@@ -69,7 +75,7 @@ def main():
                 mm = e["metrics"]
                 rows.append({"sets": " ".join(sets), "forget_acc": mm["forget_acc"], "retain_acc": mm["retain_acc"]})
                 print(f"  {m:<16}{' '.join(sets):<50} forget {mm['forget_acc']:.3f} retain {mm['retain_acc']:.3f} "
-                      f"test {mm['test_acc']:.3f} cka_mid {mean_mid_cka(e, ev.points):.3f} "
+                      f"test {mm['test_acc']:.3f} gaps to retrain {gaps_to_retrain(e, ref, ev.points)} "
                       f"probe {e['probe_forget_acc'][ev.points[-2]]:.3f} ({time.perf_counter() - t:.1f}s)", flush=True)
             pick = choose(rows, rf)
             print(f"  -> {m}: {pick['sets'] + ' (retain %.3f)' % pick['retain_acc'] if pick else 'none reached logit-level forgetting'}",

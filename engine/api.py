@@ -19,6 +19,7 @@ from .config import (DATASET_CLASSES, METHOD_NAMES, PRESETS, SUPERVISION_POINTS,
 from .dbguard import DatabaseUnavailable
 from .jobs import (
     cancel,
+    done_job,
     ensure_worker,
     events_since,
     get_job,
@@ -82,7 +83,7 @@ def sweep_format_version():
 
 
 __all__ = ["queue_defaults", "first_start_jobs", "DEFAULT_PRESETS", "submit", "get_job", "list_jobs", "events_since", "cancel", "load_results", "load_arrays", "load_partial",
-           "list_results", "record_external", "worker_alive", "ensure_worker", "workers", "headline_metrics",
+           "list_results", "record_external", "done_job", "worker_alive", "ensure_worker", "workers", "headline_metrics",
            "save_upload", "discard_uploads", "submit_isolated", "MAX_UPLOAD_MB", "home", "discover_studies", "study_table", "sweep_format_version",
            "params_to_overrides", "swept_run",
            # the facts the pages read (engine/catalog.py, engine/config.py, engine/results.py)

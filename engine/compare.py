@@ -89,21 +89,32 @@ class PrintingContext(JobContext):
 
 
 def format_table(results: dict) -> str:
+    """The comparison as text: logit-level numbers, then THE distance to retrain (the worst inner
+    layer's |gap| of forget CKA to the original, engine/results.py) and each point's signed gap."""
     layers = results["layers"]
     inner = results_schema.inner_layers(layers)
-    head = (f"{'run':<16}{'forget':>8}{'retain':>8}{'test':>8}{'MIA':>7}{'gap':>7}{'CKA mid':>9}{'probe':>7}{'sec':>7}"
-            f"  setting")
-    lines = [head, "-" * len(head)]
+    rows = results_schema.summary(results)
+    tol, measured = results_schema.tolerances(results)
     fmt = lambda v, w, p=3: f"{v:>{w}.{p}f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"  # noqa: E731
-    for name, run in results["runs"].items():
-        m = run["metrics"]
-        probe = results_schema.mean_over(run.get("probe_forget_acc"), inner)
-        lines.append(f"{name:<16}{fmt(m['forget_acc'], 8)}{fmt(m['retain_acc'], 8)}{fmt(m['test_acc'], 8)}"
-                     f"{fmt(m['mia_efficacy'], 7)}{fmt(m.get('avg_gap'), 7)}{fmt(results_schema.inner_cka(run, layers), 9)}"
-                     f"{fmt(probe, 7)}{fmt(run.get('seconds'), 7, 1)}  {setting_text(run)}")
-    lines.append(f"CKA mid: mean forget-split CKA to the original over {', '.join(inner)}; "
-                 f"probe: linear-probe accuracy on forget-class test samples at those layers")
-    misses = [name for name, run in results["runs"].items() if (run.get("calibration") or {}).get("reached") is False]
+    sfmt = lambda v, w: f"{v:>+{w}.3f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"  # noqa: E731
+    pw = max(8, max((len(p) for p in layers), default=0) + 1)
+    head = (f"{'run':<16}{'forget':>8}{'retain':>8}{'test':>8}{'MIA':>7}{'gap':>7}{'to retrain':>11}{'worst':>{pw}}"
+            + "".join(f"{p:>{pw}}" for p in layers) + f"{'probe':>7}{'sec':>7}  setting")
+    lines = [head, "-" * len(head)]
+    runs = results["runs"]
+    for r in rows:
+        run = runs[r["name"]]
+        lines.append(f"{r['name']:<16}{fmt(r['forget_acc'], 8)}{fmt(r['retain_acc'], 8)}{fmt(r['test_acc'], 8)}"
+                     f"{fmt(r['mia'], 7)}{fmt(r['avg_gap'], 7)}{fmt(r['distance'], 11)}"
+                     f"{(r['worst_layer'] or '-'):>{pw}}" + "".join(sfmt(g["gap"], pw) for g in r["gaps"])
+                     + f"{fmt(r['probe_distance'], 7)}{fmt(run.get('seconds'), 7, 1)}  {setting_text(run)}")
+    lines.append(f"to retrain: the largest |gap| over {', '.join(inner)} (the worst inner layer); per point the signed "
+                 f"gap of the forget CKA to the original to retrain's (+ keeps more of the original than retraining, "
+                 f"- further from it: distorted), the last point shown for reference; tolerance per point "
+                 + ("(two retrainings' spread): " if measured else "(ASSUMED, no second retrain measured): ")
+                 + ", ".join(f"{p} {tol[p]:.3f}" for p in layers)
+                 + "; probe: the largest inner |gap| of linear-probe recovery to retrain's")
+    misses = [name for name, run in runs.items() if (run.get("calibration") or {}).get("reached") is False]
     if misses:
         lines.append(f"DID NOT REACH logit-level forgetting (forget accuracy on the forget training split not within "
                      f"the tolerance of retrain's): {', '.join(misses)}")

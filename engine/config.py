@@ -129,6 +129,9 @@ class EvalConfig(_Strict):
     # a comparison trains a second original from another seed: the CKA between the two is the training
     # noise band per layer (auto: on for the CPU presets, where one more training is cheap)
     seed_band: Literal["auto", "on", "off"] = "auto"
+    # a second retrained model from another seed: how far two honest retrainings land from each other
+    # per layer is the tolerance of every gap to retrain (engine/results.py); auto: where seed_band is
+    retrain_band: Literal["auto", "on", "off"] = "auto"
 
 
 class CalibrationConfig(_Strict):
@@ -347,6 +350,11 @@ def second_original_key(cfg: RunConfig) -> str:
     d = scenario_dict(cfg)
     d.pop("forget")
     return "orig2-" + stable_hash({**d, "init": "second seed"})
+
+
+def second_retrain_key(cfg: RunConfig) -> str:
+    """The retrained oracle trained again from another seed (the reference noise of retrain)."""
+    return "retrain2-" + stable_hash({**scenario_dict(cfg), "init": "second seed"})
 
 
 def aux_key(cfg: RunConfig) -> str:

@@ -102,12 +102,24 @@ class SeedBand(_Lenient):
     cka_vs_original: dict[str, dict[str, Num]] = {}
 
 
+class RetrainBand(_Lenient):
+    """Reference noise: a second retrained model (another seed), evaluated like retrain
+    (runner.retrain_band). How far it lands from the first retrain, per layer, is the tolerance of
+    every gap to retrain (`tolerances`)."""
+    seed: int | None = None
+    metrics: Metrics = Metrics()
+    cka_vs_original: dict[str, dict[str, Num]] = {}
+    cka_vs_retrain: dict[str, dict[str, Num]] = {}
+    probe_forget_acc: dict[str, Num] = {}
+
+
 class Results(_Lenient):
     kind: Literal["run", "compare", "audit"]
     scenario: Scenario = Scenario()
     layers: list[str] = []
     config: dict[str, Any] = {}
     seed_band: SeedBand | None = None
+    retrain_band: RetrainBand | None = None
     runs: dict[str, Run]
 
 
@@ -259,11 +271,29 @@ def unflatten_arrays(flat: Mapping, points: Sequence[str]) -> dict:
 
 
 # -- the headline ---------------------------------------------------------------------------------
+#
+# Forgetting is judged against the retrained model, layer by layer. Per supervision point a run's
+# signed gap to retrain is its forget-split CKA to the original minus retrain's (> 0: it keeps more of
+# the original than retraining does, superficial; < 0: it is further from the original than retraining,
+# distorted), and that gap in units of the point's tolerance: how far two honest retrainings (two seeds)
+# land from each other there. THE distance to retrain is the largest |gap| over the inner points, so no
+# layer can hide in it; the last point (the penultimate feature, where logit-level methods act on
+# purpose) is reported apart. The mean over layers is kept only as a labelled detail (forget_cka_mean).
 
 REFERENCE = ("original", "retrain")
 # the training-noise reference: a second original trained from another seed (results.json "seed_band";
 # its base-model stage and checkpoint carry the same name)
 NOISE_RUN = "original_seed2"
+# the reference noise of retrain: a second retrained model from another seed (results.json "retrain_band")
+RETRAIN_NOISE_RUN = "retrain_seed2"
+# (ours) the smallest tolerance: one pair of retrainings can land at nearly the same CKA by chance, and
+# the minibatch CKA estimator itself moves by about 0.005 between evaluation subsamples
+TOLERANCE_FLOOR = {"cka": 0.01, "probe": 0.02}
+# (ours) the tolerance where no second retrain was measured (results without retrain_band): the
+# margin the verdicts used before tolerances were measured
+ASSUMED_TOLERANCE = {"cka": 0.02, "probe": 0.05}
+# what a gap kind compares, per run entry: the forget-split CKA to the original, or probe recovery
+_GAP_FIELDS = {"cka": ("cka_vs_original", "forget"), "probe": ("probe_forget_acc", None)}
 
 
 def num(v) -> float | None:
@@ -290,9 +320,71 @@ def inner_layers(points: Sequence[str]) -> list[str]:
 
 
 def inner_cka(run: Mapping, layers: Sequence[str], split: str = "forget", ref: str = "cka_vs_original") -> float | None:
-    """THE inner CKA of one run entry: the mean of its finite CKA to `ref` on `split` over
-    inner_layers(layers); with the defaults, the inner forget CKA (the headline's cka_mid)."""
+    """The mean of one run entry's finite CKA to `ref` on `split` over inner_layers(layers): with the
+    defaults, forget_cka_mean (a labelled detail, never a headline: a mean lets layers cancel)."""
     return mean_over(((run or {}).get(ref) or {}).get(split), inner_layers(layers))
+
+
+def per_point(entry: Mapping | None, kind: str = "cka") -> dict:
+    """{point: value} of one run entry (or a retrain_band) for a gap kind ("cka" or "probe")."""
+    field, split = _GAP_FIELDS[kind]
+    d = (entry or {}).get(field) or {}
+    if split is not None:
+        d = d.get(split) or {}
+    return d if isinstance(d, Mapping) else {}
+
+
+def tolerances(results: Mapping, kind: str = "cka") -> tuple[dict[str, float], bool]:
+    """({point: tolerance}, measured): per supervision point, how far two honest retrainings land from
+    each other, |second retrain - retrain| on the gap's own quantity, at least TOLERANCE_FLOOR; where
+    the results hold no second retrain (or it misses a point), ASSUMED_TOLERANCE and measured False."""
+    layers = list(results.get("layers") or [])
+    ret = per_point((results.get("runs") or {}).get("retrain"), kind)
+    band = per_point(results.get("retrain_band"), kind)
+    out, measured = {}, bool(band)
+    for p in layers:
+        a, b = num(ret.get(p)), num(band.get(p))
+        if a is None or b is None:
+            out[p], measured = ASSUMED_TOLERANCE[kind], False
+        else:
+            out[p] = max(TOLERANCE_FLOOR[kind], abs(b - a))
+    return out, measured and bool(layers)
+
+
+def layer_gaps(results: Mapping, name: str, kind: str = "cka") -> list[dict]:
+    """Per supervision point of one run, against retrain: {"point", "inner", "value", "retrain", "gap"
+    (signed, run minus retrain), "tol", "z" (gap / tol), "within" (|gap| <= tol)}; gap, z and within
+    are None where either value is missing."""
+    runs = results.get("runs") or {}
+    layers = list(results.get("layers") or [])
+    inner = set(inner_layers(layers))
+    mine, ret = per_point(runs.get(name), kind), per_point(runs.get("retrain"), kind)
+    tols, _ = tolerances(results, kind)
+    out = []
+    for p in layers:
+        v, r = num(mine.get(p)), num(ret.get(p))
+        gap = v - r if v is not None and r is not None else None
+        out.append({"point": p, "inner": p in inner, "value": v, "retrain": r, "gap": gap, "tol": tols[p],
+                    "z": None if gap is None else gap / tols[p],
+                    "within": None if gap is None else abs(gap) <= tols[p] + 1e-12})
+    return out
+
+
+def distance(gaps: Sequence[Mapping]) -> dict:
+    """The worst inner layer of layer_gaps: {"distance" (largest |gap| over the inner points, THE
+    distance to retrain), "worst_layer", "worst_gap" (signed), "worst_z" (largest |z|), "within" (every
+    inner point within its tolerance), "last_gap" (the last point's signed gap, shown apart)}. Values are
+    None when no inner gap is known; worst_layer is None where every gap is 0 (retrain itself)."""
+    inner = [g for g in gaps if g["inner"] and g["gap"] is not None]
+    last = gaps[-1] if gaps and not gaps[-1]["inner"] else None
+    if not inner:
+        return {"distance": None, "worst_layer": None, "worst_gap": None, "worst_z": None, "within": None,
+                "last_gap": last["gap"] if last else None}
+    worst = max(inner, key=lambda g: abs(g["gap"]))
+    return {"distance": abs(worst["gap"]), "worst_layer": worst["point"] if worst["gap"] else None,
+            "worst_gap": worst["gap"],
+            "worst_z": max(abs(g["z"]) for g in inner), "within": all(g["within"] for g in inner),
+            "last_gap": last["gap"] if last else None}
 
 
 def run_names(results: Mapping) -> list[str]:
@@ -302,15 +394,19 @@ def run_names(results: Mapping) -> list[str]:
 
 
 def run_summary(results: Mapping, name: str) -> dict:
-    """The headline numbers of one run: logit-level next to representation-level forgetting.
-    cka_mid is THE inner forget CKA: the mean forget-split CKA to the original over inner_layers
-    (`show`'s inner_forget_cka, the sweep's forget_cka); mia is the metrics' mia_efficacy. Every value
-    is a finite float or None."""
+    """The headline numbers of one run: logit-level next to representation-level forgetting, read
+    against retrain layer by layer. `distance` is THE distance to retrain (the largest inner-layer
+    |gap| of the forget CKA to the original, `distance`), with worst_layer / worst_gap / worst_z /
+    within / last_gap; `gaps` holds layer_gaps; probe_distance / probe_gaps the same for linear-probe
+    recovery. forget_cka_mean (the mean inner forget CKA) and probe_mean are labelled details. Every
+    number is a finite float or None."""
     run = (results.get("runs") or {}).get(name) or {}
     layers = results.get("layers") or []
     inner = inner_layers(layers)
     m = run.get("metrics") or {}
     probe = run.get("probe_forget_acc")
+    gaps, probe_gaps = layer_gaps(results, name), layer_gaps(results, name, "probe")
+    probe_worst = distance(probe_gaps)
     return {
         "name": name,
         "method": run.get("method", name),
@@ -321,23 +417,32 @@ def run_summary(results: Mapping, name: str) -> dict:
         "forget_test_acc": num(m.get("forget_test_acc")),
         "mia": num(m.get("mia_efficacy")),
         "avg_gap": num(m.get("avg_gap")),
-        "cka_mid": inner_cka(run, layers),
-        "cka_mid_retrain": inner_cka(run, layers, ref="cka_vs_retrain"),
-        "probe_mid": mean_over(probe, inner),
+        **distance(gaps),
+        "gaps": gaps,
+        "tolerance_measured": tolerances(results)[1],
+        "probe_distance": probe_worst["distance"],
+        "probe_worst_gap": probe_worst["worst_gap"],
+        "probe_gaps": probe_gaps,
+        "forget_cka_mean": inner_cka(run, layers),
+        "probe_mean": mean_over(probe, inner),
         "probe_max": max((v for v in (num((probe or {}).get(k)) for k in inner) if v is not None), default=None),
         "seconds": num(run.get("seconds")),
     }
 
 
 def summary(results: Mapping) -> list[dict]:
-    """run_summary of every run (original, retrain, then the methods), each with cka_excess: its
-    inner forget CKA minus retrain's (None without retrain)."""
-    rows = [run_summary(results, n) for n in run_names(results)]
-    ref = next((r for r in rows if r["name"] == "retrain"), None)
-    for r in rows:
-        r["cka_excess"] = (r["cka_mid"] - ref["cka_mid"]) if (ref and r["cka_mid"] is not None
-                                                              and ref["cka_mid"] is not None) else None
-    return rows
+    """run_summary of every run: original, retrain (distance 0 by definition), then the methods."""
+    return [run_summary(results, n) for n in run_names(results)]
+
+
+def gaps_text(gaps: Sequence[Mapping], digits: int = 3) -> str:
+    """'block1 +0.028, block2 +0.062, block3 -0.091 | block4 -0.427': the signed gaps to retrain per
+    point, the last point after a bar (logit-level methods change it on purpose)."""
+    def one(g):
+        return f"{g['point']} " + ("n/a" if g["gap"] is None else f"{g['gap']:+.{digits}f}")
+    inner = [one(g) for g in gaps if g["inner"]]
+    rest = [one(g) for g in gaps if not g["inner"]]
+    return ", ".join(inner) + (" | " + ", ".join(rest) if rest and inner else ", ".join(rest))
 
 
 # -- the Pareto front -----------------------------------------------------------------------------

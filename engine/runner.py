@@ -7,6 +7,7 @@ configuration hash under $ECLAB_HOME/cache, so a second run on the same scenario
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from . import results as results_schema
 from . import store
 from .catalog import default_compare
 from .config import (METHOD_NAMES, ConfigError, RunConfig, make_config, original_key, retrain_key,
-                     second_original_key, stable_hash, validate)
+                     second_original_key, second_retrain_key, stable_hash, validate)
 from .data.datasets import load_dataset
 from .data import DataError
 from .data.splits import (Splits, known_train_size, make_pool, make_splits, random_forget_count, save_splits,
@@ -249,6 +250,49 @@ def seed_band(sc: Scenario, ev: EvalSet, ctx: JobContext) -> dict:
     return {"seed": init_seed(sc.cfg, SECOND_ORIGINAL), "cka_vs_original": band}
 
 
+SECOND_RETRAIN = results_schema.RETRAIN_NOISE_RUN
+
+
+def wants_retrain_band(cfg: RunConfig) -> bool:
+    return cfg.eval.retrain_band == "on" or (cfg.eval.retrain_band == "auto" and cfg.preset in calibrate.AUTO_PRESETS)
+
+
+def retrain_band(sc: Scenario, ev: EvalSet, ctx: JobContext) -> dict:
+    """Reference noise: a second retrained model (another seed), evaluated like retrain. Its distance
+    from the first retrain per layer is the tolerance of every gap to retrain (results.tolerances).
+    Model and row are cached per scenario and evaluation settings, so a sweep pays for it once."""
+    key = "refs2-" + stable_hash(results_schema.versioned({"retrain2": second_retrain_key(sc.cfg),
+                                                           "eval": _eval_key(sc.cfg, "epoch_cka")}))
+    folder = store.cache_dir(key)
+    with contextlib.suppress(store.CheckpointError):
+        if (folder / "band.json").exists():
+            return store.load_json(folder / "band.json")
+    model, _ = cached_model(sc, second_retrain_key(sc.cfg), SECOND_RETRAIN, sc.idx("retain"), ctx)
+    ctx.emit({"type": "stage", "stage": SECOND_RETRAIN, "name": SECOND_RETRAIN, "fraction": 1.0,
+              "message": "measuring the reference noise (a second retrained model)"})
+    entry, _ = evaluate(model, ev, ref_names=("original", "retrain"))
+    band = {"seed": init_seed(sc.cfg, SECOND_RETRAIN), "metrics": entry["metrics"],
+            **{k: entry[k] for k in ("cka_vs_original", "cka_vs_retrain", "probe_forget_acc") if k in entry}}
+    store.atomic_write_json(folder / "band.json", band)
+    return band
+
+
+def noise_references(sc: Scenario, ev: EvalSet, ctx: JobContext) -> dict:
+    """The results.json blocks of the noise references the config asks for (seed_band, retrain_band)."""
+    out = {}
+    if wants_seed_band(sc.cfg):
+        out["seed_band"] = seed_band(sc, ev, ctx)
+    if wants_retrain_band(sc.cfg):
+        out["retrain_band"] = retrain_band(sc, ev, ctx)
+    return out
+
+
+def _eval_key(cfg: RunConfig, *also: str) -> dict:
+    """The evaluation settings a cached reference row depends on (`also`: more to leave out)."""
+    return cfg.eval.model_dump(exclude={"relearn", "relearn_samples", "relearn_steps", "relearn_lr", "umap",
+                                        "seed_band", "retrain_band", *also})
+
+
 # -- evaluation set-up ---------------------------------------------------------------------------
 
 def eval_set(sc: Scenario) -> EvalSet:
@@ -267,7 +311,7 @@ def eval_set(sc: Scenario) -> EvalSet:
 
 def _reference_rows(sc: Scenario, ev: EvalSet, bases: Bases, ctx: JobContext) -> tuple[dict, dict]:
     """Evaluate original and retrain (cached per scenario + evaluation settings)."""
-    key = "refs-" + stable_hash(results_schema.versioned({"retrain": retrain_key(sc.cfg), "eval": sc.cfg.eval.model_dump(exclude={"relearn", "relearn_samples", "relearn_steps", "relearn_lr", "umap", "seed_band"})}))
+    key = "refs-" + stable_hash(results_schema.versioned({"retrain": retrain_key(sc.cfg), "eval": _eval_key(sc.cfg)}))
     folder = store.cache_dir(key)
     if (folder / "refs.json").exists() and (folder / "refs.npz").exists():
         try:
@@ -386,7 +430,8 @@ def run_single(cfg: RunConfig, run_dir: Path, ctx: JobContext) -> dict:
     refs, ref_arrays = _reference_rows(sc, ev, bases, ctx)
     ctx.emit({"type": "stage", "stage": "method", "name": cfg.run_label, "fraction": 0.0, "message": f"unlearning: {cfg.run_label}"})
     model, entry = calibrated_unlearn(sc, ev, bases, cfg.method, ctx, "run", plugin=plugin, epoch_embed=True)
-    return _finish_runs(sc, ev, bases, refs, ref_arrays, [(entry["label"], model, entry)], run_dir, ctx, "run")
+    band = {"retrain_band": retrain_band(sc, ev, ctx)} if wants_retrain_band(cfg) else None
+    return _finish_runs(sc, ev, bases, refs, ref_arrays, [(entry["label"], model, entry)], run_dir, ctx, "run", band)
 
 
 def run_compare(cfg: RunConfig, methods: list[str], run_dir: Path, ctx: JobContext) -> dict:
@@ -411,8 +456,8 @@ def run_compare(cfg: RunConfig, methods: list[str], run_dir: Path, ctx: JobConte
         ctx.emit({"type": "log", "message": f"evaluated {label} ({i + 1}/{len(methods)})"})
         _write_partial(run_dir, sc, ev, refs, results, methods)
     # after the methods: the rows a user waits for come first, the noise reference after them
-    extra = {"seed_band": seed_band(sc, ev, ctx)} if wants_seed_band(cfg) else None
-    return _finish_runs(sc, ev, bases, refs, ref_arrays, results, run_dir, ctx, "compare", extra)
+    return _finish_runs(sc, ev, bases, refs, ref_arrays, results, run_dir, ctx, "compare",
+                        noise_references(sc, ev, ctx))
 
 
 def run_embed(spec: dict, run_dir: Path, ctx: JobContext) -> dict:
@@ -468,18 +513,21 @@ def execute(kind: str, spec: dict, run_dir: Path, ctx: JobContext | None = None)
     return summarize(res)
 
 
+SUMMARY_FIELDS = ("forget_acc", "retain_acc", "test_acc", "distance", "worst_layer", "worst_gap", "worst_z",
+                  "within", "last_gap", "probe_distance", "forget_cka_mean", "seconds")
+
+
 def summarize(results: dict) -> dict:
-    """Headline numbers per run: forget/retain accuracy and mean intermediate forget CKA."""
+    """Headline numbers per run (engine/results.py run_summary): accuracies, THE distance to retrain
+    (worst inner layer) with its parts, the per-point gaps {point: signed gap} and tolerances."""
     out = {}
-    for name, run in results["runs"].items():
-        m = run["metrics"]
-        out[name] = {"forget_acc": m.get("forget_acc"), "retain_acc": m.get("retain_acc"),
-                     "test_acc": m.get("test_acc"), "forget_cka_mid": mean_mid_cka(run, results["layers"]),
-                     "seconds": run.get("seconds")}
+    for row in results_schema.summary(results):
+        out[row["name"]] = {**{k: row[k] for k in SUMMARY_FIELDS},
+                            "gaps": {g["point"]: g["gap"] for g in row["gaps"]},
+                            "tolerances": {g["point"]: g["tol"] for g in row["gaps"]},
+                            "probe_gaps": {g["point"]: g["gap"] for g in row["probe_gaps"]},
+                            "tolerance_measured": row["tolerance_measured"]}
     return {"kind": results["kind"], "runs": out}
 
 
-mean_mid_cka = results_schema.inner_cka  # the one inner CKA (engine/results.py): all points but the last
-
-
-__all__ = ["JOB_KINDS", "prepare", "execute", "config_from_spec", "parse_methods", "mean_mid_cka", "summarize"]
+__all__ = ["JOB_KINDS", "prepare", "execute", "config_from_spec", "parse_methods", "summarize"]

@@ -30,4 +30,6 @@ def test_default_digits_comparison_shows_ec_erasing_deeper(tmp_path, monkeypatch
     verdict = _check_claims()(results)
     assert verdict["A_baselines_forget"], f"baselines that did not forget: {verdict['A_failures']}"
     assert verdict["B_ec_keeps_retain"], results["runs"]["ec"]["metrics"]
-    assert verdict["C_ec_lowest_cka"], f"EC's inner forget CKA is not the lowest; beaten by {verdict['C_beaten_by']}"
+    # the paper's reading, per layer (no mean): EC's forget CKA is the lowest at every inner layer; whether
+    # that is forgetting or distortion is read against retrain (bench_claims C, the README's tables)
+    assert verdict["P_ec_erases_deepest"], f"lower forget CKA than EC somewhere: {verdict['P_deeper_somewhere']}"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.runner import mean_mid_cka
+from engine import results as R
 
 ROOT = Path(__file__).resolve().parent.parent
 # calibration has its own end-to-end test (test_calibration.py): these run the recipes
@@ -30,7 +30,7 @@ def test_digits_comparison_end_to_end(tmp_path):
     proc = _compare(out, home, "--methods", "ec,ft,ga,salun,cu", "--set", "methods.ft.epochs=2",
                     "--set", "methods.ec.epochs=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "ec" in proc.stdout and "CKA mid" in proc.stdout  # the printed table
+    assert "ec" in proc.stdout and "to retrain" in proc.stdout and "worst" in proc.stdout  # the printed table
     res = json.loads((out / "results.json").read_text())
     layers = res["layers"]
     assert layers == ["block1", "block2", "block3", "block4"]
@@ -51,11 +51,20 @@ def test_digits_comparison_end_to_end(tmp_path):
     assert all(abs(v - 1) < 1e-6 for v in orig["cka_vs_original"]["forget"].values())
     assert res["runs"]["retrain"]["metrics"]["forget_acc"] < 0.05
     assert orig["metrics"]["forget_acc"] > 0.8
-    assert mean_mid_cka(res["runs"]["ec"], layers) < 1.0
+    assert R.inner_cka(res["runs"]["ec"], layers) < 1.0
     # training noise: a second original from another seed is close to, but not identical with, the original
     band = res["seed_band"]["cka_vs_original"]
     assert set(band) == {"forget", "retain"} and list(band["forget"]) == layers
     assert all(0.3 < v < 1 - 1e-4 for v in band["forget"].values()), band
+    # reference noise: a second retrained model, a tolerance per point from the two retrainings
+    rb = res["retrain_band"]
+    assert list(rb["cka_vs_original"]["forget"]) == layers and set(rb["probe_forget_acc"]) == set(layers)
+    assert rb["metrics"]["forget_acc"] < 0.05  # it never saw the class either
+    assert all(0.3 < v < 1 - 1e-4 for v in rb["cka_vs_retrain"]["forget"].values())  # another model, not a copy
+    tol, measured = R.tolerances(res)
+    assert measured and all(R.TOLERANCE_FLOOR["cka"] <= t < 0.5 for t in tol.values())
+    ec = R.run_summary(res, "ec")
+    assert ec["distance"] == max(abs(g["gap"]) for g in ec["gaps"] if g["inner"])
 
     arrays = np.load(out / "arrays.npz", allow_pickle=False)
     n = len(arrays["embed_labels"])
@@ -109,4 +118,4 @@ def test_teach_comparison_end_to_end(tmp_path):
     assert list(res["runs"]) == ["original", "retrain", "rl", "ec"]
     assert res["runs"]["retrain"]["metrics"]["forget_acc"] < 0.05
     assert res["runs"]["original"]["metrics"]["forget_acc"] > 0.5
-    assert mean_mid_cka(res["runs"]["retrain"], res["layers"]) < 0.99
+    assert R.inner_cka(res["runs"]["retrain"], res["layers"]) < 0.99

@@ -72,28 +72,74 @@ def _results():
     }}
 
 
-def test_summary_headline_is_the_inner_layer_mean():
+def test_summary_headline_is_the_worst_inner_layer():
     rows = R.summary(_results())
     assert [r["name"] for r in rows] == ["original", "retrain", "ec"]  # references first
     ec = rows[2]
     assert R.inner_layers(LAYERS) == ["block1", "block2", "block3"]
-    assert ec["cka_mid"] == pytest.approx((0.9 + 0.6 + 0.3) / 3)
-    assert ec["cka_mid"] != pytest.approx((0.9 + 0.6 + 0.3 + 0.0) / 4)  # not the all-layer mean
-    assert ec["cka_mid_retrain"] == pytest.approx((0.95 + 0.8) / 2)  # NaN (a dead layer) left out
-    assert ec["cka_excess"] == pytest.approx(0.6 - 0.5)
-    assert ec["probe_mid"] == pytest.approx(0.3) and ec["probe_max"] == 0.5
+    # gaps to retrain +0.1 at every inner layer, -0.1 at the last one (shown apart, not in the distance)
+    assert [g["gap"] for g in ec["gaps"]] == pytest.approx([0.1, 0.1, 0.1, -0.1])
+    assert ec["distance"] == pytest.approx(0.1) and ec["last_gap"] == pytest.approx(-0.1)
+    assert ec["forget_cka_mean"] == pytest.approx((0.9 + 0.6 + 0.3) / 3)  # a labelled detail only
+    assert ec["probe_mean"] == pytest.approx(0.3) and ec["probe_max"] == 0.5
     assert (ec["forget_acc"], ec["retain_acc"], ec["test_acc"], ec["mia"], ec["avg_gap"], ec["seconds"]) == \
         (0.1, 0.9, 0.85, 0.4, 0.02, 3.0)
     assert rows[0]["role"] == "reference" and ec["role"] == "method"
-    assert R.inner_cka(_results()["runs"]["ec"], LAYERS) == ec["cka_mid"]
+    assert rows[1]["distance"] == 0 and rows[1]["within"] is True  # retrain is the zero point
+    assert R.inner_cka(_results()["runs"]["ec"], LAYERS) == ec["forget_cka_mean"]
+    # no second retrain in these results: the assumed tolerance, said so
+    assert ec["tolerance_measured"] is False and {g["tol"] for g in ec["gaps"]} == {R.ASSUMED_TOLERANCE["cka"]}
+
+
+def _hiding(gaps, band=None):
+    """Results whose run 'x' has the given signed gaps to retrain per layer (retrain at 0.5 everywhere)."""
+    layers = [f"b{i}" for i in range(1, len(gaps) + 1)]
+    res = {"kind": "compare", "layers": layers, "runs": {
+        "retrain": {"cka_vs_original": {"forget": {l: 0.5 for l in layers}}},
+        "x": {"cka_vs_original": {"forget": {l: 0.5 + g for l, g in zip(layers, gaps)}}}}}
+    if band is not None:
+        res["retrain_band"] = {"seed": 9, "cka_vs_original": {"forget": {l: 0.5 + b for l, b in zip(layers, band)}}}
+    return res
+
+
+def test_the_mean_hides_a_layer_the_distance_does_not():
+    # the issue's run: superficial in two layers, distorted in two, the inner mean within 0.001 of retrain's
+    res = _hiding([0.028, 0.062, -0.091, 0.0, -0.427])  # four inner points and the last one
+    x = R.run_summary(res, "x")
+    assert abs(x["forget_cka_mean"] - 0.5) < 0.001  # the mean says "like retrain"
+    assert x["distance"] == pytest.approx(0.091) and x["worst_layer"] == "b3" and x["worst_gap"] == pytest.approx(-0.091)
+    assert x["last_gap"] == pytest.approx(-0.427) and x["within"] is False
+    # never smaller than any inner layer's gap
+    assert all(x["distance"] >= abs(g["gap"]) - 1e-12 for g in x["gaps"] if g["inner"])
+    assert R.gaps_text(x["gaps"]) == "b1 +0.028, b2 +0.062, b3 -0.091, b4 +0.000 | b5 -0.427"
+
+
+def test_tolerance_from_two_retrains():
+    # the second retrain lands 0.03 above, 0.002 below (the floor applies) and 0.2 above the first
+    res = _hiding([0.02, 0.02, 0.1, 0.0], band=[0.03, -0.002, 0.2, 0.0])
+    tol, measured = R.tolerances(res)
+    assert measured is True
+    assert tol == pytest.approx({"b1": 0.03, "b2": R.TOLERANCE_FLOOR["cka"], "b3": 0.2, "b4": R.TOLERANCE_FLOOR["cka"]})
+    gaps = {g["point"]: g for g in R.layer_gaps(res, "x")}
+    assert gaps["b1"]["within"] and not gaps["b2"]["within"] and gaps["b3"]["within"]
+    assert gaps["b2"]["z"] == pytest.approx(0.02 / R.TOLERANCE_FLOOR["cka"])
+    x = R.run_summary(res, "x")
+    assert x["worst_z"] == pytest.approx(2.0) and x["distance"] == pytest.approx(0.1)  # different layers
+    assert x["tolerance_measured"] is True and x["within"] is False
+    # a band that misses a layer: that layer falls back to the assumed tolerance, and says so
+    del res["retrain_band"]["cka_vs_original"]["forget"]["b1"]
+    tol, measured = R.tolerances(res)
+    assert tol["b1"] == R.ASSUMED_TOLERANCE["cka"] and measured is False
+    # the schema keeps it
+    assert R.problem({**res, "runs": {}}) is None
 
 
 def test_summary_is_the_runner_and_dashboard_headline():
     from dashboard import logic
-    from engine.runner import mean_mid_cka
+    from engine.runner import summarize
     res = _results()
     assert logic.headline_rows(res) == R.summary(res)
-    assert mean_mid_cka(res["runs"]["ec"], LAYERS) == R.summary(res)[2]["cka_mid"]
+    assert summarize(res)["runs"]["ec"]["distance"] == R.summary(res)[2]["distance"]
 
 
 def test_inner_layers_edge_cases():
@@ -126,7 +172,7 @@ def test_dashboard_pareto_wrappers_agree():
     from dashboard import sweep_figures as SF
     x, y = [0.1, 0.2, None, 0.3], [0.5, 0.9, 1.0, 0.8]
     assert CF.pareto_front(x, y) == R.pareto(list(zip(x, y)))
-    rows = [{"number": i, "state": s, "cka_gap_to_retrain": g, "retain_acc": a, "feasible": f}
+    rows = [{"number": i, "state": s, "objective": g, "retain_acc": a, "feasible": f}
             for i, (s, g, a, f) in enumerate([("COMPLETE", 0.01, 0.9, True), ("COMPLETE", 0.0, 0.95, False),
                                               ("FAIL", 0.0, 1.0, True), ("COMPLETE", 0.05, 0.92, True)])]
     assert SF.pareto_mask(rows) == [True, False, False, True]

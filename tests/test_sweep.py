@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from dashboard import sweep_figures as SF
 from engine import sweep as S
 from engine.config import ConfigError
 
@@ -146,9 +145,10 @@ def _check_study(study: str, storage: str | None, n: int, home: Path, workers: i
             assert r["error"], f"failed trial {r['number']} has no reason"
         else:
             assert (home / "runs" / r["run_id"] / "results.json").is_file()
-            assert 0 <= r["forget_cka"] <= 1.0001 and 0 <= r["retain_acc"] <= 1
-            assert 0 <= r["retrain_forget_cka"] <= 1.0001
-            assert r["cka_gap_to_retrain"] == pytest.approx(abs(r["forget_cka"] - r["retrain_forget_cka"]))
+            assert 0 <= r["forget_cka_mean"] <= 1.0001 and 0 <= r["retain_acc"] <= 1
+            inner = [abs(r["gaps"][p]) for p in st.user_attrs["points"][:-1]]
+            assert r["distance"] == pytest.approx(max(inner)) == r["objective"]  # no layer hides in it
+            assert set(r["tolerances"]) == set(r["gaps"]) and r["worst_z"] >= r["distance"] - 1e-12
             assert isinstance(r["feasible"], bool)
             assert r["constraint"] == pytest.approx(abs(r["forget_acc"] - r["retrain_forget_acc"]) - S.TOLERANCE)
     run_ids = [r["run_id"] for r in rows]
@@ -247,6 +247,56 @@ def test_stale_running_trials_are_failed_with_a_reason(tmp_path, monkeypatch):
     finally:
         live.kill()
         live.wait()
+
+
+def test_a_resumed_or_second_process_proposes_new_settings(tmp_path, monkeypatch):
+    """Each process builds its sampler from the study's seed; without a seed per trial a resumed or a
+    second process restarted the random stream and proposed trial 0's settings again."""
+    monkeypatch.setenv("ECLAB_HOME", str(tmp_path))
+    S.create_study("resume", preset="digits", overrides=SMALL, n_trials=6, seed=0)
+    seen = []
+    for _ in range(3):  # three fresh processes' workers, each taking one trial
+        w = S.Worker("resume", out=io.StringIO(), sampler_seed=0)
+        trial = w._take()
+        params, _ = S.suggest(trial, w.attrs()["space"], w.attrs()["points"])
+        seen.append(tuple(sorted(params.items())))
+    assert len(set(seen)) == 3, seen
+    # reproducible: the same study seed gives trial 0 the same settings in another store
+    monkeypatch.setenv("ECLAB_HOME", str(tmp_path / "again"))
+    S.create_study("resume", preset="digits", overrides=SMALL, n_trials=6, seed=0)
+    w = S.Worker("resume", out=io.StringIO(), sampler_seed=0)
+    params, _ = S.suggest(w._take(), w.attrs()["space"], w.attrs()["points"])
+    assert tuple(sorted(params.items())) == seen[0]
+
+
+@pytest.mark.slow
+def test_kill_9_then_two_sweeps_at_once_repeat_nothing_and_lose_no_budget(home):
+    """kill -9 a worker during a trial, then start two workers at once: every trial has its own settings,
+    the killed trial is marked failed without using up the budget, and every budgeted trial completes."""
+    S.create_study("k9", preset="digits", overrides=SMALL, n_trials=4, seed=0)
+    cmd = [sys.executable, "-m", "engine", "sweep-worker", "--study", "k9", "--sampler-seed", "0"]
+    first = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + WORKER_TIMEOUT
+        while time.time() < deadline:  # wait until it is inside trial 1 (trial 0 complete)
+            states = [r["state"] for r in S.trial_rows(S.load_study("k9")[0])]
+            if states[:1] == ["COMPLETE"] and "RUNNING" in states:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the first worker never reached its second trial")
+    finally:
+        first.kill()  # SIGKILL: no handler runs, the trial stays RUNNING
+        first.wait()
+    _run_workers("k9", None, n=2)  # the same command twice at once
+    rows = S.trial_rows(S.load_study("k9")[0])
+    killed = [r for r in rows if r["state"] == "FAIL"]
+    assert len(killed) == 1 and "is gone" in killed[0]["error"]
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    assert len(done) == 4, [(r["number"], r["state"], r["error"]) for r in rows]  # the kill used no budget slot
+    settings = [tuple(sorted(r["params"].items())) for r in rows]
+    assert len(set(settings)) == len(rows), "a trial repeated another's settings"
+    assert len({r["run_id"] for r in done}) == 4
 
 
 # -- the space file ----------------------------------------------------------------------------------
@@ -361,173 +411,95 @@ def test_a_format_1_study_is_shown_but_not_continued(tmp_path, monkeypatch, caps
         {"p": "digits", "o": {}, "s": S.DEFAULT_SPACE, "x": "tpe"}, 8)
 
 
-# -- the dashboard page ------------------------------------------------------------------------------
-
-RETRAIN_CKA = 0.85  # retrain's inner forget CKA in the hand-made rows
-
-
-def _rows() -> list[dict]:
-    """Hand-made trial rows (TEST FIXTURE: invented numbers). Row 2 has a lower forget CKA than rows 0
-    and 1 but is further from retrain's: the old objective would have put it on the front."""
-    def row(n, state, cka, retain, forget, feasible, w, tau, **kw):
-        params = {f"w_block{i + 1}": v for i, v in enumerate(w)} | {"tau": tau}
-        return {"number": n, "state": state, "cka_gap_to_retrain": None if cka is None else abs(cka - RETRAIN_CKA),
-                "forget_cka": cka, "retrain_forget_cka": None if cka is None else RETRAIN_CKA,
-                "retain_acc": retain, "forget_acc": forget,
-                "retrain_forget_acc": 0.0, "constraint": None if forget is None else forget - 0.05,
-                "feasible": feasible, "params": params, "weights": w, "tau": tau, "run_id": f"sw-x-{n}",
-                "error": kw.get("error"), "seconds": 3.0}
-    return [row(0, "COMPLETE", 0.87, 0.97, 0.01, True, [1, 1, 1, 1], 0.7),   # 0.02 above retrain
-            row(1, "COMPLETE", 0.84, 0.95, 0.02, True, [2, 2, 0.5, 1], 0.2),  # 0.01 below
-            row(2, "COMPLETE", 0.81, 0.94, 0.00, True, [1, 0, 2, 1], 1.5),   # 0.04 below: dominated by 1
-            row(3, "COMPLETE", 0.50, 0.99, 0.40, False, [3, 3, 3, 3], 0.05),  # infeasible, off the front
-            row(4, "FAIL", None, None, None, None, [0.1, 0, 0, 0], 4.0, error="DivergenceError: loss became nan"),
-            row(5, "RUNNING", None, None, None, None, [1, 2, 3, 0], 0.9)]
+RETRAIN_CKA = 0.85  # retrain's forget CKA at every point in the hand-made results
+POINTS = ["block1", "block2", "block3", "block4"]
 
 
-def test_sweep_figures_on_hand_made_trials():
-    rows = _rows()
-    assert SF.pareto_mask(rows) == [True, True, False, False, False, False]
-    ref = {"cka_gap_to_retrain": 0.07, "forget_cka": 0.92, "retrain_forget_cka": RETRAIN_CKA, "retain_acc": 0.955,
-           "forget_acc": 0.0}
-    fig = SF.pareto_scatter(rows, ref)
-    names = [t.name for t in fig.data]
-    assert names == ["feasible (3)", "infeasible (1)", "Pareto front (2)", "default EC"]
-    assert list(fig.data[2].x) == pytest.approx([0.01, 0.02])  # front sorted by the distance to retrain
-    assert list(fig.data[2].customdata) == [1, 0]
-    assert list(fig.data[3].x) == [0.07] and "vs retrain 0.850" in fig.data[3].text[0]
-    assert "closer to retrain" in fig.layout.xaxis.title.text and "|EC − retrain|" in fig.layout.xaxis.title.text
-    assert list(fig.data[1].customdata) == [3]
-    pc = SF.parcoords(rows)
-    labels = [d.label for d in pc.data[0].dimensions]
-    assert labels == ["weight block1", "weight block2", "weight block3", "weight block4", "tau",
-                      "distance to retrain", "retain acc", "feasible"]
-    assert len(pc.data[0].dimensions[0].values) == 4  # completed trials only
-    assert list(pc.data[0].line.color) == pytest.approx([0.02, 0.01, 0.04, 0.35])
-    df = SF.trials_table(rows)
-    assert list(df["trial"]) == [0, 1, 2, 3, 4, 5]
-    assert df.loc[4, "error"].startswith("DivergenceError") and df.loc[1, "retain %"] == pytest.approx(95.0)
-    assert {"w_block1", "tau", "run", "Pareto", "forget CKA", "retrain forget CKA"} <= set(df.columns)
-    assert df.loc[2, "distance to retrain"] == pytest.approx(0.04) and df.loc[2, "forget CKA"] == 0.81
-    best = SF.best_row(rows, ref)
-    assert best["number"] == 0  # the only feasible trial with retain >= 0.955
-    assert SF.best_row(rows, {"retain_acc": 0.999})["number"] == 1  # none reaches it: closest feasible trial
-    attrs = {"preset": "digits", "points": ["block1", "block2", "block3", "block4"],
-             "overrides": {"train": {"epochs": 3}, "ec": {"aux_epochs": 2}}}
-    pre = SF.prefill(rows[1], attrs, "st")
-    assert pre["method"] == "ec" and pre["ec"] == {"weights": [2.0, 2.0, 0.5, 1.0], "tau": 0.2}
-    assert pre["overrides"]["ec"] == {"aux_epochs": 2, "weights": [2.0, 2.0, 0.5, 1.0], "tau": 0.2}
-    assert pre["overrides"]["train"] == {"epochs": 3} and pre["preset"] == "digits"
-    assert SF.counts(rows) == {"COMPLETE": 4, "FAIL": 1, "RUNNING": 1}
-    # empty inputs still give figures
-    assert len(SF.pareto_scatter([]).data) == 2 and SF.trials_table([]).empty
-    # engine's own front agrees with the page's on the same rows
-    assert sorted(S.pareto_front([dict(r) for r in rows])) == [0, 1]
+def _summary(gaps, retain: float = 0.9, band=None) -> dict:
+    """runner.summarize of hand-made single-run results whose EC run has the given signed gaps to
+    retrain per point (None: not measured); `band`: the second retrain's offsets (invented numbers)."""
+    from engine.runner import summarize
+    cka = lambda offs: {"forget": {p: None if o is None else RETRAIN_CKA + o for p, o in zip(POINTS, offs)}}  # noqa: E731
+    res = {"kind": "run", "layers": POINTS, "runs": {
+        "original": {"metrics": {"forget_acc": 1.0, "retain_acc": 1.0}, "cka_vs_original": {"forget": {p: 1.0 for p in POINTS}}},
+        "retrain": {"metrics": {"forget_acc": 0.0, "retain_acc": 0.99}, "cka_vs_original": cka([0] * 4),
+                    "probe_forget_acc": {p: 0.5 for p in POINTS}},
+        "ec": {"metrics": {"forget_acc": 0.02, "retain_acc": retain, "test_acc": 0.8}, "cka_vs_original": cka(gaps),
+               "probe_forget_acc": {"block1": 0.6, "block2": 0.45, "block3": 0.5, "block4": 0.1}}}}
+    if band is not None:
+        res["retrain_band"] = {"seed": 5, "cka_vs_original": cka(band)}
+    return summarize(res)
 
 
-def test_sweep_page_renders_a_study_and_hands_over_settings(tmp_path, monkeypatch):
-    import optuna
-    from streamlit.testing.v1 import AppTest
-    monkeypatch.setenv("ECLAB_HOME", str(tmp_path))
-    monkeypatch.delenv("ECLAB_SWEEP_STORAGE", raising=False)
-    st = S.create_study("page", overrides=SMALL, n_trials=6)
-    st.set_user_attr("reference", {"cka_gap_to_retrain": 0.07, "forget_cka": 0.92, "retrain_forget_cka": RETRAIN_CKA,
-                                   "retain_acc": 0.955, "forget_acc": 0.0, "feasible": True})
-    dists = {f"w_block{i}": optuna.distributions.FloatDistribution(0, 3) for i in range(1, 5)}
-    dists["tau"] = optuna.distributions.FloatDistribution(0.05, 5, log=True)
-    for r in _rows():
-        state = getattr(optuna.trial.TrialState, r["state"])
-        ua = {k: r[k] for k in ("forget_cka", "retrain_forget_cka", "forget_acc", "retrain_forget_acc", "run_id",
-                                "error", "seconds") if r[k] is not None}
-        if r["state"] == "COMPLETE":
-            ua["constraint"] = r["constraint"]
-        st.add_trial(optuna.trial.create_trial(
-            state=state, params=r["params"], distributions=dists, user_attrs=ua,
-            values=[r["cka_gap_to_retrain"], r["retain_acc"]] if r["state"] == "COMPLETE" else None,
-            system_attrs={"constraints:forget_gap": r["constraint"]} if r["state"] == "COMPLETE" else {}))
-    at = AppTest.from_file(str(ROOT / "dashboard" / "views" / "sweep.py"), default_timeout=60)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Trials"] == "6 / 6" and metrics["Failed"] == "1" and metrics["Feasible"] == "3"
-    assert len(at.get("plotly_chart")) == 2
-    info = " ".join(i.value for i in at.info)
-    assert "Default EC: distance to retrain **0.070** (forget CKA 0.920 vs retrain 0.850), retain **95.5%**" in info
-    assert "trial 0, distance to retrain **0.020** (forget CKA 0.870)" in info
-    assert at.selectbox(key="sw_pick").value == 0  # the best trial at the default's retain accuracy
-    at.button(key="sw_use").click().run()
-    pre = at.session_state["prefill"]
-    assert pre["method"] == "ec" and pre["ec"]["weights"] == [1.0, 1.0, 1.0, 1.0] and pre["ec"]["tau"] == 0.7
-    assert pre["overrides"]["train"] == {"epochs": 3}
-
-
-def test_sweep_page_imports_no_torch():
-    code = ("import sys; import dashboard.sweep_figures, engine.sweep as s; s.discover_studies(); "
-            "print('torch' in sys.modules)")
-    res = subprocess.run([sys.executable, "-c", code], env=_env(ECLAB_HOME=str(ROOT / ".pytest_cache" / "nohome")),
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "False"
-
-
-def test_the_old_study_page_lists_trials_without_ranking(tmp_path, monkeypatch):
-    from streamlit.testing.v1 import AppTest
-    monkeypatch.setenv("ECLAB_HOME", str(tmp_path))
-    monkeypatch.delenv("ECLAB_SWEEP_STORAGE", raising=False)
-    _v1_study("oldpage")
-    at = AppTest.from_file(str(ROOT / "dashboard" / "views" / "sweep.py"), default_timeout=60)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert any("older sweep (format 1)" in w.value for w in at.warning)
-    assert not at.get("plotly_chart")
-    df = at.dataframe[0].value
-    assert list(df["forget CKA"]) == [0.612] and df["distance to retrain"].isna().all()
-
-
-def _summary(ec_cka: float, retrain_cka: float | None = RETRAIN_CKA, retain: float = 0.9) -> dict:
-    """What runner.summarize returns for a single EC run (invented numbers)."""
-    return {"runs": {"original": {"forget_cka_mid": 1.0, "forget_acc": 1.0, "retain_acc": 1.0},
-                     "retrain": {"forget_acc": 0.0, "forget_cka_mid": retrain_cka, "retain_acc": 0.99},
-                     "ec": {"forget_cka_mid": ec_cka, "retain_acc": retain, "forget_acc": 0.02, "test_acc": 0.8}}}
-
-
-def test_measure_takes_the_distance_to_retrain_from_the_summary():
-    m = S.measure(_summary(0.7))
-    assert m["cka_gap_to_retrain"] == pytest.approx(RETRAIN_CKA - 0.7)
-    assert (m["forget_cka"], m["retrain_forget_cka"]) == (0.7, RETRAIN_CKA)  # both readings kept
-    assert [m[k] for k in S.OBJECTIVES] == [m["cka_gap_to_retrain"], 0.9]
+def test_the_objective_is_the_worst_inner_layer_on_opposite_sign_gaps():
+    """The issue's 'distance 0.000' trial: +0.028, +0.062, -0.091 at the inner points, -0.427 at the last.
+    The old objective (|mean|) read 0.000; the worst layer reads 0.091, and the tolerance-scaled one more."""
+    gaps = [0.028, 0.062, -0.09, -0.427]
+    m = S.measure(_summary(gaps, band=[0.02, 0.005, 0.03, 0.1]))
+    assert abs(sum(gaps[:3]) / 3) == pytest.approx(0.0, abs=1e-12)  # what the mean saw
+    assert m["distance"] == pytest.approx(0.09) and m["worst_layer"] == "block3" and m["worst_gap"] == pytest.approx(-0.09)
+    assert m["last_gap"] == pytest.approx(-0.427)  # shown apart, not in the objective
+    assert m["tolerances"] == pytest.approx({"block1": 0.02, "block2": 0.01, "block3": 0.03, "block4": 0.1})
+    assert m["worst_z"] == pytest.approx(0.062 / 0.01) and m["within"] is False and m["tolerance_measured"] is True
+    assert m["probe_distance"] == pytest.approx(0.1) and m["probe_gaps"]["block1"] == pytest.approx(0.1)
+    for objective, key in S.OBJECTIVE_CHOICES.items():
+        values = S.trials.objective_values(m, S.study.objectives_for(objective))
+        assert values[0] == m[key] and values[1] == 0.9
+        assert values[0] >= max(abs(g) for g in gaps[:3]) - 1e-12  # never below an inner layer's gap
     assert m["constraint"] == pytest.approx(0.02 - S.TOLERANCE)
-    for bad in (None, float("nan")):
-        with pytest.raises(ValueError, match="retrained model's forget CKA"):
-            S.measure(_summary(0.7, retrain_cka=bad))
-    with pytest.raises(ValueError, match="forget CKA"):
-        S.measure(_summary(None))
+    with pytest.raises(ValueError, match="distance to retrain"):
+        S.measure(_summary([None] * 4))
+    with pytest.raises(ConfigError):
+        S.study.objectives_for("mean")
 
 
 def test_distance_to_retrain_counts_both_ways():
-    """0.05 below retrain's CKA is as far as 0.05 above; far below (the old objective's favourite) is worst."""
-    offsets = [0.03, -0.05, 0.05, -0.25]  # trial i: EC's CKA = retrain's + offsets[i]
-    ms = [S.measure(_summary(RETRAIN_CKA + d, retain=0.95)) for d in offsets]
-    assert [m["cka_gap_to_retrain"] for m in ms] == pytest.approx([0.03, 0.05, 0.05, 0.25])
-    rows = [{"number": i, "state": "COMPLETE", "params": {"tau": 0.5}, **m} for i, m in enumerate(ms)]
-    order = [r["number"] for r in sorted(rows, key=lambda r: r[S.OBJECTIVES[0]])]
-    assert order[0] == 0 and set(order[1:3]) == {1, 2} and order[3] == 3
-    assert S.pareto_front(rows) == [0] and SF.pareto_mask(rows) == [True, False, False, False]
-    assert SF.best_row(rows)["number"] == 0
+    """0.05 below retrain's CKA is as far as 0.05 above; far below (format 1's favourite) is worst."""
+    offsets = [0.03, -0.05, 0.05, -0.25]  # trial i: EC's CKA at block2 = retrain's + offsets[i]
+    ms = [S.measure(_summary([0.0, d, 0.0, 0.0], retain=0.95)) for d in offsets]
+    assert [m["distance"] for m in ms] == pytest.approx([0.03, 0.05, 0.05, 0.25])
+    rows = [{"number": i, "state": "COMPLETE", "params": {"tau": 0.5}, "objective": m["distance"], **m}
+            for i, m in enumerate(ms)]
+    assert S.pareto_front(rows) == [0]
     text = S.compare_text(rows, ms[3])  # the default far below retrain: every trial beats it
-    assert "trial 0, beats the default: 0.220 closer to retrain" in text
+    assert "trial 0, beats the default: 0.220 smaller distance to retrain (worst inner layer)" in text
+    assert "default EC: distance to retrain 0.250 at block2 (gaps block1 +0.000, block2 -0.250, block3 +0.000 | " \
+           "block4 +0.000; every inner layer within tolerance, assumed: no)" in text
+    assert "does not beat the default" in S.compare_text(rows, dict(ms[3], distance=0.01))
+    assert "no feasible trial reached" in S.compare_text(rows, dict(ms[3], retain_acc=0.999))
 
 
-def test_summary_compares_with_the_default():
-    rows = [dict(r, pareto=p) for r, p in zip(_rows(), [True, True, False, False, False, False])]
-    ref = {"cka_gap_to_retrain": 0.10, "forget_cka": 0.95, "retrain_forget_cka": RETRAIN_CKA, "retain_acc": 0.96,
-           "forget_acc": 0.0}
-    text = S.compare_text(rows, ref)
-    assert text.startswith("default EC: distance to retrain 0.100 (forget CKA 0.950 vs retrain 0.850), retain 0.960; "
-                           "best at retain >= 0.960: distance to retrain 0.020, forget CKA 0.870")
-    assert "trial 0" in text and "beats the default: 0.080 closer to retrain" in text
-    assert "does not beat the default" in S.compare_text(rows, dict(ref, cka_gap_to_retrain=0.01))
-    assert "no feasible trial reached" in S.compare_text(rows, dict(ref, retain_acc=0.999))
+def _v2_study(name: str):
+    """A study as format 2 left it: first objective the gap of the MEAN inner forget CKA to retrain's."""
+    import optuna
+    st = S.create_study(name, overrides=SMALL, n_trials=4)
+    st.set_user_attr("objectives", ["cka_gap_to_retrain", "retain_acc"])
+    st.set_user_attr("eclab_sweep", 2)
+    st.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE, values=[0.004, 0.981],
+        params={"tau": 0.4}, distributions={"tau": optuna.distributions.FloatDistribution(0.05, 5, log=True)},
+        user_attrs={"forget_cka": 0.851, "retrain_forget_cka": 0.855, "forget_acc": 0.01, "retrain_forget_acc": 0.0,
+                    "run_id": "sw-v2-0", "constraint": -0.04},
+        system_attrs={"constraints:forget_gap": -0.04}))
+    return st
+
+
+def test_a_format_2_study_is_shown_as_recorded_but_not_continued(tmp_path, monkeypatch, capsys):
+    from engine import cli
+    monkeypatch.setenv("ECLAB_HOME", str(tmp_path))
+    monkeypatch.delenv("ECLAB_SWEEP_STORAGE", raising=False)
+    _v2_study("mean")
+    with pytest.raises(S.SweepError, match=r"format 2 .*worst inner layer.*start a new --study name"):
+        S.create_study("mean", overrides=SMALL, n_trials=8)
+    assert cli.main(["sweep-worker", "--study", "mean"]) == 2
+    assert "start a new --study name" in capsys.readouterr().err
+    assert len(S.load_study("mean")[0].trials) == 1  # nothing was added
+    assert cli.main(["sweep-show", "--study", "mean"]) == 0
+    out = capsys.readouterr().out
+    assert "made by sweep format 2, which ranked trials by a mean over layers" in out
+    assert "0.004" in out and "old format: mean over layers" in out and "Pareto front" not in out
+    (row,) = S.trial_rows(S.load_study("mean")[0])
+    assert (row["cka_gap_to_retrain"], row["distance"], row["objective"], row["pareto"]) == (0.004, None, None, False)
 
 
 def test_a_sweep_of_the_ec_plug_in_on_another_method(home):

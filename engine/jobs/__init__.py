@@ -29,7 +29,7 @@ from .context import CANCEL_CACHE_S, THROTTLE_S, WARM_AFTER, Progress, WorkerCon
 from .db import (ACTIVE, FINAL, HEARTBEAT_S, MAX_ATTEMPTS, STATES, _add_event, _db, connect, db_path, new_job_id,
                  stale_seconds, transaction)
 from .queue import (JOB_KINDS, RESULT_FILES, cancel, events_since, get_job, list_jobs, list_results, load_arrays,
-                    load_partial, load_results, record_external, submit)
+                    done_job, load_partial, load_results, record_external, submit)
 from .recovery import ensure_worker, recover_stale, worker_alive, workers
 from .worker import STOP_GRACE_S, Worker, run_worker
 
@@ -46,5 +46,5 @@ __all__ = ["_add_event", "_db", "_pid_alive", "_runner",  # private names tests 
            "ACTIVE", "CANCEL_CACHE_S", "FINAL", "HEARTBEAT_S", "JOB_KINDS", "MAX_ATTEMPTS", "RESULT_FILES", "STATES",
            "STOP_GRACE_S", "THROTTLE_S", "WARM_AFTER", "Progress", "Worker", "WorkerContext", "add_commands",
            "build_spec", "cancel", "connect", "db_path", "ensure_worker", "events_since", "get_job", "headline",
-           "list_jobs", "list_results", "load_arrays", "load_partial", "load_results", "new_job_id", "record_external",
+           "list_jobs", "list_results", "load_arrays", "load_partial", "load_results", "new_job_id", "record_external", "done_job",
            "recover_stale", "run_worker", "stale_seconds", "submit", "transaction", "worker_alive", "workers"]

@@ -176,10 +176,12 @@ def _cmd_cancel(args) -> int:
 
 
 def headline(results: dict) -> list[dict]:
-    """One row per run of a results dict: the numbers `show` prints (inner_forget_cka: the mean forget-split
-    CKA to the original over all supervision points but the last, as on the pages)."""
+    """One row per run of a results dict: the numbers `show` prints. distance_to_retrain is THE distance
+    (engine/results.py: the largest |gap| of forget CKA to the original over the inner points), at
+    worst_layer; gaps holds every point's signed gap (the last one apart, as on the pages)."""
     return [{"run": r["name"], "forget_acc": r["forget_acc"], "retain_acc": r["retain_acc"], "test_acc": r["test_acc"],
-             "mia_efficacy": r["mia"], "inner_forget_cka": r["cka_mid"], "seconds": r["seconds"]}
+             "mia_efficacy": r["mia"], "distance_to_retrain": r["distance"], "worst_layer": r["worst_layer"],
+             "gaps": results_schema.gaps_text(r["gaps"]), "seconds": r["seconds"]}
             for r in results_schema.summary(results)]
 
 
@@ -233,7 +235,8 @@ def _cmd_show(args) -> int:
     if results:
         print("results:")
         rows = headline(results)
-        cols = ["run", "forget_acc", "retain_acc", "test_acc", "mia_efficacy", "inner_forget_cka"]
+        cols = ["run", "forget_acc", "retain_acc", "test_acc", "mia_efficacy", "distance_to_retrain", "worst_layer",
+                "gaps"]
         table = [cols] + [[r["run"]] + [_fmt(r[c]) if r[c] is not None else "-" for c in cols[1:]] for r in rows]
         widths = [max(len(str(r[i])) for r in table) for i in range(len(cols))]
         for r in table:

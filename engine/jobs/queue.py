@@ -143,6 +143,14 @@ def _link_files(src: Path, dst: Path, note: str) -> None:
         log.write(f"[{_stamp()}] {note}; files linked from {src}\n")
 
 
+def done_job(kind: str, spec: dict) -> str | None:
+    """The id of a done job of exactly this configuration whose results are valid, or None (a sweep
+    reuses it instead of running the same settings again)."""
+    _, config_hash = current_runner().prepare(kind, spec)
+    with _db() as con:
+        return _cache_source(con, kind, config_hash, RESULT_FILES[kind])
+
+
 def record_external(kind: str, spec: dict, run_dir, summary: dict | None = None) -> dict:
     """Record work that ran outside the queue (e.g. a sweep trial run in-process) as a done job, so the
     dashboard lists it and later identical submissions are cache hits. A folder of the run store

@@ -26,8 +26,8 @@ calibrate=off (SWEEP_FIXED, not overridable): under `auto` a single run may reus
 calibrated lr/epochs, and a trial must run at exactly the settings the sweep chose. A study's
 "overrides" attr holds the scenario overrides with these included.
 
-Format versions (study attr eclab_sweep): 1 minimised EC's raw forget CKA, 2 (this one) the distance
-to retrain's. `sweep` and `sweep-worker` refuse to continue a study of another version (start a new
+Format versions (study attr eclab_sweep): 1 minimised EC's raw forget CKA, 2 the gap of the mean over
+layers to retrain's, 3 (this one) the worst inner layer's. `sweep` and `sweep-worker` refuse to continue a study of another version (start a new
 --study name); `sweep-show` and the dashboard still list its trials as recorded.
 
 Parallelism: a trial is one small run, so workers default to ONE torch thread each and a machine is
@@ -95,8 +95,9 @@ ECLAB_SWEEP_GRACE_S = 30 s. Optuna 5's JournalStorage has no heartbeat of its ow
 Optuna's heartbeat is recorded too and optuna.storages.fail_stale_trials runs as a backstop.
 
 Trial user attrs: run_id, host, pid, worker, home, heartbeat, started, seconds (whole trial),
-cka_gap_to_retrain, forget_cka (EC's), retrain_forget_cka, retain_acc, forget_acc, test_acc,
-retrain_forget_acc, constraint, feasible, unlearn_seconds, registered (a done job row was written
+distance, worst_layer, worst_gap, worst_z, within, last_gap, probe_distance, forget_cka_mean,
+gaps, tolerances, probe_gaps, tolerance_measured, retain_acc, forget_acc, test_acc,
+retrain_forget_acc, retrain_forget_cka_mean, constraint, feasible, unlearn_seconds, registered (a done job row was written
 through engine.api.record_external), error (failed trials).
 Study user attrs: eclab_sweep (format version), n_trials, preset, overrides, space, sampler,
 sampler_options, seed, tolerance, points, objectives, created, reference (the default EC run).
@@ -146,6 +147,7 @@ from .storage import (
 from .study import (
     DIRECTIONS,
     FORMAT_VERSION,
+    OBJECTIVE_CHOICES,
     OBJECTIVES,
     SAMPLERS,
     SWEEP_EVAL_DEFAULTS,
@@ -162,7 +164,7 @@ from .trials import TrialContext, Worker, measure, recover_stale, reference, reg
 # every name engine/sweep.py offered before it became a package
 __all__ = ["add_commands", "budget_lock", "check_study_name", "check_version", "cmd_show", "cmd_sweep",
            "cmd_worker", "compare_text", "create_study", "db_url", "DEFAULT_SPACE", "default_study_name",
-           "DIRECTIONS", "discover_studies", "FORMAT_VERSION", "GE_PARAMS", "grace_seconds", "grid_size",
+           "DIRECTIONS", "discover_studies", "FORMAT_VERSION", "OBJECTIVE_CHOICES", "GE_PARAMS", "grace_seconds", "grid_size",
            "grid_space", "heartbeat_seconds", "INT_PARAMS", "is_url", "journal_path", "LIMITS", "load_space",
            "load_study", "make_sampler", "measure", "OBJECTIVES", "open_storage", "param_names",
            "params_to_overrides", "pareto_front", "recover_stale", "redact", "reference", "register_run",

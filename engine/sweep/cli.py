@@ -15,7 +15,7 @@ from ..procs import set_threads, signal_handlers
 from .report import summary_text, trial_rows
 from .space import load_space, param_names
 from .storage import SweepError, redact, resolve_storage
-from .study import SAMPLERS, create_study, default_study_name, load_study
+from .study import OBJECTIVE_CHOICES, SAMPLERS, create_study, default_study_name, load_study
 from .trials import Worker, recover_stale, reference, warm_bases
 
 
@@ -48,10 +48,11 @@ def cmd_sweep(args) -> int:
         raise ConfigError("workers", "must be >= 1")
     overrides = scenario_overrides(args)
     space = load_space(args.space)
-    name = args.study or default_study_name(args.preset, overrides, space, args.sampler)
+    name = args.study or default_study_name(args.preset, overrides, space, args.sampler, args.objective)
     try:
         st = create_study(name, args.storage, preset=args.preset, overrides=overrides, space=space,
-                          sampler=args.sampler, n_trials=args.trials, seed=args.sampler_seed)
+                          sampler=args.sampler, n_trials=args.trials, seed=args.sampler_seed,
+                          objective=args.objective)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -131,15 +132,20 @@ def add_commands(sub) -> None:
     from ..compare import add_scenario_flags
     p = sub.add_parser("sweep", help="multi-objective Optuna sweep of EC's layer weights and tau",
                        description="Search EC's per-layer weights and temperature (and, with --space, more) for "
-                                   "a forget CKA close to the retrained model's (either side) and high retain "
-                                   "accuracy, with forget accuracy within 0.05 of the retrained model's. Each "
-                                   "trial is a normal run in $ECLAB_HOME/runs.")
+                                   "a model that forgets like the retrained one at every inner layer (the worst "
+                                   "layer's gap to retrain, either side) and keeps retain accuracy, with forget "
+                                   "accuracy within 0.05 of the retrained model's. Each trial is a normal run in "
+                                   "$ECLAB_HOME/runs.")
     add_scenario_flags(p)
     p.add_argument("--trials", type=int, default=24, metavar="N", help="the study's trial budget (default 24)")
     p.add_argument("--study", help="study name (default: derived from the settings, so a rerun continues it)")
     p.add_argument("--storage", help="journal file path or database URL (default: $ECLAB_SWEEP_STORAGE, else "
                                      "$ECLAB_HOME/sweeps/<study>.journal)")
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="tpe (default), nsga2 or grid")
+    p.add_argument("--objective", choices=list(OBJECTIVE_CHOICES), default="distance",
+                   help="what to minimise: distance (default: the largest inner-layer |gap| of forget CKA to "
+                        "retrain's), tolerance (the same gap in units of two retrainings' spread per layer) or "
+                        "probe (the largest inner-layer |gap| of linear-probe recovery to retrain's)")
     p.add_argument("--space", metavar="FILE",
                    help="JSON search space file (format: engine/sweep/__init__.py docstring, docs/SWEEPS.md)")
     p.add_argument("--workers", type=int, default=1, metavar="K",

@@ -11,9 +11,17 @@ from ..config import SUPERVISION_POINTS, ConfigError, deep_merge, make_config, s
 from .space import SpaceError, grid_size, grid_space, param_names, params_to_overrides, swept_run, validate_space
 from .storage import SweepError, _quiet_optuna, check_study_name, is_url, open_storage, redact, resolve_storage
 
-FORMAT_VERSION = 2  # 1: the first objective was EC's raw forget CKA (rewarded distortion)
+# 1: the first objective was EC's raw forget CKA (rewarded distortion); 2: |mean inner forget CKA - retrain's|
+# (a layer that kept the class cancelled one distorted past retrain); 3: the worst inner layer's gap
+FORMAT_VERSION = 3
 SAMPLERS = ("tpe", "nsga2", "grid")
-OBJECTIVES = ["cka_gap_to_retrain", "retain_acc"]
+# --objective: what the first objective minimises, each never smaller than some inner layer's |gap| to
+# retrain. distance: the largest |gap| of the forget CKA to the original over the inner points (THE
+# distance to retrain, engine/results.py); worst_z: the largest |gap| in units of the point's
+# tolerance (two retrainings' spread; >= distance, as a tolerance is at most 1); probe_distance: the
+# largest |gap| of linear-probe recovery of the forget class over the inner points.
+OBJECTIVE_CHOICES = {"distance": "distance", "tolerance": "worst_z", "probe": "probe_distance"}
+OBJECTIVES = ["distance", "retain_acc"]  # the default
 DIRECTIONS = ["minimize", "maximize"]
 TOLERANCE = 0.05
 # Evaluation a sweep skips unless --set asks for it: neither changes the objectives, and together they
@@ -42,10 +50,19 @@ def make_sampler(attrs: dict, seed: int | None = None):
     raise ConfigError("sampler", f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
 
-def default_study_name(preset: str, overrides: dict, space: dict, sampler: str) -> str:
+def objectives_for(objective: str) -> list[str]:
+    """The study's objective names for an --objective choice (see OBJECTIVE_CHOICES)."""
+    if objective not in OBJECTIVE_CHOICES:
+        raise ConfigError("objective", f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVE_CHOICES)}")
+    return [OBJECTIVE_CHOICES[objective], "retain_acc"]
+
+
+def default_study_name(preset: str, overrides: dict, space: dict, sampler: str, objective: str = "distance") -> str:
     # the format version is in the hash: after an upgrade the same command starts a new study instead
     # of hitting an old one that check_version refuses
     key = {"p": preset, "o": overrides, "s": space, "x": sampler, "v": FORMAT_VERSION}
+    if objective != "distance":
+        key["obj"] = objective
     return f"{preset}-ec-{stable_hash(key, 8)}"
 
 
@@ -54,13 +71,15 @@ def check_version(attrs: dict, study: str, storage: str) -> None:
     version = attrs.get("eclab_sweep")
     if version != FORMAT_VERSION:
         raise SweepError(f"study {study!r} in {redact(storage)} was made by sweep format {version} (objectives "
-                         f"{', '.join(attrs.get('objectives') or ['?'])}); this version minimises "
-                         f"{OBJECTIVES[0]} (the distance to retrain's forget CKA) and cannot continue it: start a "
-                         f"new --study name (`sweep-show --study {study}` still prints the old one)")
+                         f"{', '.join(attrs.get('objectives') or ['?'])}), which ranks trials by a mean over layers "
+                         f"or by raw CKA; this version (format {FORMAT_VERSION}) minimises the worst inner layer's "
+                         f"gap to retrain and cannot continue it: start a new --study name (`sweep-show --study "
+                         f"{study}` still prints the old one as recorded)")
 
 
 def create_study(study: str, storage: str | None = None, *, preset: str = "digits", overrides: dict | None = None,
-                 space: dict | None = None, sampler: str = "tpe", n_trials: int = 24, seed: int = 0):
+                 space: dict | None = None, sampler: str = "tpe", n_trials: int = 24, seed: int = 0,
+                 objective: str = "distance"):
     """Create the study (or continue an existing one with the same settings: its budget becomes n_trials).
     Validates the scenario and the space before anything is written. Returns the optuna Study."""
     check_study_name(study)
@@ -68,6 +87,7 @@ def create_study(study: str, storage: str | None = None, *, preset: str = "digit
         raise ConfigError("sampler", f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if not isinstance(n_trials, int) or n_trials < 0:
         raise ConfigError("trials", f"must be a whole number >= 0 (got {n_trials!r})")
+    objectives = objectives_for(objective)
     overrides = deep_merge(copy.deepcopy(SWEEP_EVAL_DEFAULTS), copy.deepcopy(overrides or {}))
     if overrides.get("calibrate", "off") != "off":
         raise ConfigError("calibrate", f"a sweep's trials run at the settings it picks: calibrate must be off "
@@ -94,7 +114,7 @@ def create_study(study: str, storage: str | None = None, *, preset: str = "digit
     storage = resolve_storage(storage, study)
     optuna = _quiet_optuna()
     raw = open_storage(storage)
-    settings = {"preset": preset, "overrides": overrides, "space": space, "sampler": sampler}
+    settings = {"preset": preset, "overrides": overrides, "space": space, "sampler": sampler, "objectives": objectives}
     existing = {s.study_name: s for s in raw.get_all_studies()}
     if study in existing:
         attrs = existing[study].user_attrs
@@ -109,11 +129,11 @@ def create_study(study: str, storage: str | None = None, *, preset: str = "digit
         st.set_user_attr("n_trials", n_trials)
         return st
     st = optuna.create_study(study_name=study, storage=raw, directions=DIRECTIONS, load_if_exists=True)
-    st.set_metric_names(OBJECTIVES)
+    st.set_metric_names(objectives)
     opts = {"n_startup_trials": max(3, min(10, n_trials // 3))} if sampler == "tpe" else (
         {"population_size": max(4, min(50, n_trials // 3))} if sampler == "nsga2" else {})
     attrs = {**settings, "sampler_options": opts, "seed": seed, "tolerance": TOLERANCE, "points": points,
-             "objectives": OBJECTIVES, "created": time.time(), "n_trials": n_trials,
+             "created": time.time(), "n_trials": n_trials,
              "eclab_sweep": FORMAT_VERSION}  # the marker last: a worker that sees it sees everything
     for key, value in attrs.items():
         st.set_user_attr(key, value)

@@ -21,9 +21,34 @@ from .. import store
 from ..config import deep_merge, make_config
 from ..events import Cancelled, JobContext
 from ..procs import Beat, one_line, set_threads, why_stopped
+from .report import trial_line
 from .space import _params_text, params_to_overrides, suggest, swept_run
 from .storage import _file_lock, _quiet_optuna, budget_lock, grace_seconds, heartbeat_seconds, sweeps_dir
 from .study import OBJECTIVES, SWEEP_FIXED, TOLERANCE, check_version, load_study
+
+
+# user attr of a trial that failed because its worker stopped (killed, SIGTERM, Ctrl-C), not because of
+# its settings: it does not use up the study's budget, so a resumed sweep runs the trials it was asked for
+INTERRUPTED = "interrupted"
+
+
+def budget_used(study) -> int:
+    """Trials that count against the budget: every trial but the interrupted failures."""
+    from optuna.trial import TrialState
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if not (t.state == TrialState.FAIL and t.user_attrs.get(INTERRUPTED)))
+
+
+def seed_sampler(sampler, seed: int, number: int) -> None:
+    """Draw trial `number`'s settings from a seed of its own (the study's seed and the trial number):
+    a resumed or second process would otherwise restart its sampler's random stream and propose the
+    settings of trial 0 again. Reproducible: the same study seed gives the same seeds per trial."""
+    from ..config import stable_hash
+    value = int(stable_hash({"sweep-seed": seed, "trial": number}, 8), 16)
+    for obj in (sampler, getattr(sampler, "_random_sampler", None)):
+        rng = getattr(obj, "_rng", None)
+        if rng is not None and hasattr(rng, "rng"):
+            rng.rng.seed(value)
 
 
 def recover_stale(study, grace: float | None = None) -> list[int]:
@@ -52,6 +77,7 @@ def recover_stale(study, grace: float | None = None) -> list[int]:
                   f"(more than {grace:.0f} s)")
         try:
             storage.set_trial_user_attr(t._trial_id, "error", reason)
+            storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
             if storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
                 failed.append(t.number)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -109,22 +135,43 @@ def run_spec(attrs: dict, params: dict) -> dict:
 
 
 def measure(summary: dict, tolerance: float = TOLERANCE) -> dict:
-    """Objectives and constraint from runner.summarize's output of a single EC run."""
+    """Objectives, per-layer readings and constraint from runner.summarize's output of a single run:
+    the worst inner layer's gap to retrain (distance, worst_z), the gaps per point, probe recovery's."""
     runs = summary["runs"]
     ec = runs.get("ec") or next(v for k, v in runs.items() if k not in ("original", "retrain"))
-    cka, retain, forget = ec.get("forget_cka_mid"), ec.get("retain_acc"), ec.get("forget_acc")
     retrain = runs.get("retrain") or {}
-    ref_cka, ref_forget = retrain.get("forget_cka_mid"), retrain.get("forget_acc")
-    for name, v in (("forget CKA", cka), ("retain accuracy", retain), ("forget accuracy", forget),
-                    ("the retrained model's forget CKA", ref_cka),
-                    ("the retrained model's forget accuracy", ref_forget)):
+    for name, v in (("the distance to retrain (worst inner layer)", ec.get("distance")),
+                    ("retain accuracy", ec.get("retain_acc")), ("forget accuracy", ec.get("forget_acc")),
+                    ("the retrained model's forget accuracy", retrain.get("forget_acc"))):
         if v is None or not math.isfinite(float(v)):
             raise ValueError(f"{name} was not measured (got {v!r})")
-    constraint = abs(float(forget) - float(ref_forget)) - tolerance
-    return {"cka_gap_to_retrain": abs(float(cka) - float(ref_cka)), "forget_cka": float(cka),
-            "retrain_forget_cka": float(ref_cka), "retain_acc": float(retain), "forget_acc": float(forget),
-            "test_acc": ec.get("test_acc"), "retrain_forget_acc": float(ref_forget),
+    constraint = abs(float(ec["forget_acc"]) - float(retrain["forget_acc"])) - tolerance
+    keep = ("distance", "worst_layer", "worst_gap", "worst_z", "within", "last_gap", "probe_distance",
+            "forget_cka_mean", "gaps", "tolerances", "probe_gaps", "tolerance_measured", "retain_acc", "forget_acc",
+            "test_acc")
+    return {**{k: ec.get(k) for k in keep}, "retrain_forget_acc": float(retrain["forget_acc"]),
+            "retrain_forget_cka_mean": retrain.get("forget_cka_mean"),
             "constraint": float(constraint), "feasible": constraint <= 0, "unlearn_seconds": ec.get("seconds")}
+
+
+def objective_values(m: dict, objectives) -> list[float]:
+    """The study's objective values of one measured trial (a missing probe reading fails the trial)."""
+    vals = [m.get(k) for k in objectives]
+    for k, v in zip(objectives, vals):
+        if v is None or not math.isfinite(float(v)):
+            raise ValueError(f"the objective {k} was not measured (got {v!r})")
+    return [float(v) for v in vals]
+
+
+def stored_run(spec: dict) -> tuple[str, dict] | None:
+    """(job id, results) of a done run job of exactly this configuration in the run store, or None."""
+    try:
+        from .. import api
+        job_id = api.done_job("run", spec)
+        return (job_id, api.load_results(job_id)) if job_id else None
+    except Exception as err:  # the job table is an index: without it, the trial runs
+        print(f"warning: could not look up earlier runs: {one_line(err)}", file=sys.stderr)
+        return None
 
 
 def register_run(run_id: str, spec: dict, run_dir: Path, summary: dict) -> bool:
@@ -178,7 +225,7 @@ def reference(attrs: dict, out=sys.stderr) -> dict:
     if path.exists():
         with contextlib.suppress(store.CheckpointError):
             ref = store.load_json(path)
-            if OBJECTIVES[0] in ref and store.run_dir(ref["run_id"]).joinpath("results.json").exists():
+            if "distance" in ref and "gaps" in ref and store.run_dir(ref["run_id"]).joinpath("results.json").exists():
                 return ref
     run_id = store.check_id(f"swref-{config_hash}")
     run_dir = store.run_dir(run_id, create=True)
@@ -217,7 +264,7 @@ class Worker:
 
     def remaining(self) -> int:
         """Trials left in the budget (a snapshot; _take decides under the lock)."""
-        return int(self.study.user_attrs.get("n_trials", 0)) - len(self.study.get_trials(deepcopy=False))
+        return int(self.study.user_attrs.get("n_trials", 0)) - budget_used(self.study)
 
     def _take(self):
         """Under the budget lock: fail stale trials, count, create a trial (or None: budget used)."""
@@ -226,12 +273,12 @@ class Worker:
             for n in recover_stale(self.study):
                 self.say(f"trial {n}: marked failed (its worker stopped)")
             budget = int(self.study.user_attrs.get("n_trials", 0))
-            used = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,
-                                                                      TrialState.RUNNING, TrialState.PRUNED)))
-            if used >= budget:
+            if budget_used(self.study) >= budget:
                 return None
+            seed_sampler(self.study.sampler, int(self.study.user_attrs.get("seed") or 0),
+                         len(self.study.get_trials(deepcopy=False)))
             trial = self.study.ask()
-            if not locked and trial.number >= budget:  # unlocked storage raced past the budget
+            if not locked and budget_used(self.study) > budget:  # unlocked storage raced past the budget
                 self.study.tell(trial, state=TrialState.FAIL)
                 return None
             now = time.time()
@@ -271,15 +318,23 @@ class Worker:
                 params, _ = suggest(trial, attrs["space"], attrs["points"], swept_run(attrs.get("overrides")))
                 spec = run_spec(attrs, params)
                 make_config(spec["preset"], spec["overrides"])  # invalid settings fail here, named
-                run_dir = store.run_dir(run_id, create=True)
-                summary = runner.execute("run", spec, run_dir, TrialContext(run_dir, self.stop))
+                done = stored_run(spec)
+                if done is not None:  # this exact configuration already ran: read it, do not run it again
+                    run_id, results = done
+                    summary = runner.summarize(results)
+                    trial.set_user_attr("run_id", run_id)
+                    trial.set_user_attr("reused", True)
+                    self.say(f"trial {trial.number}: these settings already ran as {run_id}; its results are reused")
+                else:
+                    run_dir = store.run_dir(run_id, create=True)
+                    summary = runner.execute("run", spec, run_dir, TrialContext(run_dir, self.stop))
                 m = measure(summary, attrs.get("tolerance", TOLERANCE))
                 for key, value in m.items():
                     trial.set_user_attr(key, value)
                 trial.set_user_attr("constraint", m["constraint"])
                 trial.set_constraint("forget_gap", m["constraint"])
-                trial.set_user_attr("registered", register_run(run_id, spec, run_dir, summary))
-                values, state = [m[k] for k in OBJECTIVES], TrialState.COMPLETE
+                trial.set_user_attr("registered", done is not None or register_run(run_id, spec, run_dir, summary))
+                values, state = objective_values(m, attrs.get("objectives") or OBJECTIVES), TrialState.COMPLETE
             except Cancelled as err:
                 error, interrupt = "interrupted: the worker was stopped (SIGTERM)", err
             except KeyboardInterrupt as err:
@@ -291,6 +346,8 @@ class Worker:
             if error:
                 with contextlib.suppress(Exception):
                     trial.set_user_attr("error", error)
+                    if interrupt is not None:
+                        trial.set_user_attr(INTERRUPTED, True)
             with contextlib.suppress(Exception):
                 trial.set_user_attr("seconds", time.perf_counter() - t0)
         try:
@@ -299,8 +356,7 @@ class Worker:
             self.say(f"trial {trial.number}: another worker had already marked it failed (heartbeat lost)")
         dt = time.perf_counter() - t0
         if state == TrialState.COMPLETE:
-            self.say(f"trial {trial.number}: distance to retrain {values[0]:.3f} (forget CKA {m['forget_cka']:.3f} "
-                     f"vs retrain {m['retrain_forget_cka']:.3f}), retain {values[1]:.3f}, forget acc "
+            self.say(f"trial {trial.number}: {trial_line(m)}, retain {m['retain_acc']:.3f}, forget acc "
                      f"{m['forget_acc']:.3f} ({'feasible' if m['feasible'] else 'infeasible'}) "
                      f"in {dt:.1f} s  [{_params_text(trial.params)}]")
         else:
