@@ -136,8 +136,11 @@ def test_retrain_centred_view_has_retrain_at_zero(lab, page):
     rows = dict(zip(heat["y"], heat["z"]))
     assert rows["Retrain (ref)"] == [0, 0, 0, 0]
     assert any(v != 0 for v in rows["EC"])
-    probe = _plot_data(page, "ly_probe")
-    assert probe[0]["name"] == "Retrain (0)" and probe[0]["y"] == [0, 0, 0, 0]
+    probe = {t.get("name"): t for t in _plot_data(page, "ly_probe")}
+    assert probe["Retrain (0)"]["y"] == [0, 0, 0, 0]
+    assert probe["Retrain ± tolerance (reference noise)"]["fill"] == "tonexty"  # the band around retrain
+    gaps = {t.get("name"): t for t in _plot_data(page, "ly_gaps")}  # the per-layer gaps, retrain's band too
+    assert "Retrain ± tolerance (reference noise)" in gaps and "EC" in gaps
     shot(page, "03_layers_centred")
     page.goto(lab["url"], wait_until="domcontentloaded")
     H.settle(page, SETTLE)
