@@ -29,45 +29,60 @@ def _variant_label(r: Mapping) -> str:
     return display_name(r["name"]) + (f" · {r['settings']}" if r.get("settings") else "")
 
 
+def _clamp(v: float, lo: float, hi: float) -> float:
+    return v if math.isnan(v) else min(hi, max(lo, v))
+
+
 def tradeoff_scatter(rows: Sequence[Mapping], x_key: str = "worst_gap", y_key: str = "retain_acc") -> go.Figure:
-    """Retain accuracy vs the distance to retrain for every run; the Pareto front is highlighted and joined.
+    """Retain accuracy vs the distance to retrain for the runs of ONE scenario (the caller picks it: a
+    front across data sets compares nothing); the Pareto front is highlighted and joined.
 
     rows: dicts with "name" (method label), "id" (shown on hover), x_key (a signed gap to retrain: by
     default the worst inner layer's, so |x| is THE distance to retrain) and y_key; optional "settings"
-    (short form: each distinct setting of a method is its own legend entry and shade), "worst_layer" (on
-    hover) and "damaging" (True: drawn as an x, never on the front, as the sweeps do). The front
-    minimises |x|; retrain is the dashed line at 0."""
+    (short form, on hover; a method's settings are shades of its colour under one legend entry, so a
+    sweep's trials do not fill the legend), "worst_layer" (on hover) and "damaging" (True: drawn as an
+    x, never on the front, as the sweeps do). The axes fit the runs that count: a damaging run beyond
+    them is drawn on the frame's edge, its true values on hover. The front minimises |x|; retrain is the
+    dashed line at 0."""
     xs = [_num(r.get(x_key)) for r in rows]
     ys = [_num(r.get(y_key)) for r in rows]
     ok = [not r.get("damaging") for r in rows]
     front_x = [abs(x) for x in xs]
     front = pareto_front([x if k else None for x, k in zip(front_x, ok)], [y if k else None for y, k in zip(ys, ok)])
+    counted = [i for i, k in enumerate(ok) if k] or list(range(len(rows)))
+    yr = retain_range([ys[i] for i in counted])
+    lim = 1.15 * max([abs(xs[i]) for i in counted if not math.isnan(xs[i])] + [0.02])  # symmetric about retrain (0)
+    shown_x = [_clamp(x, -lim, lim) for x in xs]
+    shown_y = [_clamp(y, *yr) for y in ys]
     fig = go.Figure()
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
-        groups.setdefault((r["name"], r.get("settings") or ""), []).append(i)
-    shade_of: dict[str, int] = {}
-    for (name, settings), idx in groups.items():
-        n = shade_of[name] = shade_of.get(name, -1) + 1
-        color = method_color(name) if n == 0 else _shade(method_color(name), (0.6, 1.35, 0.8, 1.2)[(n - 1) % 4])
+        groups.setdefault(r["name"], []).append(i)
+    for name, idx in groups.items():
+        variants = list(dict.fromkeys(rows[i].get("settings") or "" for i in idx))
+        shades = [method_color(name) if n == 0 else _shade(method_color(name), (0.6, 1.35, 0.8, 1.2)[(n - 1) % 4])
+                  for n in range(len(variants))]
+        label = (_variant_label(rows[idx[0]]) if len(variants) == 1
+                 else f"{display_name(name)} ({len(variants)} settings)")
         fig.add_trace(go.Scattergl(
-            x=[xs[i] for i in idx], y=[ys[i] for i in idx], mode="markers", name=_variant_label(rows[idx[0]]),
-            marker=dict(color=color, size=[14 if front[i] else 9 for i in idx],
+            x=[shown_x[i] for i in idx], y=[shown_y[i] for i in idx], mode="markers", name=label,
+            marker=dict(color=shades[0] if len(shades) == 1 else
+                        [shades[variants.index(rows[i].get("settings") or "")] for i in idx],
+                        size=[14 if front[i] else 9 for i in idx],
                         line=dict(color=["#000" if front[i] else "rgba(0,0,0,0)" for i in idx], width=2),
                         symbol=["diamond" if name in REFERENCE_RUNS else ("x" if not ok[i] else "circle")
                                 for i in idx]),
-            customdata=[[str(rows[i].get("id", "")), "Pareto front" if front[i] else
-                         ("damaging: kept off the front" if not ok[i] else ""), rows[i].get("worst_layer") or "?"]
-                        for i in idx],
-            hovertemplate=_variant_label(rows[idx[0]]) + " · %{customdata[0]}<br>gap to retrain %{x:+.3f} at "
-                          "%{customdata[2]} (worst inner layer)<br>retain acc %{y:.1%}<br>%{customdata[1]}<extra></extra>"))
+            customdata=[[_variant_label(rows[i]), str(rows[i].get("id", "")),
+                         "Pareto front" if front[i] else ("damaging: kept off the front" if not ok[i] else ""),
+                         rows[i].get("worst_layer") or "?", f"{xs[i]:+.3f}", f"{ys[i]:.1%}"] for i in idx],
+            hovertemplate="%{customdata[0]} · %{customdata[1]}<br>gap to retrain %{customdata[4]} at "
+                          "%{customdata[3]} (worst inner layer)<br>retain acc %{customdata[5]}<br>%{customdata[2]}"
+                          "<extra></extra>"))
     fidx = sorted((i for i, f in enumerate(front) if f), key=lambda i: front_x[i])
     if fidx:
         fig.add_trace(go.Scatter(x=[xs[i] for i in fidx], y=[ys[i] for i in fidx], mode="lines",
                                  name="Pareto front", line=dict(color="#000", width=1.5, dash="dot"),
                                  hoverinfo="skip"))
-    yr = retain_range(ys)
-    lim = 1.15 * max([abs(x) for x in xs if not math.isnan(x)] + [0.02])  # symmetric about retrain (0)
     fig.add_vline(x=0, line=dict(color="#222", width=2, dash="dash"), annotation_text="retrain",
                   annotation_position="top")
     fig.update_xaxes(title="distance to retrain: forget CKA gap at the worst inner layer, signed "

@@ -263,40 +263,50 @@ def series_colors(n: int) -> list[str]:
     return [SERIES_COLORS[i % len(SERIES_COLORS)] for i in range(n)]
 
 
+TOTAL_COLOR = "#6a3d9a"  # the total loss: no loss term's colour, and not retain accuracy's near-black
+ACCURACIES = (("forget_acc", "forget acc", "#d62839"), ("retain_acc", "retain acc", "#222"))
+
+
+def has_accuracy(history: Sequence[Mapping]) -> bool:
+    """Whether any epoch of the history measured forget or retain accuracy (a model calibration kept,
+    or a history without per-epoch probes, has losses only)."""
+    return any(h.get(k) is not None for h in history for k, _, _ in ACCURACIES)
+
+
 def training_curves(history: Sequence[Mapping], title: str | None = None) -> go.Figure:
-    """Losses (left) and forget / retain accuracy (right) by epoch.
+    """Loss terms, the total loss (its own panel when there are terms: it can be 100x larger, or
+    negative) and forget / retain accuracy by epoch (only when measured), side by side: no panel
+    has an axis on its right to run into its neighbour.
 
     history: [{"epoch", "losses": {name: v}, "forget_acc", "retain_acc"}] (the "history" of a run or
     the accumulated "epoch" events of a running job)."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Losses", "Accuracy"), horizontal_spacing=0.2,
-                        specs=[[{"secondary_y": True}, {}]])
     epochs = [h.get("epoch") for h in history]
     loss_names: list[str] = []
     for h in history:
         for k in (h.get("losses") or {}):
             if k not in loss_names:
                 loss_names.append(k)
-    # The total ("loss") is a weighted sum of the per-layer terms and can be 100x larger (or
-    # negative): with other terms present it gets its own axis on the right, drawn thick and black.
     total_apart = TOTAL_LOSS in loss_names and len(loss_names) > 1
+    accuracy = has_accuracy(history)
+    panels = ["Loss terms" if total_apart else "Loss"] + (["Total loss"] if total_apart else []) \
+        + (["Accuracy"] if accuracy else [])
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=panels, horizontal_spacing=0.09)
     others = [k for k in loss_names if not (total_apart and k == TOTAL_LOSS)]
     colors = dict(zip(others, series_colors(len(others))))
     for k in loss_names:
         apart = total_apart and k == TOTAL_LOSS
-        line = dict(color="#111111", width=3) if apart else dict(color=colors[k], width=2)
+        line = dict(color=TOTAL_COLOR, width=3) if apart else dict(color=colors.get(k, TOTAL_COLOR), width=2)
         fig.add_trace(go.Scatter(x=epochs, y=[_num((h.get("losses") or {}).get(k)) for h in history],
-                                 mode="lines+markers", name=k, line=line),
-                      row=1, col=1, secondary_y=apart)
-    for key, label, color in (("forget_acc", "forget acc", "#d62839"), ("retain_acc", "retain acc", "#222")):
-        fig.add_trace(go.Scatter(x=epochs, y=[_num(h.get(key)) for h in history], mode="lines+markers",
-                                 name=label, line=dict(color=color, dash="dash" if key == "forget_acc" else "solid")),
-                      row=1, col=2)
+                                 mode="lines+markers", name=f"{k} (total)" if apart else k, line=line),
+                      row=1, col=2 if apart else 1)
+    if accuracy:
+        for key, label, color in ACCURACIES:
+            fig.add_trace(go.Scatter(x=epochs, y=[_num(h.get(key)) for h in history], mode="lines+markers",
+                                     name=label, line=dict(color=color, dash="dash" if key == "forget_acc" else "solid")),
+                          row=1, col=len(panels))
+        fig.update_yaxes(tickformat=".0%", range=[0, 1.05], row=1, col=len(panels))
     fig.update_xaxes(title="epoch", dtick=1 if len(epochs) <= 20 else None)
-    fig.update_yaxes(title="loss terms" if total_apart else "loss", row=1, col=1, secondary_y=False)
-    if total_apart:
-        fig.update_yaxes(title=f"total ({TOTAL_LOSS}, thick black)", row=1, col=1, secondary_y=True, showgrid=False)
-    fig.update_yaxes(title="accuracy", tickformat=".0%", range=[0, 1.05], row=1, col=2)
-    # The legend goes on one line above both panels (below the title, if any), clear of the subplot
+    # The legend goes on one line above the panels (below the title, if any), clear of the subplot
     # titles: a legend on the right takes width from the panels and ends up between them in a column.
     height = 380
     top = (TITLE_MARGIN - 14) if title else 6

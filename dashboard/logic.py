@@ -7,6 +7,7 @@ and its one headline, engine/results.py: torch-free), so every function is testa
 from __future__ import annotations
 
 import datetime as _dt
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from . import facts
@@ -223,6 +224,21 @@ def scenario_line(results: Mapping) -> str:
     return " · ".join(parts)
 
 
+def row_scenario(r: Mapping) -> str:
+    """A Compare row's scenario in words: 'digits · small_cnn · forget class 3 · seed 0'."""
+    return f"{r.get('dataset')} · {r.get('arch')} · forget {r.get('forget')} · seed {r.get('seed')}"
+
+
+def scenarios(rows: Sequence[Mapping], first_job: str | None = None) -> dict[str, str]:
+    """{scenario key: label} of Compare rows, each label its own; the scenario of job `first_job` (the
+    one the pages show) first, then by how many runs each has."""
+    keys = Counter(r.get("scenario_key") for r in rows)
+    lead = next((r.get("scenario_key") for r in rows if first_job and r.get("job") == first_job), None)
+    order = sorted(keys, key=lambda k: (k != lead, -keys[k]))
+    named = {r.get("scenario_key"): row_scenario(r) for r in rows}
+    return dict(zip(order, distinct_labels([named[k] for k in order], [""] * len(order))))
+
+
 def _forget_label(f) -> str:
     """{"classes": [3]} -> 'class 3'; [3, 5] -> 'classes 3,5'; {"random": 0.1} -> 'random 10%'."""
     f = f or {}
@@ -366,6 +382,19 @@ def _timestamp(t) -> _dt.datetime | None:
         return _dt.datetime.fromisoformat(str(t)).astimezone().replace(tzinfo=None)
     except ValueError:
         return None
+
+
+def distinct_labels(labels: Sequence[str], details: Sequence[str]) -> list[str]:
+    """Labels a picker can tell apart (Streamlit finds a picked option by its label, so two equal labels
+    open the same job): a repeated label gets its detail (a run's settings), one still repeated a count
+    in list order ('#1', '#2')."""
+    counts = Counter(labels)
+    out = [f"{lab} · {d}" if counts[lab] > 1 and d else lab for lab, d in zip(labels, details)]
+    counts, seen, unique = Counter(out), Counter(), []
+    for lab in out:
+        seen[lab] += 1
+        unique.append(lab if counts[lab] == 1 else f"{lab} #{seen[lab]}")
+    return unique
 
 
 def results_label(job: Mapping, finished=None, now: _dt.datetime | None = None) -> str:

@@ -31,8 +31,9 @@ def defaults(preset: str | None) -> dict:
 
 
 def _g(v) -> str:
+    """Three significant digits: a sweep's 0.734521 reads 0.735."""
     f = num(v)
-    return "?" if f is None else f"{f:g}"
+    return "?" if f is None else f"{f:.3g}"
 
 
 def _close(a, b) -> bool:
@@ -41,8 +42,8 @@ def _close(a, b) -> bool:
 
 
 def short_settings(method: str, uses_ec: bool, ec: Mapping | None, hp: Mapping | None, beta=None,
-                   preset: str | None = "digits", n_points: int | None = None) -> str:
-    """'w 0/2.5/2.5/1 tau 0.3' (+ ' λ 5/1', ' β 2', ' lr 0.03', ' ep 10' where not the default)."""
+                   preset: str | None = "digits", n_points: int | None = None, seed=None) -> str:
+    """'w 0/2.5/2.5/1 tau 0.3' (+ ' λ 5/1', ' β 2', ' lr 0.03', ' ep 10', ' seed 1' where not the default)."""
     d = defaults(preset)
     parts = []
     if uses_ec:
@@ -62,6 +63,8 @@ def short_settings(method: str, uses_ec: bool, ec: Mapping | None, hp: Mapping |
         v = (hp or {}).get(key)
         if v is not None and not _close(v, dm.get(key)):
             parts.append(f"{tag} {_g(v)}")
+    if seed is not None and not _close(seed, d.get("seed", 0)):
+        parts.append(f"seed {int(seed)}")
     return " ".join(parts) or "defaults"
 
 
@@ -78,7 +81,7 @@ def config_settings(cfg: Mapping | None) -> str:
     hp = (cfg.get("methods") or {}).get(method) or {}
     n = len(ec.get("weights") or []) or _n_points((cfg.get("model") or {}).get("arch"))
     out = short_settings(method, uses_ec, ec, hp, cfg.get("beta") if cfg.get("plugin") == "ec" else None,
-                         cfg.get("preset"), n)
+                         cfg.get("preset"), n, cfg.get("seed"))
     if cfg.get("calibrate") in ("on", "off"):  # "auto" (and its absence in older specs) is the default
         out += f" calibrate {cfg['calibrate']}"
     return out
@@ -106,7 +109,7 @@ def run_settings(results: Mapping, name: str) -> str:
     hp = {k: params[k] for k in ("lr", "epochs") if k in params} or ((cfg.get("methods") or {}).get(method) or {})
     beta = params.get("beta", cfg.get("beta")) if name.endswith("+ec") else None
     return short_settings(method, uses_ec, ec, hp, beta, cfg.get("preset") or (results.get("scenario") or {}).get("preset"),
-                          len(results.get("layers") or []) or None)
+                          len(results.get("layers") or []) or None, cfg.get("seed"))
 
 
 # -- scenarios and history --------------------------------------------------------------------------

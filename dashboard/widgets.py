@@ -63,13 +63,16 @@ def results_picker(all_jobs: list[dict]) -> dict | None:
         return None
     ids = [j["id"] for j in done]
     by_id = {j["id"]: j for j in done}
+    # Streamlit finds a picked option by its label: every job needs its own
+    labels = dict(zip(ids, logic.distinct_labels([_result_label(j) for j in done],
+                                                 [runinfo.job_settings(j) for j in done])))
     cur = st.session_state.get(RESULTS_KEY)
     # Follow the newest comparison until the user picks something else.
     if cur not in by_id or st.session_state.get(AUTO_KEY, True):
         st.session_state[RESULTS_KEY] = default_results_job(done)["id"]
         st.session_state[AUTO_KEY] = True
     sel = st.selectbox("Results shown", ids, key=RESULTS_KEY, on_change=_picked,
-                       format_func=lambda i: _result_label(by_id[i]),
+                       format_func=labels.__getitem__,
                        help="The comparison (or single run) the analysis pages show: data set, forget "
                             "request, what ran, finish time. Default: the newest finished comparison.")
     return by_id.get(sel)
@@ -89,6 +92,14 @@ def selected_results_job(all_jobs: list[dict]) -> dict | None:
     done = data.done_result_jobs(all_jobs)
     by_id = {j["id"]: j for j in done}
     return by_id.get(st.session_state.get(RESULTS_KEY)) or default_results_job(done)
+
+
+def shown_preset(choices) -> str:
+    """The preset of the results the pages show (the sidebar's pick) when it is one of `choices`, else
+    the first choice: a new run or sweep starts from the scenario on screen."""
+    job = selected_results_job(data.jobs())
+    preset = logic.spec_config((job or {}).get("spec")).get("preset")
+    return preset if preset in choices else list(choices)[0]
 
 
 def sidebar() -> None:
@@ -303,6 +314,13 @@ def show(fig, key: str, export: str | None = None) -> None:
                            on_click="ignore", icon=":material/download:")
 
 
+def fit_width(values, floor: int = 90, cap: int = 460) -> int:
+    """Pixels a text column needs to show its longest value uncut (about 7.5 px a character at the
+    table's font), between `floor` and `cap`."""
+    longest = max((len(str(v)) for v in values if v is not None), default=0)
+    return max(floor, min(cap, int(7.5 * longest) + 28))
+
+
 def pct_col(help: str | None = None):
     """A column of percentages (values already x100), one decimal everywhere."""
     return st.column_config.NumberColumn(format="%.1f%%", help=help)
@@ -436,6 +454,7 @@ def scenario_history(job: dict, res: dict, limit: int = 12) -> None:
     items = data.all_results(data.jobs())
     hist = runinfo.scenario_history(items, res.get("config") or {}, label)
     dflt = runinfo.config_settings({**runinfo.defaults((res.get("config") or {}).get("preset")),
+                                    "seed": (res.get("config") or {}).get("seed"),
                                     "method": (res["runs"][label].get("method") or facts.base_method(label)),
                                     "plugin": "ec" if label.endswith("+ec") else "none"})
     tagged = runinfo.tag_history(hist, job["id"], dflt)[:limit]

@@ -694,3 +694,60 @@ def test_launch_strip_reads_a_run_layer_by_layer_against_the_default_ec(store):
     assert "on average" not in t
     history = at.dataframe[2].value
     assert list(history[logic.DISTANCE_LABEL])[:2] == ["0.100 at block3 (+)", "0.040 at block1 (+)"]
+
+
+# -- issue 22: a dashboard a class and a tuner can trust ----------------------------------------------
+
+def test_sidebar_picker_opens_each_run_of_a_sweep(store):
+    """Runs of one scenario finished in the same minute (a sweep's trials) used to share one label, and
+    Streamlit finds a picked option by its label: every pick opened the first of them."""
+    store("full")
+    now = FS.time.time()
+    ids = [_ec_run_job(w, [0.01] * 4, now) for w in ([1.0, 2.0, 2.0, 1.0], [0.0, 3.0, 3.0, 1.0])]
+    at = app("overview")
+    labels = list(at.sidebar.selectbox(key="results_job").options)
+    assert len(set(labels)) == len(labels), labels
+    assert any("w 0/3/3/1 tau 0.7" in lab for lab in labels), labels
+    for job_id in ids + ids[::-1]:
+        at.sidebar.selectbox(key="results_job").set_value(job_id).run()
+        assert at.sidebar.selectbox(key="results_job").value == job_id
+        assert any(job_id in c.value for c in at.sidebar.caption)
+
+
+def test_names_carry_the_seed_and_short_numbers():
+    from dashboard import runinfo
+    from engine.config import make_config
+    cfg = make_config("digits", {"method": "ec", "seed": 1, "ec": {"tau": 0.734521}}).model_dump()
+    assert runinfo.config_settings(cfg) == "w 1/1/1/1 tau 0.735 seed 1"
+    assert logic.distinct_labels(["a", "a", "a", "b"], ["x", "y", "y", ""]) == ["a · x", "a · y #1", "a · y #2", "b"]
+
+
+def test_queued_run_progress_is_right_below_the_form(store):
+    """The job panel used to sit below the Audit form, about 1,800 px under the Queue button."""
+    store("full")
+    at = app("launch")
+    at.button(key="l_submit").click().run()
+    assert not at.error, [e.value for e in at.error]
+    heads = [h.value for h in at.subheader]
+    job = next(i for i, h in enumerate(heads) if h.startswith("Job `"))
+    assert heads.index("New run") < job < heads.index("Audit") < heads.index("Recent jobs"), heads
+
+
+def test_compare_front_holds_one_scenario(store):
+    """Digits and teach runs used to share one front, one legend and one Pareto computation."""
+    _, ids = store("full")
+    from engine import store as engine_store
+    job = api().submit("compare", {"preset": "teach", "methods": ["ec", "neggrad_plus"]})
+    res = FS.make_results("compare", ["ec", "neggrad_plus"])
+    res["scenario"]["dataset"], res["config"]["preset"] = "teach", "teach"
+    engine_store.atomic_write_json(engine_store.run_dir(job["id"], create=True) / "results.json", res)
+    now = FS.time.time()
+    FS._set_job(job["id"], "done", now - 10, now - 9, now)
+    at = app("compare")
+    pick = at.selectbox(key="cmp_scenario")  # the scenario the pages show (the newest comparison) first
+    assert [o.split(" · ")[0] for o in pick.options] == ["teach", "digits"] and '"teach"' in pick.value
+    front = next(c.value for c in at.caption if c.value.startswith("On the front"))
+    assert f"`{job['id']}`" in front and f"`{ids['compare']}`" not in front
+    at.selectbox(key="cmp_scenario").select_index(1).run()
+    front = next(c.value for c in at.caption if c.value.startswith("On the front"))
+    assert f"`{job['id']}`" not in front and f"`{ids['compare']}`" in front

@@ -78,7 +78,7 @@ def test_tradeoff_scatter_highlights_front():
     pts = [t for t in fig.data if isinstance(t, go.Scattergl)]
     assert [t.name for t in pts] == ["FT", "EC", "GA"]
     assert pts[0].marker.color == F.method_color("ft")
-    assert pts[1].customdata[0][2] == "block2" and "worst inner layer" in pts[1].hovertemplate
+    assert pts[1].customdata[0][3] == "block2" and "worst inner layer" in pts[1].hovertemplate
     line = [t for t in fig.data if t.name == "Pareto front"][0]
     assert list(line.x) == [-0.1, 0.4] and list(line.y) == [0.98, 0.99]  # by |x|: the distance to retrain
     assert list(pts[2].marker.size) == [9]  # ga is dominated by ec
@@ -212,12 +212,18 @@ def test_training_and_epoch_cka_curves():
             {"epoch": 2, "losses": {"loss": 0.5, "cu": 1.0}, "forget_acc": 0.1, "retain_acc": 0.95,
              "cka_forget": {"block1": 0.85, "block2": 0.6}}]
     fig = F.training_curves(hist)
-    assert [t.name for t in fig.data] == ["loss", "cu", "forget acc", "retain acc"]
+    assert [t.name for t in fig.data] == ["loss (total)", "cu", "forget acc", "retain acc"]
     assert list(fig.data[1].y) == [2.0, 1.0]
-    # one horizontal legend above both panels (not a column between them), and room between panels
+    # one horizontal legend above the panels (not a column between them); the total, the terms and the
+    # accuracies each in a panel of their own: no right-hand axis runs into the Accuracy panel
     assert fig.layout.legend.orientation == "h" and fig.layout.legend.yref == "container"
-    assert fig.layout.xaxis2.domain[0] - fig.layout.xaxis.domain[1] >= 0.15
+    assert [a.text for a in fig.layout.annotations] == ["Loss terms", "Total loss", "Accuracy"]
+    assert [t.xaxis for t in fig.data] == ["x2", "x", "x3", "x3"]
+    assert all(getattr(fig.layout, f"yaxis{i}").side != "right" for i in ("", 2, 3))
+    assert fig.data[0].line.color != fig.data[3].line.color  # total loss vs retain accuracy
     assert not any(t.legendgroup for t in fig.data)  # clicking "loss" hides only that line
+    losses_only = [{k: v for k, v in h.items() if not k.endswith("_acc")} for h in hist]  # e.g. kept by calibration
+    assert "Accuracy" not in [a.text for a in F.training_curves(losses_only).layout.annotations]
     fig = F.epoch_cka_lines(hist, ["block1", "block2"])
     assert [t.name for t in fig.data] == ["block1", "block2"]
     assert list(fig.data[1].y) == [0.8, 0.6]
@@ -293,3 +299,17 @@ def test_old_format_sweep_rows_are_listed_as_recorded_and_labelled():
     assert df.iloc[0][f"gap to retrain ({SF.OLD_FORMAT})"] == 0.02 and SF.OLD_FORMAT == "old format: mean over layers"
     assert df.iloc[0]["retain %"] == pytest.approx(97.0) and df.iloc[0]["tau"] == 0.7
     assert SF.complete(rows) == []  # no objective: never ranked, on no front
+
+
+def test_tradeoff_axes_fit_the_runs_that_count():
+    """Issue 22: a damaging run kept off the front no longer stretches the axes; it sits on the frame's
+    edge with its true values on hover."""
+    rows = [{"name": "ec", "id": "a/ec", "worst_gap": -0.05, "retain_acc": 0.99},
+            {"name": "ft", "id": "a/ft", "worst_gap": 0.04, "retain_acc": 0.98},
+            {"name": "ga", "id": "a/ga", "worst_gap": -0.9, "retain_acc": 0.31, "damaging": True}]
+    fig = CF.tradeoff_scatter(rows)
+    xr, yr = fig.layout.xaxis.range, fig.layout.yaxis.range
+    assert xr[1] < 0.1 and yr[0] > 0.8
+    ga = next(t for t in fig.data if t.name == "GA")
+    assert ga.x[0] == pytest.approx(xr[0]) and ga.y[0] == pytest.approx(yr[0])
+    assert list(ga.customdata[0][4:]) == ["-0.900", "31.0%"]

@@ -161,9 +161,11 @@ def test_tradeoff_centred_keeps_damaging_runs_off_the_front_and_names_settings()
             {"name": "ft", "id": "a/ft", "worst_gap": -0.02, "retain_acc": 0.98}]
     fig = CF.tradeoff_scatter(rows)
     pts = [t for t in fig.data if t.type == "scattergl"]
-    assert [t.name for t in pts] == ["EC · w 1/1/1/1 tau 0.7", "EC · w 0/2.5/2.5/1 tau 0.3", "GA", "FT"]
-    assert pts[0].marker.color != pts[1].marker.color  # two EC settings, two colours
-    assert list(pts[2].marker.symbol) == ["x"] and list(pts[2].marker.size) == [9]  # damaging: off the front
+    # one legend entry per method (a sweep's trials do not fill the legend); each setting its own shade
+    assert [t.name for t in pts] == ["EC (2 settings)", "GA", "FT"]
+    assert pts[0].marker.color[0] != pts[0].marker.color[1]
+    assert [c[0] for c in pts[0].customdata] == ["EC · w 1/1/1/1 tau 0.7", "EC · w 0/2.5/2.5/1 tau 0.3"]
+    assert list(pts[1].marker.symbol) == ["x"] and list(pts[1].marker.size) == [9]  # damaging: off the front
     front = [t for t in fig.data if t.name == "Pareto front"][0]
     assert list(front.x) == [0.01]  # |x| minimised: closest to retrain with the most retain accuracy
     lo, hi = fig.layout.xaxis.range
@@ -174,7 +176,7 @@ def test_training_curves_total_on_its_own_axis_distinct_colours():
     losses = {"loss": -120.0, **{f"cu/b{i}": 1.0 + i for i in range(5)}, **{f"ce/b{i}": 0.1 * i for i in range(5)}}
     fig = F.training_curves([{"epoch": 1, "losses": losses, "forget_acc": 0.1, "retain_acc": 0.9}])
     total = fig.data[0]
-    assert total.name == "loss" and total.yaxis == "y2"
+    assert total.name == "loss (total)" and total.yaxis == "y2"
     terms = [t for t in fig.data[1:11]]
     assert all(t.yaxis == "y" for t in terms)
     assert len({t.line.color for t in fig.data[:11]}) == 11

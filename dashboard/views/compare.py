@@ -77,7 +77,7 @@ st.dataframe(df, hide_index=True, width="stretch", height=min(600, 38 + 35 * max
                  "Method": st.column_config.TextColumn(width=125, pinned=True),
                  "Forget": st.column_config.TextColumn(help="The forget request: classes or a random share"),
                  "Settings": st.column_config.TextColumn(
-                     width=150, help="What was tuned: EC's layer weights (w) and temperature (tau), and any option "
+                     width=widgets.fit_width(df["Settings"]), help="What was tuned: EC's layer weights (w) and temperature (tau), and any option "
                                      "that differs from the preset's defaults"),
                  "Calibration": st.column_config.TextColumn(
                      width=150, help="How the learning rate and epochs were found: calibrated on this scenario (the "
@@ -87,7 +87,8 @@ st.dataframe(df, hide_index=True, width="stretch", height=min(600, 38 + 35 * max
                  "MIA": widgets.pct_col("MIA efficacy: share of forget samples a confidence attack calls "
                                         "non-members (higher = looks more forgotten)"),
                  **widgets.headline_columns(),
-                 "Verdict": st.column_config.TextColumn(help="Judged against retrain (see the Overview's table help)"),
+                 "Verdict": st.column_config.TextColumn(width=widgets.fit_width(df["Verdict"]),
+                                                        help="Judged against retrain (see the Overview's table help)"),
                  "Time (s)": st.column_config.NumberColumn(
                      format="%.1f", help="Unlearning time in seconds. Original and Retrain: the time their job spent "
                                          "on them (training, or loading them from the cache)"),
@@ -101,10 +102,20 @@ if not shown:
     st.stop()
 
 st.subheader("Trade-off front")
-widgets.run_warnings([r for r in shown if r["role"] == "method"])
-widgets.show(compare_figures.tradeoff_scatter(shown), key="cmp_scatter", export="tradeoff_front")
-front = [r for r, f in zip(shown, compare_figures.pareto_front(
-    [None if r.get("damaging") else r.get("distance") for r in shown], [r["retain_acc"] for r in shown])) if f]
+# One scenario per front: runs of other data, forget requests or seeds are measured against another retrain.
+scenes = logic.scenarios(shown, (widgets.selected_results_job(all_jobs) or {}).get("id"))
+scene = next(iter(scenes))
+if len(scenes) > 1:
+    scene = st.selectbox("Scenario", list(scenes), format_func=scenes.__getitem__, key="cmp_scenario",
+                         help="A front compares the runs of one scenario (data set, model, forget request, seed): "
+                              "the distance to retrain is measured against that scenario's retrained model.")
+else:
+    st.caption(f"Scenario: {text.md(scenes[scene])}.")
+on_front = [r for r in shown if r.get("scenario_key") == scene]
+widgets.run_warnings([r for r in on_front if r["role"] == "method"])
+widgets.show(compare_figures.tradeoff_scatter(on_front), key="cmp_scatter", export="tradeoff_front")
+front = [r for r, f in zip(on_front, compare_figures.pareto_front(
+    [None if r.get("damaging") else r.get("distance") for r in on_front], [r["retain_acc"] for r in on_front])) if f]
 if front:
     st.caption("On the front (no other run keeps more retain accuracy while staying closer to retrain at its worst "
                "inner layer; damaging runs, drawn as ×, are left out): "

@@ -89,6 +89,9 @@ for (const ms of [0, 150, 400]) setTimeout(() => {
 </script>"""
 
 
+# No min / max on the number inputs: the browser would keep an out-of-range entry red on screen but send
+# the last valid value, and the run would be queued with a value the form does not show. Every typed value
+# reaches engine.config, which refuses it with the option named (and nothing is queued).
 def form() -> None:
     st.subheader("New run", anchor="new-run")
     if ss.get("_prefill_note"):
@@ -96,6 +99,7 @@ def form() -> None:
                    icon=":material/input:")
         st.html(SCROLL_TO_FORM, unsafe_allow_javascript=True)
     c1, c2, c3 = st.columns(3)
+    _init("l_preset", widgets.shown_preset(launch_spec.PRESET_CHOICES))
     preset = c1.selectbox("Data set / preset", launch_spec.PRESET_CHOICES, key="l_preset", persist_state=P,
                           help="  \n".join(f"**{p}**: {n}" for p, n in launch_spec.PRESET_NOTES.items()))
     c1.caption(launch_spec.PRESET_NOTES.get(preset, ""))
@@ -120,8 +124,7 @@ def form() -> None:
     beta = 1.0
     if plugin:
         _init("l_beta", float(d["beta"]))
-        beta = c2.number_input("β (weight of the EC plug-in loss)", min_value=0.01, max_value=1000.0,
-                               step=0.1, key="l_beta", persist_state=P)
+        beta = c2.number_input("β (weight of the EC plug-in loss)", step=0.1, key="l_beta", persist_state=P)
     uses_ec = reads_ec(method, plugin)  # the layer weights and EC's knobs (section `ec`) apply
     own = method_knobs(method)  # the method's own options in the form (engine/catalog.py)
     points = SUPERVISION_POINTS[arch]
@@ -145,10 +148,8 @@ def form() -> None:
         tau = c1.select_slider("Temperature τ (log scale)", launch_spec.with_value(launch_spec.TEMPERATURES, ss["l_tau"]),
                                key="l_tau", format_func=lambda v: f"{v:g}", persist_state=P,
                                help="Contrastive temperature: lower = sharper pull/push between samples.")
-        lcu = c2.number_input("λ_CU (contrastive unlearning weight)", 0.0, 1000.0, step=0.5, key="l_lcu",
-                              persist_state=P)
-        lce = c3.number_input("λ_CE (retain cross-entropy weight)", 0.0, 1000.0, step=0.5, key="l_lce",
-                              persist_state=P)
+        lcu = c2.number_input("λ_CU (contrastive unlearning weight)", step=0.5, key="l_lcu", persist_state=P)
+        lce = c3.number_input("λ_CE (retain cross-entropy weight)", step=0.5, key="l_lce", persist_state=P)
 
     epochs, lr = 1, 0.01
     c1, c2, c3 = st.columns(3)
@@ -157,14 +158,13 @@ def form() -> None:
         ekey, lkey = f"l_epochs__{preset}__{method}", f"l_lr__{preset}__{method}"
         _init(ekey, int(mc["epochs"]))
         _init(lkey, float(mc["lr"]))
-        # min 0, not 1: a typed 0 is then refused on submit with the option named, not a bare red box
-        epochs = c1.number_input("Unlearning epochs", 0, 1000, step=1, key=ekey, persist_state=P)
+        epochs = c1.number_input("Unlearning epochs", step=1, key=ekey, persist_state=P)
         lr = c2.select_slider("Learning rate (log scale)", launch_spec.with_value(launch_spec.LEARNING_RATES, ss[lkey]),
                               key=lkey, format_func=lambda v: f"{v:g}", persist_state=P)
     else:
         c1.caption("Retrain uses the training recipe of the preset (train.*), not an unlearning schedule.")
     _init("l_seed", 0)
-    seed = c3.number_input("Seed", 0, 2**31 - 1, step=1, key="l_seed", persist_state=P)
+    seed = c3.number_input("Seed", step=1, key="l_seed", persist_state=P)
     _init("l_calibrate", d.get("calibrate", "auto"))
     calibrate = ss["l_calibrate"]
     if "epochs" in own:  # calibration searches lr x epochs
@@ -246,7 +246,7 @@ def queue(values: dict, extra: dict | None = None) -> None:
     elif job.get("duplicate_of"):
         st.info(f"The same configuration is already {job['state']} as job `{job['id']}`; showing it.")
     else:
-        st.toast(f"Queued job {job['id']}", icon=":material/schedule:")
+        st.toast(f"Queued job {job['id']}: its progress is right below the form", icon=":material/schedule:")
 
 
 # -- the watched job --------------------------------------------------------------------------
@@ -306,6 +306,9 @@ def _render_progress(job: dict, events: list[dict]) -> None:
 
 def _curves(hist: list[dict], layers: list[str], key: str) -> None:
     """Losses and accuracies by epoch, and per-layer CKA by epoch when reported."""
+    if not figures.has_accuracy(hist):
+        st.caption("Forget and retain accuracy were not measured by epoch in this run (a model kept from "
+                   "calibration is scored only at its end): the table above has its final numbers.")
     if layers:
         c1, c2 = st.columns([3, 2])
         with c1:
@@ -455,16 +458,9 @@ def recent_jobs() -> None:
     if not jobs:
         st.caption("No jobs yet.")
         return
-    df = pd.DataFrame([{
-        "Job": j["id"], "What": _what(j), "State": j["state"],
-        "Progress": 100.0 * float(j.get("progress") or 0.0), "Stage": j.get("stage") or "",
-        "Created": logic.fmt_time(data.jt(j, "created")),
-    } for j in jobs])
-    # No error column: it would be cut off; the errors of failed jobs are listed in full below.
-    st.dataframe(df, hide_index=True, width="stretch",
-                 column_config={"Job": st.column_config.TextColumn(width=170),
-                                "Progress": st.column_config.ProgressColumn(format="%.0f%%", min_value=0, max_value=100),
-                                "Created": st.column_config.TextColumn(width=150)})
+    # while a job is queued or running the table refreshes on its own, as the job panel above does
+    live_table = any(j["state"] in logic.ACTIVE_STATES for j in jobs)
+    (st.fragment(run_every=2.0)(_jobs_table) if live_table else _jobs_table)()
     ids = [j["id"] for j in jobs]
     labels = {j["id"]: f"{j['id']} · {_what(j)}" for j in jobs}
     cur = st.query_params.get("job")
@@ -478,12 +474,26 @@ def recent_jobs() -> None:
                        f"{text.md(j.get('error') or 'no message')}")
 
 
+def _jobs_table() -> None:
+    jobs = data.jobs()[:30]
+    df = pd.DataFrame([{
+        "Job": j["id"], "What": _what(j), "State": j["state"],
+        "Progress": 100.0 * float(j.get("progress") or 0.0), "Stage": j.get("stage") or "",
+        "Created": logic.fmt_time(data.jt(j, "created")),
+    } for j in jobs])
+    # No error column: it would be cut off; the errors of failed jobs are listed in full below.
+    st.dataframe(df, hide_index=True, width="stretch",
+                 column_config={"Job": st.column_config.TextColumn(width=170),
+                                "Progress": st.column_config.ProgressColumn(format="%.0f%%", min_value=0, max_value=100),
+                                "Created": st.column_config.TextColumn(width=150)})
+
+
 st.title("Launch and tune")
 st.caption("Runs go to the background worker; this page only queues them and follows their progress. "
            "Every option is checked before anything is queued.")
 restore_from_url()
 apply_prefill()
 form()
+watched()  # the queued job's progress right below the form that queued it
 audit_form.section()
-watched()
 recent_jobs()

@@ -40,7 +40,7 @@ st.dataframe(
         "Run": st.column_config.TextColumn(pinned=True),
         "Row": st.column_config.TextColumn(help="Original and Retrain are reference rows, not unlearning methods: "
                                                 "the starting point and the target."),
-        "Settings": st.column_config.TextColumn(help="What was tuned, in short: EC's layer weights (w) and "
+        "Settings": st.column_config.TextColumn(width=widgets.fit_width(table["Settings"]), help="What was tuned, in short: EC's layer weights (w) and "
                                                      "temperature (tau), and any option that differs from the "
                                                      "preset's defaults."),
         "Forget acc": widgets.pct_col("Logit level: accuracy on the forget set"),
@@ -49,7 +49,7 @@ st.dataframe(
                                         "(higher = looks more forgotten)"),
         **widgets.headline_columns(),
         "Verdict": st.column_config.TextColumn(
-            help="Judged against retrain layer by layer, each layer against its tolerance: 'close to retrain' "
+            width=widgets.fit_width(table["Verdict"]), help="Judged against retrain layer by layer, each layer against its tolerance: 'close to retrain' "
                  "(within the tolerance at every inner layer), 'superficial' (an inner layer keeps most of the "
                  "original), 'above retrain' (keeps more of the original than retrain beyond the tolerance at some "
                  "inner layer, less than 'superficial'), 'past retrain' (distorted beyond the tolerance at some inner "

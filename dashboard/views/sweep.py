@@ -12,10 +12,11 @@ import pandas as pd
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from dashboard import facts, logic, text
+from dashboard import facts, logic, text, widgets
 from dashboard import sweep_figures as SF
 
 LAUNCH_PAGE = "views/launch.py"
+SWEEP_PRESETS = ("digits", "teach")  # built in, minutes on a CPU
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -34,11 +35,17 @@ def start_form(expanded: bool) -> None:
     from dashboard import data as D
     with st.expander("Start a small sweep", expanded=expanded, icon=":material/play_arrow:"):
         c1, c2 = st.columns([1, 1])
-        preset = c1.selectbox("Preset", ["digits"], key="sw_new_preset",
-                              help="The built-in digits scenario (forget class 3); other presets from a terminal.")
-        trials = c2.number_input("Trials", 2, 48, value=8, step=2, key="sw_new_trials",
-                                 help="About 8-60 s per digits trial on a 2-core CPU")
-        cmd = " ".join(D.sweep_command(preset, trials))
+        if "sw_new_preset" not in st.session_state:  # the scenario on screen
+            st.session_state["sw_new_preset"] = widgets.shown_preset(SWEEP_PRESETS)
+        preset = c1.selectbox("Preset", SWEEP_PRESETS, key="sw_new_preset",
+                              help="The built-in CPU scenarios (forget class 3); other presets from a terminal.")
+        trials = c2.number_input("Trials", value=8, step=2, key="sw_new_trials",
+                                 help="About 8-60 s per trial on a 2-core CPU")
+        try:  # no min / max on the input: a value out of range is refused here, never silently replaced
+            cmd = " ".join(D.sweep_command(preset, trials))
+        except ValueError as err:
+            st.error(f"{text.md(err)}: set Trials to a whole number of 1 or more.", icon=":material/error:")
+            return
         st.caption(f"Runs `{cmd}`: the default EC once as the reference, then the trials, each an ordinary run "
                    "in the store. Several machines: see docs/SWEEPS.md.")
         if st.button("Start sweep", key="sw_start", type="primary", icon=":material/tune:"):
