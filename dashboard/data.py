@@ -157,6 +157,12 @@ def arrays(job: Mapping, name: str = "arrays.npz", token=None) -> dict | None:
     return out
 
 
+@st.cache_data(show_spinner=False)
+def teach_samples(per_class: int = 6, seed: int = 0):
+    """(images (classes, per_class, size, size), class names) drawn by the teach generator (numpy only)."""
+    return api().teach_samples(per_class, seed)
+
+
 def first_start_jobs() -> list[str]:
     """Ids of the default comparisons of the first start, in queue order (teach first)."""
     return api().first_start_jobs()

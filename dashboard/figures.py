@@ -318,6 +318,30 @@ def training_curves(history: Sequence[Mapping], title: str | None = None) -> go.
     return fig
 
 
+def sample_grid(images, class_names: Sequence[str], forget: Sequence[int] = (), gap: int = 2) -> go.Figure:
+    """Example images, one row per class (images: (classes, per_class, h, w) grey values in [0, 1]), the
+    forget classes' rows framed in red and named on the left."""
+    imgs = np.asarray(images, dtype=float)
+    n, k, h, w = imgs.shape
+    mosaic = np.ones((n * (h + gap) - gap, k * (w + gap) - gap))
+    for c in range(n):
+        for j in range(k):
+            mosaic[c * (h + gap):c * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = imgs[c, j]
+    grey = (255 * np.clip(mosaic, 0, 1)).astype(np.uint8)
+    fig = go.Figure(go.Image(z=np.stack([grey] * 3, axis=-1), hoverinfo="skip"))
+    for c in forget:
+        if 0 <= int(c) < n:
+            y0 = int(c) * (h + gap) - 1
+            fig.add_shape(type="rect", x0=-1.5, x1=k * (w + gap) - gap + 0.5, y0=y0 - 0.5, y1=y0 + h + 1.5,
+                          line=dict(color="#d62839", width=3))
+    centres = [c * (h + gap) + h / 2 for c in range(n)]
+    fig.update_yaxes(tickvals=centres, showgrid=False, zeroline=False, automargin=True,
+                     ticktext=[f"<b>{_class_name(class_names, c)} (forget)</b>" if c in set(map(int, forget))
+                               else _class_name(class_names, c) for c in range(n)])
+    fig.update_xaxes(visible=False)
+    return _layout(fig, None, height=40 + 26 * n).update_layout(margin=dict(l=10, r=10, t=10, b=10))
+
+
 def _legend_right(fig: go.Figure) -> go.Figure:
     """A vertical legend outside the plot on the right: long legends never cover titles."""
     fig.update_layout(legend=dict(orientation="v", y=1.0, yanchor="top", x=1.02, xanchor="left"))

@@ -281,15 +281,6 @@ def teaching_baseline(results: Mapping, tolerance: float = 0.05) -> str | None:
     return max(close, key=lambda r: (r["worst_gap"] if r["worst_gap"] is not None else -1.0, -gaps[r["name"]]))["name"]
 
 
-def strongest_layer(values: Mapping | None, layers: Sequence[str]) -> tuple[str | None, float | None]:
-    best = (None, None)
-    for layer in layers:
-        v = num((values or {}).get(layer))
-        if v is not None and (best[1] is None or v > best[1]):
-            best = (layer, v)
-    return best
-
-
 def excess(values: Mapping | None, floor: Mapping | None, layers: Sequence[str]) -> dict:
     """{layer: values[layer] - floor[layer]} where both are known."""
     out = {}

@@ -82,7 +82,18 @@ def sweep_format_version():
     return sweep.FORMAT_VERSION
 
 
-__all__ = ["queue_defaults", "first_start_jobs", "DEFAULT_PRESETS", "submit", "get_job", "list_jobs", "events_since", "cancel", "load_results", "load_arrays", "load_partial",
+def teach_samples(per_class: int = 6, seed: int = 0):
+    """Example images of the teach data set, drawn by its own generator (engine/data/synthetic.py, numpy
+    only, deterministic in `seed`): (array (classes, per_class, size, size) in [0, 1], class names)."""
+    import numpy as np
+    from .data.synthetic import TeachSpec, class_names, render
+    spec = TeachSpec()
+    rng = np.random.default_rng([seed, 0x5A3])
+    images = [[render(spec, c, rng) for _ in range(per_class)] for c in range(spec.num_classes)]
+    return np.asarray(images, dtype=np.float32), class_names(spec)
+
+
+__all__ = ["teach_samples", "queue_defaults", "first_start_jobs", "DEFAULT_PRESETS", "submit", "get_job", "list_jobs", "events_since", "cancel", "load_results", "load_arrays", "load_partial",
            "list_results", "record_external", "done_job", "worker_alive", "ensure_worker", "workers", "headline_metrics",
            "save_upload", "discard_uploads", "submit_isolated", "MAX_UPLOAD_MB", "home", "discover_studies", "study_table", "sweep_format_version",
            "params_to_overrides", "swept_run",

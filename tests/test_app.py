@@ -751,3 +751,40 @@ def test_compare_front_holds_one_scenario(store):
     at.selectbox(key="cmp_scenario").select_index(1).run()
     front = next(c.value for c in at.caption if c.value.startswith("On the front"))
     assert f"`{job['id']}`" not in front and f"`{ids['compare']}`" in front
+
+
+def test_teach_lesson_reads_one_layer_against_retrain_and_ends_with_what_was_measured(store):
+    from engine import store as engine_store
+    store("full")
+    job = api().submit("compare", {"preset": "teach", "methods": ["ec", "scrub"]})
+    res = FS.make_results("compare", FS.METHODS)
+    res["scenario"]["preset"] = "teach"
+    engine_store.atomic_write_json(engine_store.run_dir(job["id"], create=True) / "results.json", res)
+    now = FS.time.time()
+    FS._set_job(job["id"], "done", now - 10, now - 9, now)
+    at = app("teach")
+    t = texts(at)
+    # the data: a grid of examples per class, the forget class framed and named
+    grid = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if '"image"' in c.proto.spec)
+    assert grid["data"][0]["type"] == "image" and len(grid["layout"]["shapes"]) == 1
+    assert "(forget)" in grid["layout"]["yaxis"]["ticktext"][FS.FORGET]
+    # step 2: CKA and probe at one layer, the baseline's worst (SCRUB: block3), each against retrain
+    assert "At **block3**, its worst inner layer, SCRUB's features" in t
+    assert f"A linear probe on the same layer still recovers **{logic.pct(0.92)}**" in t
+    assert "(gap **+57.0 pts**, tolerance ±4.0 pts: beyond it)" in t
+    # the noise line explained where it is drawn
+    assert "a method's line near it has changed no more than a new seed would" in t
+    # the ending: what was measured, where EC went past retrain, what the tuning pages are for, a takeaway
+    assert "**Where EC went past retrain**: block2 (-0.080, tolerance ±0.030), block3 (-0.070, tolerance ±0.030)" in t
+    assert "*Sweeps* searches the layer weights" in t and "**Takeaway**" in t
+
+
+def test_embeddings_show_retrain_beside_the_original_and_the_unlearned_model(store):
+    store("full")
+    at = app("embeddings")
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert [a["text"] for a in spec["layout"]["annotations"]][:3] == ["Original", "EC", "Retrain (the target)"]
+    at.selectbox(key="em_run").set_value("retrain").run()  # retrain itself: not twice
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert [a["text"] for a in spec["layout"]["annotations"]][:2] == ["Original", "Retrain (reference)"]
+    assert "Retrain (the target)" not in [a["text"] for a in spec["layout"]["annotations"]]

@@ -119,11 +119,9 @@ def test_teaching_baseline_on_fixture_is_scrub():
     assert L.teaching_baseline(res) == "scrub"
 
 
-def test_excess_and_strongest_layer():
+def test_excess():
     ex = L.excess({"a": 0.9, "b": 0.8, "c": None}, {"a": 0.85, "b": 0.3, "c": 0.1}, ["a", "b", "c"])
     assert ex == pytest.approx({"a": 0.05, "b": 0.5})
-    assert L.strongest_layer(ex, ["a", "b", "c"]) == ("b", pytest.approx(0.5))
-    assert L.strongest_layer({}, ["a"]) == (None, None)
 
 
 def test_forget_phrase():

@@ -31,17 +31,22 @@ layer = c2.selectbox("Layer", layers or [penult], index=len(layers) - 1 if layer
                      format_func=lambda l: f"{l} (penultimate, precomputed)" if l == penult else l)
 st.caption(f"{int(is_forget.sum())} forget samples (×) and {int((~is_forget).sum())} retain samples, a stratified "
            f"subsample. UMAP is fitted on the original's features and the other models are projected into it, so "
-           "both panels share their axes.")
+           "the panels share their axes. Retrain, the model that never saw the forget set, is the picture to "
+           "match: the unlearned model should look like it, not merely unlike the original.")
+
+
+def beside_references(coords: dict, shown: tuple[str, object]) -> list[tuple[str, object]]:
+    """The panels: the original, the model shown, and retrain (the target) unless it is the one shown."""
+    retrain = [] if run == "retrain" else [("Retrain (the target)", coords.get(facts.umap_key("retrain")))]
+    return [("Original", coords.get(facts.umap_key("original"))), shown, *retrain]
 
 
 def show_pair(coords: dict, key: str, title: str | None = None) -> None:
-    left = coords.get(facts.umap_key("original"))
-    right = coords.get(facts.umap_key(run))
-    if left is None or right is None:
+    if coords.get(facts.umap_key("original")) is None or coords.get(facts.umap_key(run)) is None:
         st.info(f"This embedding has no coordinates for {text.md(figures.display_name(run))}.")
         return
-    fig = figures.umap_panels([("Original", left), (widgets.fmt_run(run), right)], labels, is_forget,
-                              class_names, title)
+    fig = figures.umap_panels(beside_references(coords, (widgets.fmt_run(run), coords[facts.umap_key(run)])),
+                              labels, is_forget, class_names, title)
     widgets.show(fig, key=key, export=f"umap_{layer}_{run}")
 
 
@@ -97,8 +102,8 @@ epochs = facts.epochs_of(arrs, run)
 st.subheader("Through unlearning")
 if epochs:
     e = st.select_slider("Epoch", epochs, value=epochs[-1], key=f"em_epoch_{run}")
-    fig = figures.umap_panels([("Original", arrs[facts.umap_key("original")]),
-                               (f"{widgets.fmt_run(run)} · epoch {e}", arrs[facts.epoch_umap_key(run, e)])],
+    fig = figures.umap_panels(beside_references(arrs, (f"{widgets.fmt_run(run)} · epoch {e}",
+                                                       arrs[facts.epoch_umap_key(run, e)])),
                               labels, is_forget, class_names)
     widgets.show(fig, key="em_epochs", export=f"umap_epoch_{run}_{e}")
     st.caption(f"Penultimate layer after each of {len(epochs)} unlearning epochs (same axes as the original).")

@@ -76,6 +76,13 @@ st.markdown(f"This walk goes through **{why}** (job {text.code(job['id'])}): pre
             "comparison under “Results shown” in the sidebar.")
 if sc.get("preset") == TEACH_PRESET:
     st.info(TEACH_NOTE, icon=":material/texture:")
+    images, names = data.teach_samples(seed=int(sc.get("seed") or 0))
+    c1, c2 = st.columns([2, 3])
+    with c1:
+        widgets.show(figures.sample_grid(images, sc.get("class_names") or names, classes), key="teach_samples")
+    c2.caption("Six examples per class, drawn by the same generator as the run's data (not the exact training "
+               "images). Each class is one motif orientation and wavelength; the row framed in red is the class "
+               "to forget. The backgrounds, blobs and bars are shared by every class.")
 widgets.calibration_note(list(judged.values()))
 if base is None or retr is None or orig is None:
     st.warning("This comparison lacks a baseline or a reference row, so the walk cannot be shown.")
@@ -116,18 +123,18 @@ if calibration.not_forgotten(res["runs"][base]):
 
 # Step 2
 step(2, "…but its layers still hold the class")
-# the inner layer where the baseline keeps most beyond the retrained model
-lay, _ = logic.strongest_layer(logic.excess(cka_o.get(base), cka_o.get("retrain"), inner), inner)
-play, _ = logic.strongest_layer(logic.excess(probe.get(base), probe.get("retrain"), inner), inner)
-val = logic.num((cka_o.get(base) or {}).get(lay)) if lay else None
-pval = logic.num((probe.get(base) or {}).get(play)) if play else None
-rv = logic.num((cka_o.get("retrain") or {}).get(lay)) if lay else None
-rp = logic.num((probe.get("retrain") or {}).get(play)) if play else None
-if lay is not None:
-    st.markdown(f"On the forget samples, {Bm}'s features at **{text.md(lay)}** have CKA **{logic.dec(val)}** to the original's "
-                f"(retrained model: {logic.dec(rv)})."
-                + (f" A linear probe on **{text.md(play)}** still recovers **{logic.pct(pval)}** of forget-class test samples "
-                   f"(retrained model: {logic.pct(rp)})." if play else ""))
+# one layer for both readings: the baseline's worst inner layer, where the headline reads it
+lay = b.get("worst_layer")
+cg = next((g for g in b.get("gaps") or [] if g["point"] == lay), None)
+pg = next((g for g in b.get("probe_gaps") or [] if g["point"] == lay), None)
+probe_line = "" if pg is None or pg["gap"] is None else (
+    f" A linear probe on the same layer still recovers **{logic.pct(pg['value'])}** of forget-class test samples; "
+    f"the retrained model's probe: {logic.pct(pg['retrain'])} (gap **{100 * pg['gap']:+.1f} pts**, tolerance "
+    f"±{100 * pg['tol']:.1f} pts: " + ("within it, like retrain)." if pg["within"] else "beyond it)."))
+if cg is not None and cg["gap"] is not None:
+    st.markdown(f"At **{text.md(lay)}**, its worst inner layer, {Bm}'s features on the forget samples have CKA "
+                f"**{logic.dec(cg['value'])}** to the original's; the retrained model's: {logic.dec(cg['retrain'])} "
+                f"(gap **{cg['gap']:+.3f}**, tolerance ±{cg['tol']:.3f})." + probe_line)
 show = {n: cka_o.get(n) for n in ("original", base, "retrain") if cka_o.get(n)}
 band = logic.seed_band(res)
 if band:
@@ -141,9 +148,11 @@ with c2:
     widgets.show(figures.probe_lines({n: probe.get(n) for n in ("original", base, "retrain") if probe.get(n)},
                                      layers, chance=1.0 / s["num_classes"] if s.get("num_classes") else None),
                  key="teach_probe")
-st.caption("The grey band around Retrain's line: " + text.md(logic.tolerance_text(res)) + " The dash-dotted "
-           "“Original, other seed” line, where drawn, is training noise: a second original trained from another seed "
-           "(what reseeding alone does to CKA).")
+st.caption("The grey band around Retrain's line: " + text.md(logic.tolerance_text(res)) + " "
+           + ("The dash-dotted grey “Original, other seed” line is training noise: a second original trained on the "
+              "same data from another seed. Its CKA to the original is what reseeding alone does; a method's line "
+              "near it has changed no more than a new seed would." if band else
+              "This comparison trained no second original, so no training-noise line is drawn."))
 last = layers[-1] if layers else None
 b_gap = text.md(logic.distance_text(b))
 if "superficial" in judged[base]["flags"]:
@@ -205,4 +214,24 @@ if b["distance"] is not None:
     st.success(f"Distance to retrain (the largest gap in forget CKA over {inner_md}; 0 = like retrain, the goal, in "
                f"either direction): {Bm} {b_gap}" + (f", EC {text.md(logic.distance_text(ec))}." if ec else "."),
                icon=":material/flag:")
+
+# Step 5
+step(5, "What was measured, and what the tuning pages are for")
+past = [f"{text.md(g['point'])} ({g['gap']:+.3f}, tolerance ±{g['tol']:.3f})" for g in (ec or {}).get("gaps") or []
+        if g["inner"] and g["within"] is False and g["gap"] < 0]  # below retrain beyond the tolerance
+st.markdown(
+    f"- **At the logits**: forget accuracy {Bm} {logic.pct(b['forget_acc'])}, EC "
+    f"{logic.pct((ec or {}).get('forget_acc'))}, retrain {logic.pct(retr['forget_acc'])}.\n"
+    f"- **In the layers**: the forget-set CKA to the original and a linear probe at every supervision point, each "
+    f"read as a gap to retrain against the tolerance of two honest retrainings. Distance to retrain (worst inner "
+    f"layer): {Bm} {b_gap}" + (f", EC {text.md(logic.distance_text(ec))}" if ec else "") + ".\n"
+    + (f"- **Where EC went past retrain**: {', '.join(past)}"
+       ": pushed further from the original than a model that never saw the class. That is distortion, not more "
+       "forgetting.\n" if past else
+       "- **EC and retrain**: EC went past retrain at no inner layer beyond the tolerance.\n" if ec else "")
+    + "- **Tuning**: *Launch and tune* moves one supervision point's weight at a time and reads the run layer by layer "
+      "against the default EC; *Sweeps* searches the layer weights and temperature for the smallest distance to "
+      "retrain at the worst layer that keeps retain accuracy.")
+st.info("**Takeaway**: forgetting is judged against retrain at every layer, not at the output: a model can get the "
+        "forget class wrong and still hold it inside.", icon=":material/lightbulb:")
 st.page_link("views/layers.py", label="See every method layer by layer", icon=":material/layers:")
