@@ -321,6 +321,11 @@ def fit_width(values, floor: int = 90, cap: int = 460) -> int:
     return max(floor, min(cap, int(7.5 * longest) + 28))
 
 
+def fitted(df: pd.DataFrame, *names: str) -> dict:
+    """column_config of text columns sized to their longest value (fit_width)."""
+    return {n: st.column_config.TextColumn(width=fit_width(df[n])) for n in names if n in df}
+
+
 def pct_col(help: str | None = None):
     """A column of percentages (values already x100), one decimal everywhere."""
     return st.column_config.NumberColumn(format="%.1f%%", help=help)
@@ -465,9 +470,10 @@ def scenario_history(job: dict, res: dict, limit: int = 12) -> None:
     if len(tagged) <= 1:
         st.caption(f"No other {name} run of this scenario yet (default settings: {text.md(dflt)}). "
                    "Queue one from Launch and tune to compare.")
-    rows = _history_rows(tagged)
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=f"hist_{job['id']}",
-                 column_config={"Forget acc": pct_col(), "Retain acc": pct_col(), **headline_columns()})
+    rows = pd.DataFrame(_history_rows(tagged))
+    st.dataframe(rows, hide_index=True, width="stretch", key=f"hist_{job['id']}",
+                 column_config={"Forget acc": pct_col(), "Retain acc": pct_col(), **headline_columns(),
+                                **fitted(rows, "Settings", "Verdict")})
     st.caption(f"Each run is read at its worst inner layer: the smaller the distance to retrain, the closer to the "
                f"model that never saw the forget set (0 = like retrain). Default settings: {text.md(dflt)}.")
 

@@ -788,3 +788,24 @@ def test_embeddings_show_retrain_beside_the_original_and_the_unlearned_model(sto
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert [a["text"] for a in spec["layout"]["annotations"]][:2] == ["Original", "Retrain (reference)"]
     assert "Retrain (the target)" not in [a["text"] for a in spec["layout"]["annotations"]]
+
+
+def test_job_page_loss_chart_panels_and_a_history_without_accuracy(store):
+    """The total loss's right-hand axis ran into the Accuracy panel; a run with losses only (a model kept
+    from calibration) drew an empty Accuracy panel."""
+    from engine import store as engine_store
+    _, ids = store("full")
+    at = app("launch", query={"job": ids["run"]})
+    curves = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if '"Loss terms"' in c.proto.spec]
+    assert [a["text"] for a in curves[0]["layout"]["annotations"]] == ["Loss terms", "Total loss", "Accuracy"]
+    assert not any(ax.get("side") == "right" for k, ax in curves[0]["layout"].items() if k.startswith("yaxis"))
+    path = engine_store.run_dir(ids["run"]) / "results.json"
+    res = json.loads(path.read_text())
+    for h in res["runs"]["ft+ec"]["history"]:
+        h.pop("forget_acc"), h.pop("retain_acc")
+    other = _ec_run_job(None, [0.0] * 4, FS.time.time())
+    engine_store.atomic_write_json(engine_store.run_dir(other) / "results.json", res)
+    at = app("launch", query={"job": other})
+    curves = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if '"Loss terms"' in c.proto.spec]
+    assert "Accuracy" not in [a["text"] for a in curves[0]["layout"]["annotations"]]
+    assert "Forget and retain accuracy were not measured by epoch in this run" in texts(at)

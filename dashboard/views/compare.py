@@ -80,7 +80,7 @@ st.dataframe(df, hide_index=True, width="stretch", height=min(600, 38 + 35 * max
                      width=widgets.fit_width(df["Settings"]), help="What was tuned: EC's layer weights (w) and temperature (tau), and any option "
                                      "that differs from the preset's defaults"),
                  "Calibration": st.column_config.TextColumn(
-                     width=150, help="How the learning rate and epochs were found: calibrated on this scenario (the "
+                     width=widgets.fit_width(df["Calibration"]), help="How the learning rate and epochs were found: calibrated on this scenario (the "
                                      "setting kept, and the method's recipe), the recipe as given, or empty for runs "
                                      "made before calibration. 'One run up close' shows the grid tried."),
                  "Forget acc": pct, "Retain acc": pct,

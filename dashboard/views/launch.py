@@ -394,13 +394,13 @@ def final(job: dict) -> None:
     if job.get("kind") == "run":
         _calibration_used(res)
     P = widgets.as_pct
-    st.dataframe(pd.DataFrame([{"Run": widgets.fmt_run(r["name"]), "Settings": runinfo.run_settings(res, r["name"]),
-                                "Calibration": r["setting"], "Forget acc": P(r["forget_acc"]), "Retain acc": P(r["retain_acc"]),
-                                "Test acc": P(r["test_acc"]), "MIA efficacy": P(r["mia"]),
-                                **widgets.headline_cells(r), "Verdict": r["verdict"]} for r in rows]),
-                 hide_index=True, width="stretch",
+    table = pd.DataFrame([{"Run": widgets.fmt_run(r["name"]), "Settings": runinfo.run_settings(res, r["name"]),
+                           "Calibration": r["setting"], "Forget acc": P(r["forget_acc"]), "Retain acc": P(r["retain_acc"]),
+                           "Test acc": P(r["test_acc"]), "MIA efficacy": P(r["mia"]),
+                           **widgets.headline_cells(r), "Verdict": r["verdict"]} for r in rows])
+    st.dataframe(table, hide_index=True, width="stretch",
                  column_config={k: widgets.pct_col() for k in ("Forget acc", "Retain acc", "Test acc", "MIA efficacy")}
-                 | widgets.headline_columns())
+                 | widgets.headline_columns() | widgets.fitted(table, "Settings", "Calibration", "Verdict"))
     widgets.run_warnings([{**r, "settings": runinfo.run_settings(res, r["name"])} for r in rows])
     widgets.calibration_note(rows)
     for label in logic.method_runs(res) if job.get("kind") == "run" else []:
