@@ -11,15 +11,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from .facts import cpu_presets
+
 NOT_REACHED = "did not reach logit-level forgetting"
 MODES = ("auto", "on", "off")
 # config `calibrate: auto` calibrates on these CPU presets (engine/calibrate.py resolve_mode); the CIFAR
 # presets' published recipes stand
-AUTO_ON_PRESETS = ("digits", "teach", "mnist", "fashion-mnist")
+AUTO_ON_PRESETS = cpu_presets()  # the CPU-cheap data sets' presets (engine/data/sets)
 MODE_HELP = ("Calibration tries a small grid of learning rates × epochs on this scenario and keeps, among the "
              "settings whose forget accuracy on the forget training split is within 0.05 of retrain's, the one "
              f"with the highest retain accuracy (a run where none qualifies is marked '{NOT_REACHED}').  \n"
-             "**auto**: on for a comparison on the CPU presets (digits, teach, mnist, fashion-mnist) wherever the "
+             f"**auto**: on for a comparison on the CPU presets ({', '.join(AUTO_ON_PRESETS)}) wherever the "
              "scenario is not the one the recipes were tuned on; a single run reuses a comparison's choice when "
              "there is one. Off for the CIFAR presets (published recipes) and where you set the method's learning "
              "rate or epochs yourself.  \n**on** / **off**: always / never. Every run, calibrated or not, is "

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from engine.api import (CONTRASTIVE_KNOBS, DATASET_CLASSES, EC_SECTION_KNOBS, MAX_UPLOAD_MB, METHOD_NAMES,
                         METHODS, PRESETS, SUPERVISION_POINTS, ConfigError, DatabaseUnavailable, base_method,
-                        class_names, deep_merge, discover_studies, display_name, home, make_config, method_knobs,
-                        params_to_overrides, reads_ec, results, study_table, sweep_format_version, swept_run,
+                        class_names, cpu_presets, deep_merge, discover_studies, display_name, home, make_config, method_knobs,
+                        params_to_overrides, preset_notes, reads_ec, results, study_table, sweep_format_version, swept_run,
                         validate)
 
 # the results format (engine/results.py)
@@ -32,7 +32,7 @@ ASSUMED_TOLERANCE = results.ASSUMED_TOLERANCE  # {"cka", "probe"}: where no seco
 
 __all__ = ["CONTRASTIVE_KNOBS", "DATASET_CLASSES", "EC_SECTION_KNOBS", "MAX_UPLOAD_MB", "METHOD_NAMES", "METHODS",
            "PRESETS", "SUPERVISION_POINTS", "ConfigError", "DatabaseUnavailable", "base_method", "class_names",
-           "deep_merge", "discover_studies", "display_name", "home", "make_config", "method_knobs", "params_to_overrides", "reads_ec",
+           "cpu_presets", "preset_notes", "deep_merge", "discover_studies", "display_name", "home", "make_config", "method_knobs", "params_to_overrides", "reads_ec",
            "study_table", "sweep_format_version", "swept_run", "validate", "SCHEMA_VERSION", "REFERENCE", "NOISE_RUN", "FEAT", "UMAP", "EPOCH_UMAP",
            "EMBED_LABELS", "EMBED_IS_FORGET", "conf_key", "umap_key", "epoch_umap_key", "embed_file", "parse_key",
            "runs_of", "epochs_of", "num", "mean_over", "inner_layers", "run_names", "run_summary", "summary",

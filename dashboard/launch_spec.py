@@ -22,18 +22,9 @@ TEMPERATURES = [0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.05, 0.1, 0.3, 1.0]
 
 
-def _known_presets(names: Sequence[str]) -> list[str]:
-    """The presets of this list that engine.config defines (the synthetic "teach" preset is newer)."""
-    return [n for n in names if n in facts.PRESETS]
-
-
-PRESET_CHOICES = _known_presets(["digits", "teach", "mnist", "fashion-mnist", "cifar10", "cifar100", "cifar10-vit"])
-PRESET_NOTES = {"digits": "8×8 handwritten digits, built in (CPU, ~1 min)",
-                "teach": "synthetic oriented textures, built in (CPU): made to show superficial forgetting",
-                "mnist": "MNIST 28×28 (needs the data set on disk)",
-                "fashion-mnist": "Fashion-MNIST 28×28 (needs the data set on disk)",
-                "cifar10": "CIFAR-10, ResNet-18 (GPU)", "cifar100": "CIFAR-100, ResNet-50 (GPU)",
-                "cifar10-vit": "CIFAR-10, small ViT (GPU)"}
+# the data sets' presets and their notes, as each family declares them (engine/data/sets)
+PRESET_NOTES = facts.preset_notes()
+PRESET_CHOICES = list(PRESET_NOTES)
 
 
 def with_value(options: Sequence[float], value: float) -> list[float]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from . import results, store
 from .audit import MAX_UPLOAD_MB, discard_uploads, save_upload, submit_isolated
-from .catalog import (CONTRASTIVE_KNOBS, EC_SECTION_KNOBS, METHODS, base_method, class_names, display_name,
-                      method_knobs, reads_ec)
+from .catalog import (CONTRASTIVE_KNOBS, EC_SECTION_KNOBS, METHODS, base_method, class_names, cpu_presets,
+                      display_name, method_knobs, preset_notes, reads_ec)
 from .config import (DATASET_CLASSES, METHOD_NAMES, PRESETS, SUPERVISION_POINTS, ConfigError, deep_merge,
                      make_config, validate)
 from .dbguard import DatabaseUnavailable
@@ -99,6 +99,6 @@ __all__ = ["teach_samples", "queue_defaults", "first_start_jobs", "DEFAULT_PRESE
            "params_to_overrides", "swept_run",
            # the facts the pages read (engine/catalog.py, engine/config.py, engine/results.py)
            "results", "METHODS", "CONTRASTIVE_KNOBS", "EC_SECTION_KNOBS", "base_method", "class_names", "display_name",
-           "method_knobs",
+           "method_knobs", "cpu_presets", "preset_notes",
            "reads_ec", "DATASET_CLASSES", "METHOD_NAMES", "PRESETS", "SUPERVISION_POINTS", "ConfigError", "deep_merge",
            "make_config", "validate", "DatabaseUnavailable"]

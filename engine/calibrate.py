@@ -42,13 +42,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from . import cachecheck, store
-from .catalog import needs_aux
+from .catalog import cpu_presets, needs_aux
 from .config import RunConfig, make_config, scenario_dict, stable_hash
 from .events import DivergenceError, JobContext
 
-# presets whose recipes are calibrated under `calibrate: auto` (small, CPU-sized); the CIFAR presets
-# keep their published recipes unless asked (`--calibrate on`)
-AUTO_PRESETS = ("digits", "teach", "mnist", "fashion-mnist")
+# presets whose recipes are calibrated under `calibrate: auto`: those of the CPU-cheap data sets (their
+# registrations, engine/data/sets); the CIFAR presets keep their published recipes unless asked
+AUTO_PRESETS = cpu_presets()
 CACHE_VERSION = 2  # 2: a collapsed setting no longer qualifies
 
 

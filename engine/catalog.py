@@ -8,15 +8,17 @@ is declared once, beside the code it describes:
 - architectures: each registers with its supervision points, `@register_model(name, points=(...))`
   in engine/models; SUPERVISION_POINTS reads those declarations from the source without importing
   torch, and engine.models checks every built model has them;
-- data sets: the table below.
-engine.config builds METHOD_NAMES, MethodsConfig, the presets' method recipes, SUPERVISION_POINTS
-and DATASET_CLASSES from here, and tests/test_catalog.py checks the catalog, the config and both
-registries agree.
+- data sets: each family's file in engine/data/sets registers its loader with its facts,
+  `@register_dataset(name, num_classes=..., channels=..., size=..., presets={...}, ...)`;
+  ALL_DATASETS reads those declarations from the source (torch-free), as for the architectures.
+engine.config builds METHOD_NAMES, MethodsConfig, the presets' method recipes, SUPERVISION_POINTS,
+DATASET_CLASSES and the data sets' PRESETS from here, and tests/test_catalog.py checks the catalog,
+the config and the registries agree.
 """
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .methods import cards
@@ -97,27 +99,61 @@ SUPERVISION_POINTS: dict[str, tuple[str, ...]] = declared_points()
 
 # -- data sets -----------------------------------------------------------------------------------
 
+DATA_SETS_DIR = Path(__file__).resolve().parent / "data" / "sets"
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    num_classes: int
+    """One data-set family's facts, as its file in engine/data/sets declares them where its loader
+    registers: `@register_dataset("name", num_classes=..., ...)` (literal values only)."""
+    num_classes: int | None  # None: read from the files (an image folder)
     class_names: tuple[str, ...] | None = None  # None: the class ids are the names
+    channels: int = 1
+    size: int = 32  # native image side in pixels
+    train_size: int | None = None  # official training split (None: split by seed, or unknown)
+    test_size: int | None = None
+    aliases: tuple[str, ...] = ()  # other spellings load_dataset and the config accept
+    cpu: bool = False  # CPU-cheap: calibration `auto` and the noise references are on by default
+    builtin: bool = False  # bundled or generated: no files, nothing to download
+    order: int = 100  # place in every list the user sees
+    # presets this family brings: {preset: {"note": text for the form, "recipes": method-card recipe
+    # family (optional), other keys: config overrides}}; "data.dataset" is implied
+    presets: dict = field(default_factory=dict)
 
 
-DATASETS: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo(10),
-    "teach": DatasetInfo(10),
-    "mnist": DatasetInfo(10),
-    "fashion-mnist": DatasetInfo(10, ("T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
-                                      "sneaker", "bag", "boot")),
-    "cifar10": DatasetInfo(10, ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                "ship", "truck")),
-    "cifar100": DatasetInfo(100),
-}
+def declared_datasets(sets_dir: Path = DATA_SETS_DIR) -> dict[str, DatasetInfo]:
+    """Every `@register_dataset("name", ...)` in engine/data/sets, read from the source (torch-free),
+    in their declared order."""
+    found: list[tuple[int, str, DatasetInfo]] = []
+    for path in sorted(sets_dir.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "register_dataset":
+                name = ast.literal_eval(node.args[0])
+                facts = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
+                if "num_classes" not in facts:
+                    raise ValueError(f"{path.name}: register_dataset({name!r}) declares no num_classes=")
+                for key in ("class_names", "aliases"):
+                    if facts.get(key) is not None:
+                        facts[key] = tuple(facts[key])
+                info = DatasetInfo(**facts)
+                found.append((info.order, name, info))
+    return {name: info for _, name, info in sorted(found, key=lambda t: t[:2])}
 
 
-# every name `data.dataset` accepts: the table's, and image folders (classes from the folder layout)
-DATASET_NAMES: tuple[str, ...] = (*DATASETS, "imagefolder")
+# Every registered family, in order; DATASETS: those whose class count is known without the files.
+ALL_DATASETS: dict[str, DatasetInfo] = declared_datasets()
+DATASETS: dict[str, DatasetInfo] = {n: i for n, i in ALL_DATASETS.items() if i.num_classes is not None}
+
+# every name `data.dataset` accepts
+DATASET_NAMES: tuple[str, ...] = tuple(ALL_DATASETS)
+ALIASES: dict[str, str] = {a: name for name, info in ALL_DATASETS.items() for a in info.aliases}
+
+
+def canonical_dataset(name: str) -> str:
+    """A data set's registered name from any accepted spelling ('Fashion_MNIST' -> 'fashion-mnist');
+    an unknown name comes back lower-cased."""
+    key = str(name).strip().lower()
+    return ALIASES.get(key, key)
 
 
 def class_names(dataset: str, n: int) -> list[str]:
@@ -127,3 +163,22 @@ def class_names(dataset: str, n: int) -> list[str]:
     if info is not None and info.class_names is not None:
         return list(info.class_names)
     return [str(i) for i in range(n)]
+
+
+def dataset_presets() -> dict[str, tuple[str, dict]]:
+    """{preset: (data set, its entry)} over every family, in the families' order."""
+    return {p: (name, dict(entry)) for name, info in ALL_DATASETS.items() for p, entry in info.presets.items()}
+
+
+def preset_dataset(preset: str) -> str | None:
+    """The data set a registered preset trains on (None for a preset no family declares)."""
+    return dataset_presets().get(preset, (None, None))[0]
+
+
+def cpu_presets() -> tuple[str, ...]:
+    """The presets of CPU-cheap families (calibration `auto` and the noise references are on there)."""
+    return tuple(p for p, (name, _) in dataset_presets().items() if ALL_DATASETS[name].cpu)
+
+
+def preset_notes() -> dict[str, str]:
+    return {p: entry.get("note", "") for p, (_, entry) in dataset_presets().items()}

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import DATASET_CLASSES, SUPERVISION_POINTS, RunConfig
+from .catalog import ALL_DATASETS
+from .config import SUPERVISION_POINTS, RunConfig
 
 MAX_CHECKPOINT_MB = int(os.environ.get("ECLAB_MAX_CHECKPOINT_MB", "2048"))  # a ResNet-50 is ~100 MB
 TORCH_SUFFIXES = (".pt", ".pth", ".pth.tar", ".tar", ".bin", ".ckpt")
@@ -33,8 +34,6 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 COUNTER_BUFFERS = ("num_batches_tracked",)  # the only integer tensors of the architectures' state dicts
 COUNTER_DTYPES = (torch.int64, torch.int32)
 
-# (in_channels, native image size) of the built-in data sets; imagefolder images are RGB
-_INPUTS = {"digits": (1, 8), "mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32), "cifar100": (3, 32)}
 
 
 class CheckpointFormatError(ValueError):
@@ -190,10 +189,8 @@ def head_classes(state: dict, arch: str) -> int | None:
 def input_shape(cfg: RunConfig) -> tuple[int | None, int, int]:
     """(number of classes or None when unknown without reading the data, in_channels, image size)."""
     d = cfg.data
-    if d.dataset == "imagefolder":
-        return None, 3, d.image_size or 32
-    channels, size = _INPUTS[d.dataset]
-    return DATASET_CLASSES[d.dataset], channels, d.image_size or size
+    info = ALL_DATASETS[d.dataset]  # the family's registration (engine/data/sets); an image folder is RGB
+    return info.num_classes, info.channels, d.image_size or info.size
 
 
 def _diff(model: nn.Module, state: dict) -> tuple[list[str], list[str], list[str]]:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from . import results as results_schema
-from .catalog import default_compare, method_names
+from .catalog import default_compare, method_names, preset_notes
 from .config import ConfigError, apply_sets, option_table
 from .events import JobContext
 
@@ -52,7 +52,8 @@ def scenario_overrides(args) -> dict:
 
 
 def add_scenario_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="digits", help="digits (default, offline), mnist, fashion-mnist, cifar10, cifar100, cifar10-vit")
+    p.add_argument("--preset", default="digits",
+                   help="; ".join(f"{name}: {note}" for name, note in preset_notes().items()) + " (default digits)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--forget-classes", metavar="C[,C...]", help="class-wise forgetting, e.g. 3 or 3,5 (default 3)")
     g.add_argument("--forget-random", type=float, metavar="P", help="forget a random share P of training samples")

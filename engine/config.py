@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
-from .catalog import DATASET_NAMES, DATASETS, METHODS, SUPERVISION_POINTS as _CATALOG_POINTS, recipes
+from .catalog import DATASET_NAMES, DATASETS, METHODS, SUPERVISION_POINTS as _CATALOG_POINTS, dataset_presets, recipes
 from .hparams import MethodConfig, SGDRecipe, Strict as _Strict, epochs_field, lr_field  # noqa: F401
 
 DATASET_CLASSES = {name: info.num_classes for name, info in DATASETS.items()}
@@ -42,6 +42,9 @@ class DataConfig(_Strict):
     download: bool = False  # only fetch data when the user asks
     image_size: int | None = Field(None, ge=8, le=512)  # imagefolder resize (default 32)
     test_fraction: float = Field(0.25, gt=0, lt=1)  # for data sets without an official test split
+    # a stratified, seeded subset: at most this many training / test samples per class (None: all)
+    per_class: int | None = Field(None, ge=1)
+    test_per_class: int | None = Field(None, ge=1)
 
 
 class ForgetConfig(_Strict):
@@ -149,30 +152,21 @@ class CalibrationConfig(_Strict):
 
 
 # -- presets ---------------------------------------------------------------------------------
-# Each preset is a set of overrides on the defaults above; recipes follow METHODS.md section 3,
-# with epochs scaled to the data set.
-# The methods' recipes per preset family are in their cards (engine/methods: "optml", OPTML-Group's
-# CIFAR-10 / ResNet-18 recipes, METHODS.md section 3; "teach", tuned by bench/tune_recipes.py).
-_OPTML_METHODS = recipes("optml")
-_TEACH_METHODS = recipes("teach")
+# Each preset is a set of overrides on the defaults above, declared by its data set's family where it
+# registers (engine/data/sets, read by engine/catalog.py): {"note": form text, "recipes": the method
+# cards' recipe family ("teach", "fashion", "optml": OPTML-Group's CIFAR-10 / ResNet-18 recipes,
+# METHODS.md section 3), other keys: overrides}. "custom" is the defaults under another name.
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "digits": {},
-    # synthetic textures (engine/data/synthetic.py): superficial forgetting is large here
-    "teach": {"data": {"dataset": "teach"}, "train": {"epochs": 15}, "methods": _TEACH_METHODS},
-    "mnist": {"data": {"dataset": "mnist"}, "train": {"epochs": 8, "batch_size": 128}},
-    "fashion-mnist": {"data": {"dataset": "fashion-mnist"}, "train": {"epochs": 15, "batch_size": 128}},
-    "cifar10": {"data": {"dataset": "cifar10"}, "model": {"arch": "resnet18"},
-                "train": {"epochs": 182, "lr": 0.1, "batch_size": 256, "augment": True},
-                "methods": _OPTML_METHODS, "eval": {"max_samples": 2000}},
-    "cifar100": {"data": {"dataset": "cifar100"}, "model": {"arch": "resnet50"},
-                 "train": {"epochs": 182, "lr": 0.1, "batch_size": 256, "augment": True},
-                 "methods": _OPTML_METHODS},
-    "cifar10-vit": {"data": {"dataset": "cifar10"}, "model": {"arch": "vit_tiny"},
-                    "train": {"epochs": 100, "lr": 0.05, "batch_size": 256, "augment": True},
-                    "methods": _OPTML_METHODS},
-    "custom": {},
-}
+
+def _preset(dataset: str, entry: dict) -> dict[str, Any]:
+    over = {k: v for k, v in entry.items() if k not in ("note", "recipes")}
+    if dataset != "digits":  # the default data set
+        over["data"] = {"dataset": dataset, **over.get("data", {})}
+    return {**over, "methods": recipes(entry["recipes"])} if "recipes" in entry else over
+
+
+PRESETS: dict[str, dict[str, Any]] = {**{p: _preset(d, entry) for p, (d, entry) in dataset_presets().items()},
+                                      "custom": {}}
 
 
 class RunConfig(_Strict):
@@ -328,7 +322,9 @@ def stable_hash(obj: Any, n: int = 16) -> str:
 
 def scenario_dict(cfg: RunConfig) -> dict:
     """What defines the scenario: data, model, recipe, seed and forget request."""
-    return {"preset": cfg.preset, "seed": cfg.seed, "data": cfg.data.model_dump(exclude={"download"}),
+    # an unset subset leaves the keys of the scenarios made before data.per_class existed as they were
+    unset = {k for k in ("per_class", "test_per_class") if getattr(cfg.data, k) is None}
+    return {"preset": cfg.preset, "seed": cfg.seed, "data": cfg.data.model_dump(exclude={"download", *unset}),
             "model": cfg.model.model_dump(), "train": cfg.train.model_dump(),
             "forget": cfg.forget.model_dump()}
 

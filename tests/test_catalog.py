@@ -332,3 +332,90 @@ def test_no_generic_code_names_a_baseline():
         quoted = re.compile(rf"[\"']{re.escape(name)}[\"'+]")
         naming = sorted(str(p.relative_to(ROOT)) for p, text in sources.items() if quoted.search(text) and p != home)
         assert naming == [], f"{name} is named outside {home.name}: {naming}"
+
+
+# -- a data set: one file ------------------------------------------------------------------------
+
+TOY_DATASET = '''"""Noisy squares: a data set added as this one file."""
+from .registry import register_dataset
+
+
+@register_dataset("squares", num_classes=3, class_names=("left", "middle", "right"), channels=2, size=8,
+                  train_size=60, test_size=30, aliases=("square",), cpu=True, builtin=True, order=35,
+                  presets={"squares": {"note": "three classes of noisy squares",
+                                       "train": {"epochs": 10, "batch_size": 16},
+                                       "forget": {"classes": [1]}}})
+def load_squares(req):
+    import torch
+
+    from engine.catalog import ALL_DATASETS
+    from ..datasets import finish
+
+    g = torch.Generator().manual_seed(req.seed)
+    y = torch.arange(90) % 3
+    x = torch.rand(90, 2, 8, 8, generator=g) * 0.3
+    for c in range(3):
+        x[y == c, :, 2:6, 2 * c:2 * c + 3] += 0.7
+    return finish(x[:60], y[:60], x[60:], y[60:], list(ALL_DATASETS[req.name].class_names), req.image_size)
+'''
+
+TOY_DATASET_CHECK = '''
+import json, sys
+from engine import catalog, config
+assert "torch" not in sys.modules  # the registration is read without torch
+assert catalog.DATASET_NAMES.index("squares") == 3  # its order: after mnist (30), before fashion-mnist (40)
+assert catalog.canonical_dataset("Square") == "squares" and config.DATASET_CLASSES["squares"] == 3
+assert config.make_config("squares").data.dataset == "squares" and config.PRESETS["squares"]["train"]["epochs"] == 10
+assert "torch" not in sys.modules
+from engine import calibrate
+from engine.checkpoints import input_shape
+from engine.data import load_dataset
+from engine.data.splits import known_train_size
+assert "squares" in calibrate.AUTO_PRESETS  # a CPU-cheap family's preset
+assert input_shape(config.make_config("squares")) == (3, 2, 8)
+assert known_train_size("squares", 0.25, 0) == 60
+assert load_dataset("SQUARE")[0].classes == ["left", "middle", "right"]
+from dashboard import launch_spec
+assert launch_spec.PRESET_NOTES["squares"] == "three classes of noisy squares"
+from engine import runner
+from engine.events import CollectingContext
+from tests.jobs_helpers import TINY_EVAL
+over = {"model": {"width": 8}, "eval": {**TINY_EVAL, "seed_band": "off"}, "calibrate": "off",
+        "methods": {"ft": {"epochs": 1}}}
+spec, _ = runner.prepare("compare", {"preset": "squares", "overrides": over, "methods": ["ft"]})
+runner.execute("compare", spec, sys.argv[1], CollectingContext())
+print("RESULT " + json.dumps(json.load(open(sys.argv[1] + "/results.json"))))
+'''
+
+
+@pytest.mark.slow
+def test_a_data_set_is_one_new_file(tmp_path):
+    """A copy of the engine with one new file in engine/data/sets: the catalog, the config's choices
+    and presets, calibration's CPU presets, the checkpoint input shape, split sizes at submit, the
+    loader's aliases and the Launch form's notes pick it up, and a comparison runs on it."""
+    copy = tmp_path / "src"
+    shutil.copytree(ROOT / "engine", copy / "engine", ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "engine" / "data" / "sets" / "squares.py").write_text(TOY_DATASET)
+    env = {**os.environ, "PYTHONPATH": f"{copy}{os.pathsep}{ROOT}", "ECLAB_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([sys.executable, "-c", TOY_DATASET_CHECK, str(tmp_path / "run")], cwd=copy, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert res["scenario"]["dataset"] == "squares" and res["scenario"]["class_names"] == ["left", "middle", "right"]
+    assert (res["scenario"]["n_train"], res["scenario"]["n_test"], res["scenario"]["n_forget"]) == (60, 30, 20)
+    assert res["runs"]["original"]["metrics"]["test_acc"] > 0.5
+
+
+def test_every_registered_data_set_has_a_loader_and_the_facts_the_engine_reads():
+    from engine.data.sets import loader_names
+    assert set(loader_names()) == set(catalog.ALL_DATASETS)  # the source reading == the registry
+    assert datasets.DATASETS == catalog.DATASET_NAMES
+    for name, info in catalog.ALL_DATASETS.items():
+        assert all(catalog.canonical_dataset(a) == name for a in (*info.aliases, name.upper()))
+        assert (info.train_size is None) == (info.test_size is None), name
+        for preset in info.presets:
+            assert config.make_config(preset, {"data": {"data_dir": "/x"}} if name == "imagefolder" else {}) \
+                .data.dataset == name
+    assert calibrate.AUTO_PRESETS == tuple(p for p, (d, _) in catalog.dataset_presets().items()
+                                           if catalog.ALL_DATASETS[d].cpu)
+    assert list(launch_spec.PRESET_CHOICES) == [p for p in config.PRESETS if p != "custom"]

@@ -62,3 +62,12 @@ def test_loader_and_preset():
 def test_odd_class_count_is_refused():
     with pytest.raises(ValueError, match="even number of classes"):
         generate(TeachSpec(num_classes=5), seed=0)
+
+
+def test_the_registered_split_sizes_are_the_generators():
+    """engine/data/sets/teach.py declares the split sizes (known at submit without generating)."""
+    from engine.catalog import ALL_DATASETS
+    spec, info = TeachSpec(), ALL_DATASETS["teach"]
+    assert (info.train_size, info.test_size) == (spec.train_per_class * spec.num_classes,
+                                                 spec.test_per_class * spec.num_classes)
+    assert (info.num_classes, info.size, info.channels) == (spec.num_classes, spec.size, 1)

@@ -235,3 +235,6 @@ st.markdown(
 st.info("**Takeaway**: forgetting is judged against retrain at every layer, not at the output: a model can get the "
         "forget class wrong and still hold it inside.", icon=":material/lightbulb:")
 st.page_link("views/layers.py", label="See every method layer by layer", icon=":material/layers:")
+
+from dashboard import where_it_appears  # noqa: E402  teach, digits and Fashion-MNIST side by side
+where_it_appears.render()

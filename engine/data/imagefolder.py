@@ -9,7 +9,7 @@ import numpy as np
 
 from engine.data import DataError
 
-from .datasets import _finish, _to_float
+from .datasets import finish, to_float
 
 # Same list as torchvision.datasets.folder.IMG_EXTENSIONS.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -83,8 +83,8 @@ def load_imagefolder(folder: Path, size: int):
         classes = list(by_class)
         files = [f for c in classes for f in by_class[c]]
         y = np.concatenate([np.full(len(by_class[c]), i, dtype=np.int64) for i, c in enumerate(classes)])
-        x = _to_float(_read_images(files, size))
-        train, _ = _finish(x, y, None, None, classes, None)
+        x = to_float(_read_images(files, size))
+        train, _ = finish(x, y, None, None, classes, None)
         return train, None
 
     tr_by, te_by = _scan_classes(folder / "train"), _scan_classes(folder / "test")
@@ -101,6 +101,6 @@ def load_imagefolder(folder: Path, size: int):
     te_classes = list(te_by)
     te_files = [f for c in te_classes for f in te_by[c]]
     te_y = np.concatenate([np.full(len(te_by[c]), index[c], dtype=np.int64) for c in te_classes])
-    tr_x = _to_float(_read_images(tr_files, size))
-    te_x = _to_float(_read_images(te_files, size))
-    return _finish(tr_x, tr_y, te_x, te_y, classes, None)
+    tr_x = to_float(_read_images(tr_files, size))
+    te_x = to_float(_read_images(te_files, size))
+    return finish(tr_x, tr_y, te_x, te_y, classes, None)

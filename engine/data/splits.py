@@ -4,9 +4,12 @@ All indices point into one POOL: the training set followed by the official test 
 i >= len(train) is a test sample). Data sets without an official test split use the training set
 as the pool and a stratified, seeded train/test split.
 
-The train/test split depends only on (labels, seed, test_fraction), never on the forget request,
-so original models trained on one seed can be shared by every forget request of that seed. The
-random forget draw uses a separate random stream derived from the same seed.
+The train/test split depends only on (labels, seed, test_fraction, per_class, test_per_class), never
+on the forget request, so original models trained on one seed can be shared by every forget request
+of that seed. `per_class` / `test_per_class` (data.per_class, data.test_per_class) keep a stratified,
+seeded subset of at most that many samples of each class in the training / test split, so a large
+data set fits a CPU budget; the subset is what the split file records. The random forget draw and
+the two subsets use separate random streams derived from the same seed.
 """
 
 from __future__ import annotations
@@ -76,13 +79,16 @@ def make_splits(
     forget_random: float | None,
     seed: int,
     test_fraction: float = 0.25,
+    per_class: int | None = None,
+    test_per_class: int | None = None,
 ) -> Splits:
     """Deterministic train/test + forget/retain split (see module docstring).
 
     n_train_official: number of training samples at the start of the pool, or None when the data
     set has no official test split (then a stratified split by seed with `test_fraction`).
     Exactly one of forget_classes (class-wise forgetting) / forget_random (share of training
-    samples, 0 < share < 1) must be given.
+    samples, 0 < share < 1) must be given. per_class / test_per_class: keep at most that many samples
+    of each class in the training / test split (None: all).
     """
     labels = np.asarray(labels_pool)
     if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
@@ -147,6 +153,8 @@ def make_splits(
             )
         train_idx = np.arange(int(n_train_official), dtype=np.int64)
         test_idx = np.arange(int(n_train_official), n, dtype=np.int64)
+    train_idx = per_class_subset(train_idx, labels, per_class, seed, stream=2)
+    test_idx = per_class_subset(test_idx, labels, test_per_class, seed, stream=3)
     if len(train_idx) == 0:
         raise DataError("the training split is empty: use a data set with more samples or a smaller test_fraction")
 
@@ -202,19 +210,39 @@ def random_forget_count(share: float, n_train: int) -> int:
     return k
 
 
-# training-set sizes of the official splits: known without reading the files
-OFFICIAL_TRAIN_SIZES = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000, "cifar100": 50000}
+def per_class_subset(idx: np.ndarray, labels: np.ndarray, per_class: int | None, seed: int, stream: int) -> np.ndarray:
+    """At most `per_class` of `idx` from each class (all of a smaller class), drawn with the seed's
+    stream `stream`; sorted. None: `idx` unchanged."""
+    if per_class is None:
+        return idx
+    if not _is_int(per_class) or per_class < 1:
+        raise DataError(f"data.per_class / data.test_per_class must be an integer >= 1, got {per_class!r}")
+    rng = np.random.Generator(np.random.PCG64([int(seed), stream]))
+    lab = labels[idx]
+    keep = [rng.choice(idx[lab == c], size=min(int(per_class), int((lab == c).sum())), replace=False)
+            for c in np.unique(lab)]  # sorted classes: a fixed draw order
+    return _sorted(np.concatenate(keep)) if keep else idx[:0]
 
 
-def known_train_size(dataset: str, test_fraction: float, seed: int) -> int | None:
-    """The training split's size before any image is loaded (for checks at submit); None for an
-    imagefolder, whose files are only counted when the worker reads them."""
-    if dataset in OFFICIAL_TRAIN_SIZES:
-        return OFFICIAL_TRAIN_SIZES[dataset]
-    if dataset == "digits":  # split by seed: the labels alone give the exact size
-        from sklearn.datasets import load_digits
-        labels = np.asarray(load_digits().target, dtype=np.int64)
-        return len(_stratified_train_test(labels, float(test_fraction), int(seed))[0])
+def known_train_size(dataset: str, test_fraction: float, seed: int, per_class: int | None = None) -> int | None:
+    """The training split's size before any image is loaded (for checks at submit): the family's
+    official size (engine/catalog.py; with per_class, that many per class, exact whenever every
+    class has at least per_class samples), or, for a built-in family split by seed, counted from its
+    labels; None where only the files tell (an image folder)."""
+    from engine.catalog import ALL_DATASETS
+
+    info = ALL_DATASETS.get(dataset)
+    if info is None:
+        return None
+    if info.train_size is not None:
+        n = info.train_size
+        return min(n, per_class * info.num_classes) if per_class and info.num_classes else n
+    if info.builtin:  # split by seed: the labels alone give the exact size
+        from engine.data.datasets import load_dataset
+        train, _ = load_dataset(dataset, seed=seed)
+        labels = train.y.numpy()
+        idx = _stratified_train_test(labels, float(test_fraction), int(seed))[0]
+        return len(per_class_subset(idx, labels, per_class, int(seed), stream=2))
     return None
 
 

@@ -35,7 +35,7 @@ class MethodInfo:
     color: str  # one colour per method on every page (a "+ec" run gets a darker shade)
     order: int  # its place in every list the user sees (form, CLI help, default comparison)
     hp: type = MethodConfig  # its hyperparameter class: section methods.<name>, defaults = the digits recipe
-    # recipe overrides per preset family: "teach" (the teach preset), "optml" (the CIFAR presets)
+    # recipe overrides per preset family: "teach" (the teach preset), "fashion" (fashion-mnist), "optml" (the CIFAR presets)
     recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     needs_aux: bool = False  # trains with EC's auxiliary modules (pretrained once per original, set by `ec`)
     reads_ec: bool = False  # its loss is EC's: it reads the `ec` section (layer weights, tau, lambdas)

@@ -9,7 +9,9 @@ Recipes. A class's defaults are the digits recipe, tuned with bench/tune_recipes
 for every method: among the settings that reach logit-level forgetting (forget accuracy within 0.05
 of the retrained model's), keep the one with the highest retain accuracy. "teach" recipes:
 bench/tune_recipes.py --preset teach (class 3, seed 0) under the same rule (grids and results in the
-README, "How the teach recipes were chosen"). "optml" recipes: OPTML-Group's CIFAR-10 / ResNet-18
+README, "How the teach recipes were chosen"). "fashion" recipes: the settings calibration chose under
+the same rule (engine/calibrate.py, `--calibrate on`, grid around the teach recipes) on the
+fashion-mnist preset's default scenario (README, Fashion-MNIST). "optml" recipes: OPTML-Group's CIFAR-10 / ResNet-18
 recipes (METHODS.md section 3), batch 256 throughout, used by the CIFAR presets.
 """
 from __future__ import annotations
@@ -44,7 +46,8 @@ class FTConfig(MethodConfig):
 
 
 @register("ft", MethodInfo("FT", "#4e79a7", 10, FTConfig,
-                           {"teach": {"epochs": 5, "lr": 0.1}, "optml": optml(epochs=10, lr=0.01)}))
+                           {"teach": {"epochs": 5, "lr": 0.1}, "fashion": {"epochs": 5, "lr": 0.1 / 3},
+                            "optml": optml(epochs=10, lr=0.01)}))
 class FineTune(Method):
     """FT: cross-entropy on the retain set only (catastrophic forgetting of the rest)."""
     uses_forget = False
@@ -58,7 +61,8 @@ class GAConfig(MethodConfig):
 
 
 @register("ga", MethodInfo("GA", "#f28e2b", 20, GAConfig,
-                           {"teach": {"epochs": 3, "lr": 0.001}, "optml": optml(epochs=5, lr=1e-4)}))
+                           {"teach": {"epochs": 3, "lr": 0.001}, "fashion": {"epochs": 2, "lr": 0.003},
+                            "optml": optml(epochs=5, lr=1e-4)}))
 class GradientAscent(Method):
     """GA: gradient ascent on the forget set, -CE(forget)."""
     uses_retain = False
@@ -84,7 +88,8 @@ class NegGradPlusConfig(MethodConfig):
 
 
 @register("neggrad_plus", MethodInfo("NegGrad+", "#76b7b2", 30, NegGradPlusConfig,
-                         {"teach": {"epochs": 5, "lr": 0.003}, "optml": optml(epochs=5, lr=0.01, alpha=0.99)}))
+                         {"teach": {"epochs": 5, "lr": 0.003}, "fashion": {"epochs": 5, "lr": 0.003 * 3},
+                          "optml": optml(epochs=5, lr=0.01, alpha=0.99)}))
 class NegGradPlus(_Joint):
     """NegGrad+: alpha * CE(retain) - (1 - alpha) * CE(forget)."""
 
@@ -95,7 +100,8 @@ class NegGradPlus(_Joint):
 
 
 @register("rl", MethodInfo("RL", "#59a14f", 40, MethodConfig,
-                           {"teach": {"epochs": 5, "lr": 0.003}, "optml": optml(epochs=10, lr=0.01)}))
+                           {"teach": {"epochs": 5, "lr": 0.003}, "fashion": {"epochs": 5, "lr": 0.003},
+                            "optml": optml(epochs=10, lr=0.01)}))
 class RandomLabel(_Joint):
     """RL: forget samples relabelled at random (never their true class), retain with true labels."""
 
@@ -112,7 +118,8 @@ class L1SparseConfig(MethodConfig):
 
 
 @register("l1_sparse", MethodInfo("ℓ1-sparse", "#c9a227", 50, L1SparseConfig,
-                         {"teach": {"epochs": 5, "lr": 0.1}, "optml": optml(epochs=10, lr=0.01, alpha=1e-4)}))
+                         {"teach": {"epochs": 5, "lr": 0.1}, "fashion": {"epochs": 5, "lr": 0.1 / 3},
+                          "optml": optml(epochs=10, lr=0.01, alpha=1e-4)}))
 class L1Sparse(Method):
     """l1-sparse: FT plus alpha_t * ||theta||_1, alpha_t decaying linearly to 0 over the epochs."""
     schedule_uses_epochs = True  # alpha_t depends on the total: an e-epoch prefix is not the e-epoch run
@@ -130,7 +137,8 @@ class SalUnConfig(MethodConfig):
 
 
 @register("salun", MethodInfo("SalUn", "#b07aa1", 60, SalUnConfig,
-                              {"teach": {"epochs": 5, "lr": 0.003}, "optml": optml(epochs=10, lr=0.01)}))
+                              {"teach": {"epochs": 5, "lr": 0.003}, "fashion": {"epochs": 5, "lr": 0.003},
+                               "optml": optml(epochs=10, lr=0.01)}))
 class SalUn(RandomLabel):
     """SalUn: saliency mask from |grad of the forget loss| (top mask_ratio of weights, globally),
     then RL on the masked weights only. Masked-out weights are restored after every step, so
@@ -180,7 +188,8 @@ class ScrubConfig(MethodConfig):
 
 
 @register("scrub", MethodInfo("SCRUB", "#ff9da7", 70, ScrubConfig,
-                    {"teach": {"epochs": 10, "lr": 0.001}, "optml": optml(epochs=5, lr=5e-4, max_epochs=2)}))
+                    {"teach": {"epochs": 10, "lr": 0.001}, "fashion": {"epochs": 2, "lr": 0.001},
+                     "optml": optml(epochs=5, lr=5e-4, max_epochs=2)}))
 class Scrub(_Joint):
     """SCRUB: teacher = original, student = the model. During the first `max_epochs` epochs every
     step also ascends KL(teacher || student) on a forget batch (max-step); every step descends
@@ -209,7 +218,8 @@ class BoundaryShrinkConfig(MethodConfig):
 
 
 @register("boundary_shrink", MethodInfo("Boundary shrink", "#9c755f", 80, BoundaryShrinkConfig,
-                              {"teach": {"epochs": 3, "lr": 0.003}, "optml": optml(epochs=5, lr=1e-5)}))
+                              {"teach": {"epochs": 3, "lr": 0.003}, "fashion": {"epochs": 3, "lr": 0.003},
+                               "optml": optml(epochs=5, lr=1e-5)}))
 class BoundaryShrink(Method):
     """Boundary Shrink: FGSM (step `bound`) on the original finds each forget sample's nearest
     wrong class; fine-tune the forget samples towards it."""

@@ -78,7 +78,8 @@ class ECMethodConfig(MethodConfig):
 
 # (no plug-in: EC already is that loss)
 @register("ec", MethodInfo("EC", "#d62839", 100, ECMethodConfig,
-                           {"teach": {"epochs": 10, "lr": 0.01}, "optml": optml(epochs=5, lr=0.01)},
+                           {"teach": {"epochs": 10, "lr": 0.01}, "fashion": {"epochs": 6, "lr": 0.01 * 3},
+                            "optml": optml(epochs=5, lr=0.01)},
                            needs_aux=True, reads_ec=True, pluggable=False,
                            form_knobs=UNLEARNING_KNOBS + EC_SECTION_KNOBS))
 class EC(Method):
@@ -129,7 +130,8 @@ class CUConfig(MethodConfig):
 
 
 @register("cu", MethodInfo("CU", "#17becf", 90, CUConfig,
-                           {"teach": {"epochs": 10, "lr": 0.03}, "optml": optml(epochs=5, lr=0.01)},
+                           {"teach": {"epochs": 10, "lr": 0.03}, "fashion": {"epochs": 8, "lr": 0.03 * (1 / 3)},
+                            "optml": optml(epochs=5, lr=0.01)},
                            needs_aux=True, form_knobs=UNLEARNING_KNOBS + CONTRASTIVE_KNOBS))
 class CU(EC):
     """Contrastive Unlearning (Lee et al.): EC's loss at the penultimate point only."""
