@@ -166,8 +166,12 @@ def test_tuned_settings_in_compare_and_restored_from_the_url(lab, page):
                   ...[...el.querySelectorAll('[aria-label]')].map(e => e.getAttribute('aria-label'))].join(' ')""")
     assert "EC · w 0/2.5/2.5/1 tau 0.3" in picked and job_id in picked, picked
     legend = page.locator(".st-key-cmp_scatter .legendtext").evaluate_all("els => els.map(e => e.textContent)")
-    assert any(t.startswith("EC · w 0/2.5/2.5/1 tau 0.3") for t in legend), legend
-    assert any(t.startswith("EC · w 1/1/1/1 tau 0.7") for t in legend), legend  # the comparison's EC
+    # one legend entry per method, each of its settings a shade of its colour
+    assert any(re.fullmatch(r"EC \(\d+ settings\)", t) for t in legend), legend
+    named = page.locator(f".st-key-cmp_scatter {H.PLOT} .js-plotly-plot").evaluate(
+        "el => el.data.filter(t => /^EC \\(/.test(t.name)).flatMap(t => t.customdata.map(c => c[0]))")
+    assert any(t.startswith("EC · w 0/2.5/2.5/1 tau 0.3") for t in named), named
+    assert any(t.startswith("EC · w 1/1/1/1 tau 0.7") for t in named), named  # the comparison's EC
     shot(page, "05_compare_settings")
 
     page.goto(f"{lab['url']}/launch?job={job_id}", wait_until="domcontentloaded")
