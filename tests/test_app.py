@@ -809,3 +809,20 @@ def test_job_page_loss_chart_panels_and_a_history_without_accuracy(store):
     curves = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if '"Loss terms"' in c.proto.spec]
     assert "Accuracy" not in [a["text"] for a in curves[0]["layout"]["annotations"]]
     assert "Forget and retain accuracy were not measured by epoch in this run" in texts(at)
+
+
+def test_launch_and_sweeps_default_to_the_scenario_on_screen(store):
+    from engine import store as engine_store
+    store("full")
+    at = app("launch")
+    assert at.selectbox(key="l_preset").value == "digits"  # the pages show the digits comparison
+    job = api().submit("compare", {"preset": "teach", "methods": ["ec", "scrub"]})
+    res = FS.make_results("compare", ["ec", "scrub"])
+    res["config"]["preset"] = "teach"
+    engine_store.atomic_write_json(engine_store.run_dir(job["id"], create=True) / "results.json", res)
+    now = FS.time.time()
+    FS._set_job(job["id"], "done", now - 10, now - 9, now)
+    from dashboard import data as D
+    D.invalidate_jobs()  # the job list is cached for a second
+    assert app("launch").selectbox(key="l_preset").value == "teach"
+    assert app("sweep").selectbox(key="sw_new_preset").value == "teach"
