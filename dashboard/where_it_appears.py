@@ -98,4 +98,7 @@ def render() -> None:
                "seed 0, each preset's default scenario. Per scenario, the range of the baselines' excess over all inner "
                "layers: " + "; ".join(f"{sc['name']} {spread(sc)}" for sc in doc["scenarios"])
                + ". Median over baselines of their largest inner excess: "
-               + "; ".join(f"{k} {v:+.3f}" for k, v in med.items()) + ".")
+               + "; ".join(f"{k} {v:+.3f}" for k, v in med.items()) + ". An excess counts only beyond what reseeding "
+               "alone changes: retrain starts from its own seed, the baselines from the original, so part of every "
+               "excess is training noise (the Layers page's 'Original, other seed' row). With the narrow ResNet most "
+               "of it is (README: where superficial forgetting appears).")
