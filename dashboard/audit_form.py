@@ -76,7 +76,8 @@ def section() -> None:
         c1, c2 = st.columns([2, 1])
         indices = c1.text_input("Forget index file (optional, sample-wise)", key="a_indices",
                                 help=".npy or one training-sample index per line; replaces the forget classes")
-        share = c2.number_input("Share it holds", 0.0, 0.99, 0.0, 0.01, key="a_share",
+        # no min / max: an out-of-range entry would stay red on screen while the last valid value is sent
+        share = c2.number_input("Share it holds", value=0.0, step=0.01, key="a_share",
                                 help="the share of training samples the index file lists (labels the run)")
         st.markdown("**Paths on the server's disk**")
         original = st.text_input("Original model", key="a_original", placeholder="/models/original.pth.tar")
