@@ -115,3 +115,21 @@ def test_the_sweep_page_imports_no_torch():
                               "PYTHONPATH": str(ROOT)})
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "False"
+
+
+def test_a_trial_run_opens_on_the_analysis_pages(tmp_path, monkeypatch):
+    """Issue 22: a sweep's trials could not be opened on Overview, Layers or Embeddings."""
+    from engine import api, store
+    from tests import fixtures_store as FS
+    monkeypatch.setenv("ECLAB_HOME", str(tmp_path))
+    monkeypatch.delenv("ECLAB_SWEEP_STORAGE", raising=False)
+    _study("open")
+    folder = store.run_dir("sw-x-0", create=True)  # trial 0's run, recorded as a done job as sweeps do
+    store.atomic_write_json(folder / "results.json", FS.make_results("run", ["ec"]))
+    api.record_external("run", {"preset": "digits", "overrides": {"method": "ec"}}, folder)
+    at = _page()
+    assert at.selectbox(key="sw_pick").value == 0
+    at.button(key="sw_show").click().run()
+    assert at.session_state["results_job"] == "sw-x-0" and at.session_state["_results_auto"] is False
+    at.selectbox(key="sw_pick").set_value(1).run()  # trial 1's run is not in the store: no button
+    assert not [b for b in at.button if b.key == "sw_show"]

@@ -12,10 +12,11 @@ import pandas as pd
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
+from dashboard import data as D
 from dashboard import facts, logic, text, widgets
 from dashboard import sweep_figures as SF
 
-LAUNCH_PAGE = "views/launch.py"
+LAUNCH_PAGE, OVERVIEW_PAGE = "views/launch.py", "views/overview.py"
 SWEEP_PRESETS = ("digits", "teach")  # built in, minutes on a CPU
 
 
@@ -32,7 +33,6 @@ def table(study: str, storage: str) -> dict:
 
 def start_form(expanded: bool) -> None:
     """A small sweep from the browser: the same command as in a terminal, started in the background."""
-    from dashboard import data as D
     with st.expander("Start a small sweep", expanded=expanded, icon=":material/play_arrow:"):
         c1, c2 = st.columns([1, 1])
         if "sw_new_preset" not in st.session_state:  # the scenario on screen
@@ -200,3 +200,13 @@ if done:
             st.switch_page(LAUNCH_PAGE)
         except StreamlitAPIException:  # page run on its own (no navigation): the hand-off waits in the session
             st.success("Settings handed over: open Launch and tune to queue the run.", icon=":material/input:")
+    # the trial's own run (a done job of the store): Overview, Layers and Embeddings can show it
+    run_id = by_number[num].get("run_id")
+    run_job = D.get_job(run_id) if run_id else None
+    if run_job is not None and run_job.get("state") == "done":
+        if st.button("Show this trial's run on the analysis pages", key="sw_show", icon=":material/insights:",
+                     on_click=widgets.select_results, args=(run_job["id"],)):
+            try:
+                st.switch_page(OVERVIEW_PAGE)
+            except StreamlitAPIException:
+                st.success(f"Run {text.code(run_job['id'])} picked under “Results shown”.", icon=":material/insights:")
