@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from . import facts
-from .figures import (REFERENCE_RUNS, _class_name, _layout, _legend_right, _num, _shade, display_name,
+from .figures import (REFERENCE_RUNS, class_label, _layout, _legend_right, _num, _shade, display_name,
                       method_color)
 
 
@@ -124,7 +124,7 @@ def per_class_bars(run_acc: Sequence[float], orig_acc: Sequence[float] | None, r
     """Test accuracy per class: the original beside one run; forget classes shaded."""
     n = len(run_acc)
     xs = list(range(n))
-    ticks = [_class_name(class_names, c) for c in xs]
+    ticks = [class_label(class_names, c) for c in xs]
     fig = go.Figure()
     if orig_acc is not None:
         fig.add_trace(go.Bar(x=xs, y=[_num(v) for v in orig_acc], name="Original",
@@ -154,7 +154,7 @@ def confusion_pair(conf_run, conf_orig, run: str, class_names: Sequence[str] | N
     fig = make_subplots(rows=1, cols=len(mats), subplot_titles=[t for t, _ in mats], horizontal_spacing=0.08)
     for col, (t, m) in enumerate(mats, start=1):
         n = m.shape[0]
-        ticks = [_class_name(class_names, c) for c in range(n)]
+        ticks = [class_label(class_names, c) for c in range(n)]
         fig.add_trace(go.Heatmap(z=m, x=ticks, y=ticks, zmin=0, zmax=1, colorscale="Blues",
                                  showscale=col == len(mats), colorbar=dict(title="share", tickformat=".0%"),
                                  hovertemplate="true %{y} → predicted %{x}: %{z:.1%}<extra>" + t + "</extra>"),

@@ -336,8 +336,8 @@ def sample_grid(images, class_names: Sequence[str], forget: Sequence[int] = (), 
                           line=dict(color="#d62839", width=3))
     centres = [c * (h + gap) + h / 2 for c in range(n)]
     fig.update_yaxes(tickvals=centres, showgrid=False, zeroline=False, automargin=True,
-                     ticktext=[f"<b>{_class_name(class_names, c)} (forget)</b>" if c in set(map(int, forget))
-                               else _class_name(class_names, c) for c in range(n)])
+                     ticktext=[f"<b>{class_label(class_names, c)} (forget)</b>" if c in set(map(int, forget))
+                               else class_label(class_names, c) for c in range(n)])
     fig.update_xaxes(visible=False)
     return _layout(fig, None, height=40 + 26 * n).update_layout(margin=dict(l=10, r=10, t=10, b=10))
 
@@ -366,7 +366,7 @@ def epoch_cka_lines(history: Sequence[Mapping], layers: Sequence[str], title: st
 
 # -- embeddings --------------------------------------------------------------------------------
 
-def _class_name(class_names: Sequence[str] | None, c: int) -> str:
+def class_label(class_names: Sequence[str] | None, c: int) -> str:
     if class_names and 0 <= c < len(class_names):
         name = str(class_names[c])
         return name if name == str(c) else f"{c} · {name}"
@@ -399,14 +399,14 @@ def umap_panels(panels: Sequence[tuple[str, np.ndarray | None]], labels: np.ndar
             for c in classes:
                 m = labels == c
                 fig.add_trace(go.Scattergl(
-                    x=xy[m, 0], y=xy[m, 1], mode="markers", name=_class_name(class_names, c),
+                    x=xy[m, 0], y=xy[m, 1], mode="markers", name=class_label(class_names, c),
                     legendgroup=f"class{c}", showlegend=col == 1,
                     marker=dict(color=CLASS_COLORS[classes.index(c) % len(CLASS_COLORS)],
                                 symbol=np.where(is_forget[m], "x", "circle").tolist(),
                                 size=np.where(is_forget[m], 9, 6).tolist(),
                                 opacity=0.85, line=dict(width=0)),
                     customdata=np.where(is_forget[m], "forget", "retain"),
-                    hovertemplate=_class_name(class_names, c) + " · %{customdata}<extra></extra>"),
+                    hovertemplate=class_label(class_names, c) + " · %{customdata}<extra></extra>"),
                     row=1, col=col)
         else:
             for forget, sym, size in ((False, "circle", 5), (True, "x", 8)):

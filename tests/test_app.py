@@ -826,3 +826,19 @@ def test_launch_and_sweeps_default_to_the_scenario_on_screen(store):
     D.invalidate_jobs()  # the job list is cached for a second
     assert app("launch").selectbox(key="l_preset").value == "teach"
     assert app("sweep").selectbox(key="sw_new_preset").value == "teach"
+
+
+def test_teach_queues_the_same_comparison_forgetting_another_class(store):
+    store("full")
+    at = app("teach")
+    before = {j["id"] for j in api().list_jobs()}
+    at.selectbox(key="teach_other").set_value(5).run()
+    at.button(key="teach_other_queue").click().run()
+    assert not at.error, [e.value for e in at.error]
+    new = [j for j in api().list_jobs() if j["id"] not in before]
+    assert len(new) == 1 and new[0]["kind"] == "compare" and new[0]["state"] == "queued"
+    cfg, shown = new[0]["spec"]["config"], FS.make_results("compare", FS.METHODS)["config"]
+    assert cfg["forget"]["classes"] == [5] and cfg["preset"] == "digits" and cfg["seed"] == 0
+    assert cfg["model"] == shown["model"] and cfg["train"] == shown["train"]  # the same scenario otherwise
+    assert f"Queued job `{new[0]['id']}`" in texts(at)
+    assert "3" not in at.selectbox(key="teach_other").options  # the class already forgotten is not offered

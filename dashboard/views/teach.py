@@ -236,5 +236,27 @@ st.info("**Takeaway**: forgetting is judged against retrain at every layer, not 
         "forget class wrong and still hold it inside.", icon=":material/lightbulb:")
 st.page_link("views/layers.py", label="See every method layer by layer", icon=":material/layers:")
 
+# Step 6
+step(6, "Try it: forget another class")
+n_classes = int(s.get("num_classes") or 0)
+others = [c for c in range(n_classes) if c not in classes]
+if others:
+    c1, c2 = st.columns([1, 2], vertical_alignment="bottom")
+    pick = c1.selectbox("Class to forget", others, key="teach_other",
+                        format_func=lambda c: figures.class_label(s.get("class_names"), c))
+    if c2.button("Queue this comparison", key="teach_other_queue", icon=":material/play_arrow:"):
+        methods = (job.get("spec") or {}).get("methods")  # the same config and methods, another forget class
+        try:
+            new = data.submit("compare", {"config": {**(res.get("config") or {}), "forget": {"classes": [int(pick)]}},
+                                          **({"methods": methods} if methods else {})})
+            data.ensure_worker()
+        except Exception as err:
+            st.error(f"Not queued: {logic.error_text(err)}", icon=":material/error:")
+        else:
+            st.success(f"Queued job {text.code(new['id'])}: the same comparison forgetting class {pick}. Every page shows "
+                       "its progress; this walk reads it when it ends.", icon=":material/schedule:")
+    st.caption("The same scenario and methods with another forget class: does the baseline keep that class in its "
+               "layers too, and does EC reach retrain there?")
+
 from dashboard import where_it_appears  # noqa: E402  teach, digits and Fashion-MNIST side by side
 where_it_appears.render()
