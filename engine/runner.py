@@ -98,7 +98,7 @@ def check_forget_size(cfg: RunConfig) -> None:
     the training split; the worker's make_splits would only fail on it later."""
     if cfg.forget.random is None:
         return
-    n = known_train_size(cfg.data.dataset, cfg.data.test_fraction, cfg.seed)
+    n = known_train_size(cfg.data.dataset, cfg.data.test_fraction, cfg.seed, cfg.data.per_class)
     if n is not None:
         try:
             random_forget_count(cfg.forget.random, n)
@@ -146,7 +146,8 @@ def load_scenario(cfg: RunConfig) -> Scenario:
                                seed=cfg.seed)
     pool = make_pool(train, test)
     splits = make_splits(pool.y.numpy(), len(train) if test is not None else None, pool.num_classes,
-                         cfg.forget.classes, cfg.forget.random, cfg.seed, cfg.data.test_fraction)
+                         cfg.forget.classes, cfg.forget.random, cfg.seed, cfg.data.test_fraction,
+                         per_class=cfg.data.per_class, test_per_class=cfg.data.test_per_class)
     return Scenario(cfg, device, pool.x.to(device), pool.y.to(device), splits, pool.num_classes,
                     list(pool.classes), pool.in_channels, pool.image_size)
 

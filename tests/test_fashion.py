@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
-import inspect
 
 import numpy as np
 import pytest
@@ -186,8 +185,6 @@ def test_the_fashion_preset_runs_its_own_recipes_without_a_calibration_search():
     assert calibrate.resolve_mode(other, "compare", "ft")[0] == "on"
 
 
-@pytest.mark.skipif("per_class" not in inspect.getsource(runner.load_scenario),
-                    reason="engine/runner.py does not pass data.per_class to make_splits yet")
 def test_a_fashion_comparison_downloads_and_trains_on_the_subset(tiny_fashion, monkeypatch, tmp_path):
     monkeypatch.setenv("ECLAB_HOME", str(tmp_path / "home"))
     fakes = Fetchers()
