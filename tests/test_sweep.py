@@ -369,18 +369,24 @@ def test_trials_and_the_reference_run_with_calibration_off(tmp_path, monkeypatch
     assert spec["overrides"]["calibrate"] == "off" and spec["overrides"]["methods"]["ec"]["epochs"] == 2
 
 
-def _v1_study(name: str):
-    """A study as format 1 left it: first objective EC's raw forget CKA, no retrain CKA recorded."""
+def _old_study(name: str, version: int, first: str, value: float, attrs: dict):
+    """A study as an older format left it: its first objective `first` (format 1: EC's raw forget CKA;
+    2: the gap of the MEAN inner forget CKA to retrain's), one completed trial with `attrs`."""
     import optuna
     st = S.create_study(name, overrides=SMALL, n_trials=4)
-    st.set_user_attr("objectives", ["forget_cka", "retain_acc"])
-    st.set_user_attr("eclab_sweep", 1)
-    st.set_user_attr("reference", {"forget_cka": 0.9, "retain_acc": 0.95, "forget_acc": 0.0})
+    st.set_user_attr("objectives", [first, "retain_acc"])
+    st.set_user_attr("eclab_sweep", version)
     st.add_trial(optuna.trial.create_trial(
-        state=optuna.trial.TrialState.COMPLETE, values=[0.612, 0.957],
+        state=optuna.trial.TrialState.COMPLETE, values=[value, attrs.pop("retain")],
         params={"tau": 0.4}, distributions={"tau": optuna.distributions.FloatDistribution(0.05, 5, log=True)},
-        user_attrs={"forget_acc": 0.01, "retrain_forget_acc": 0.0, "run_id": "sw-old-0", "constraint": -0.04},
+        user_attrs={"forget_acc": 0.01, "retrain_forget_acc": 0.0, "constraint": -0.04, **attrs},
         system_attrs={"constraints:forget_gap": -0.04}))
+    return st
+
+
+def _v1_study(name: str):
+    st = _old_study(name, 1, "forget_cka", 0.612, {"retain": 0.957, "run_id": "sw-old-0"})
+    st.set_user_attr("reference", {"forget_cka": 0.9, "retain_acc": 0.95, "forget_acc": 0.0})
     return st
 
 
@@ -470,18 +476,8 @@ def test_distance_to_retrain_counts_both_ways():
 
 
 def _v2_study(name: str):
-    """A study as format 2 left it: first objective the gap of the MEAN inner forget CKA to retrain's."""
-    import optuna
-    st = S.create_study(name, overrides=SMALL, n_trials=4)
-    st.set_user_attr("objectives", ["cka_gap_to_retrain", "retain_acc"])
-    st.set_user_attr("eclab_sweep", 2)
-    st.add_trial(optuna.trial.create_trial(
-        state=optuna.trial.TrialState.COMPLETE, values=[0.004, 0.981],
-        params={"tau": 0.4}, distributions={"tau": optuna.distributions.FloatDistribution(0.05, 5, log=True)},
-        user_attrs={"forget_cka": 0.851, "retrain_forget_cka": 0.855, "forget_acc": 0.01, "retrain_forget_acc": 0.0,
-                    "run_id": "sw-v2-0", "constraint": -0.04},
-        system_attrs={"constraints:forget_gap": -0.04}))
-    return st
+    return _old_study(name, 2, "cka_gap_to_retrain", 0.004, {"retain": 0.981, "forget_cka": 0.851,
+                                                            "retrain_forget_cka": 0.855, "run_id": "sw-v2-0"})
 
 
 def test_a_format_2_study_is_shown_as_recorded_but_not_continued(tmp_path, monkeypatch, capsys):
