@@ -158,7 +158,7 @@ NOISE = facts.NOISE_RUN  # the training-noise reference (engine/results.py): ano
 
 def seed_band(results: Mapping, split: str = "forget") -> dict[str, float] | None:
     """{layer: CKA of a second original (another seed) to the original} on `split`, or None when the
-    comparison did not train one (results.json `seed_band`, engine runner.seed_band)."""
+    comparison did not train one (results.json `seed_band`, engine/noise.py seed_band)."""
     band = ((results.get("seed_band") or {}).get("cka_vs_original") or {}).get(split)
     return dict(band) if isinstance(band, Mapping) and band else None
 

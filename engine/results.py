@@ -97,14 +97,14 @@ class Scenario(_Lenient):
 
 class SeedBand(_Lenient):
     """Training noise: per split and layer, the CKA to the original of a second original trained
-    from another seed (runner.seed_band)."""
+    from another seed (engine/noise.py seed_band)."""
     seed: int | None = None
     cka_vs_original: dict[str, dict[str, Num]] = {}
 
 
 class RetrainBand(_Lenient):
     """Reference noise: a second retrained model (another seed), evaluated like retrain
-    (runner.retrain_band). How far it lands from the first retrain, per layer, is the tolerance of
+    (engine/noise.py retrain_band). How far it lands from the first retrain, per layer, is the tolerance of
     every gap to retrain (`tolerances`)."""
     seed: int | None = None
     metrics: Metrics = Metrics()

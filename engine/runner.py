@@ -7,7 +7,6 @@ configuration hash under $ECLAB_HOME/cache, so a second run on the same scenario
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from dataclasses import dataclass
@@ -17,21 +16,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import calibrate
+from . import noise
 from . import results as results_schema
 from . import store
 from .catalog import default_compare
-from .config import (METHOD_NAMES, ConfigError, RunConfig, make_config, original_key, retrain_key,
-                     second_original_key, second_retrain_key, stable_hash, validate)
+from .config import METHOD_NAMES, ConfigError, RunConfig, make_config, original_key, retrain_key, stable_hash, validate
 from .data.datasets import load_dataset
 from .data import DataError
 from .data.splits import (Splits, known_train_size, make_pool, make_splits, random_forget_count, save_splits,
                           stratified_subsample)
 from .embed import embed
-from .evaluate import EvalSet, avg_gap, cka_per_layer, evaluate, grams, prepare_references
+from .evaluate import EvalSet, avg_gap, evaluate, prepare_references
 from .events import JobContext
 from .methods import create_method, extra_keys, prepare_extras
 from .models import create_model
+from .noise import eval_key
 from .training import LoopState, Plugin, pick_device, run_loop
 from .unlearning import calibrated_unlearn, relearn_curve
 
@@ -232,68 +231,6 @@ def base_models(sc: Scenario, ctx: JobContext, methods: list[str] | None = None,
     return Bases(original, retrain, extras, {"original": t_orig, "retrain": t_re, **seconds})
 
 
-SECOND_ORIGINAL = results_schema.NOISE_RUN
-
-
-def wants_seed_band(cfg: RunConfig) -> bool:
-    return cfg.eval.seed_band == "on" or (cfg.eval.seed_band == "auto" and cfg.preset in calibrate.AUTO_PRESETS)
-
-
-def seed_band(sc: Scenario, ev: EvalSet, ctx: JobContext) -> dict:
-    """Training noise per layer: the CKA to the original of a second original, trained on the same data
-    from another seed. A run's CKA difference smaller than what reseeding alone changes (1 - this) is
-    not evidence of anything; retrain's distance from the original means something only below it."""
-    model, _ = cached_model(sc, second_original_key(sc.cfg), SECOND_ORIGINAL, sc.idx("train"), ctx)
-    ctx.emit({"type": "stage", "stage": SECOND_ORIGINAL, "name": SECOND_ORIGINAL, "fraction": 1.0,
-              "message": "measuring the training-noise band (CKA of the two originals)"})
-    band = {split: cka_per_layer(grams(model, ev, split), ev.ref_grams[("original", split)], ev.points)
-            for split in ("forget", "retain") if ("original", split) in ev.ref_grams}
-    return {"seed": init_seed(sc.cfg, SECOND_ORIGINAL), "cka_vs_original": band}
-
-
-SECOND_RETRAIN = results_schema.RETRAIN_NOISE_RUN
-
-
-def wants_retrain_band(cfg: RunConfig) -> bool:
-    return cfg.eval.retrain_band == "on" or (cfg.eval.retrain_band == "auto" and cfg.preset in calibrate.AUTO_PRESETS)
-
-
-def retrain_band(sc: Scenario, ev: EvalSet, ctx: JobContext) -> dict:
-    """Reference noise: a second retrained model (another seed), evaluated like retrain. Its distance
-    from the first retrain per layer is the tolerance of every gap to retrain (results.tolerances).
-    Model and row are cached per scenario and evaluation settings, so a sweep pays for it once."""
-    key = "refs2-" + stable_hash(results_schema.versioned({"retrain2": second_retrain_key(sc.cfg),
-                                                           "eval": _eval_key(sc.cfg, "epoch_cka")}))
-    folder = store.cache_dir(key)
-    with contextlib.suppress(store.CheckpointError):
-        if (folder / "band.json").exists():
-            return store.load_json(folder / "band.json")
-    model, _ = cached_model(sc, second_retrain_key(sc.cfg), SECOND_RETRAIN, sc.idx("retain"), ctx)
-    ctx.emit({"type": "stage", "stage": SECOND_RETRAIN, "name": SECOND_RETRAIN, "fraction": 1.0,
-              "message": "measuring the reference noise (a second retrained model)"})
-    entry, _ = evaluate(model, ev, ref_names=("original", "retrain"))
-    band = {"seed": init_seed(sc.cfg, SECOND_RETRAIN), "metrics": entry["metrics"],
-            **{k: entry[k] for k in ("cka_vs_original", "cka_vs_retrain", "probe_forget_acc") if k in entry}}
-    store.atomic_write_json(folder / "band.json", band)
-    return band
-
-
-def noise_references(sc: Scenario, ev: EvalSet, ctx: JobContext) -> dict:
-    """The results.json blocks of the noise references the config asks for (seed_band, retrain_band)."""
-    out = {}
-    if wants_seed_band(sc.cfg):
-        out["seed_band"] = seed_band(sc, ev, ctx)
-    if wants_retrain_band(sc.cfg):
-        out["retrain_band"] = retrain_band(sc, ev, ctx)
-    return out
-
-
-def _eval_key(cfg: RunConfig, *also: str) -> dict:
-    """The evaluation settings a cached reference row depends on (`also`: more to leave out)."""
-    return cfg.eval.model_dump(exclude={"relearn", "relearn_samples", "relearn_steps", "relearn_lr", "umap",
-                                        "seed_band", "retrain_band", *also})
-
-
 # -- evaluation set-up ---------------------------------------------------------------------------
 
 def eval_set(sc: Scenario) -> EvalSet:
@@ -312,7 +249,7 @@ def eval_set(sc: Scenario) -> EvalSet:
 
 def _reference_rows(sc: Scenario, ev: EvalSet, bases: Bases, ctx: JobContext) -> tuple[dict, dict]:
     """Evaluate original and retrain (cached per scenario + evaluation settings)."""
-    key = "refs-" + stable_hash(results_schema.versioned({"retrain": retrain_key(sc.cfg), "eval": _eval_key(sc.cfg)}))
+    key = "refs-" + stable_hash(results_schema.versioned({"retrain": retrain_key(sc.cfg), "eval": eval_key(sc.cfg)}))
     folder = store.cache_dir(key)
     if (folder / "refs.json").exists() and (folder / "refs.npz").exists():
         try:
@@ -431,7 +368,7 @@ def run_single(cfg: RunConfig, run_dir: Path, ctx: JobContext) -> dict:
     refs, ref_arrays = _reference_rows(sc, ev, bases, ctx)
     ctx.emit({"type": "stage", "stage": "method", "name": cfg.run_label, "fraction": 0.0, "message": f"unlearning: {cfg.run_label}"})
     model, entry = calibrated_unlearn(sc, ev, bases, cfg.method, ctx, "run", plugin=plugin, epoch_embed=True)
-    band = {"retrain_band": retrain_band(sc, ev, ctx)} if wants_retrain_band(cfg) else None
+    band = {"retrain_band": noise.retrain_band(sc, ev, ctx)} if noise.wants_retrain_band(cfg) else None
     return _finish_runs(sc, ev, bases, refs, ref_arrays, [(entry["label"], model, entry)], run_dir, ctx, "run", band)
 
 
@@ -458,7 +395,7 @@ def run_compare(cfg: RunConfig, methods: list[str], run_dir: Path, ctx: JobConte
         _write_partial(run_dir, sc, ev, refs, results, methods)
     # after the methods: the rows a user waits for come first, the noise reference after them
     return _finish_runs(sc, ev, bases, refs, ref_arrays, results, run_dir, ctx, "compare",
-                        noise_references(sc, ev, ctx))
+                        noise.noise_references(sc, ev, ctx))
 
 
 def run_embed(spec: dict, run_dir: Path, ctx: JobContext) -> dict:

@@ -21,7 +21,7 @@ def _check_claims():
 
 
 @pytest.mark.slow
-def test_default_digits_comparison_shows_ec_erasing_deeper(tmp_path, monkeypatch):
+def test_default_digits_comparison_forgets_and_keeps_retain(tmp_path, monkeypatch):
     monkeypatch.setenv("ECLAB_HOME", str(tmp_path / "home"))
     from engine.runner import execute, prepare
     norm, _ = prepare("compare", {"preset": "digits"})
@@ -30,6 +30,10 @@ def test_default_digits_comparison_shows_ec_erasing_deeper(tmp_path, monkeypatch
     verdict = _check_claims()(results)
     assert verdict["A_baselines_forget"], f"baselines that did not forget: {verdict['A_failures']}"
     assert verdict["B_ec_keeps_retain"], results["runs"]["ec"]["metrics"]
-    # the paper's reading, per layer (no mean): EC's forget CKA is the lowest at every inner layer; whether
-    # that is forgetting or distortion is read against retrain (bench_claims C, the README's tables)
-    assert verdict["P_ec_erases_deepest"], f"lower forget CKA than EC somewhere: {verdict['P_deeper_somewhere']}"
+    # the per-layer readings are figures, not claims: on digits EC's forget CKA is not the lowest at every
+    # inner layer (FT and l1-sparse go lower somewhere; measured 2026-12-04), and lower is distortion
+    # when it is below retrain's. What must hold is that the headline cannot hide a layer:
+    from engine import results as R
+    for row in R.summary(results):
+        inner = [abs(g["gap"]) for g in row["gaps"] if g["inner"] and g["gap"] is not None]
+        assert row["distance"] == max(inner), row["name"]
