@@ -390,10 +390,16 @@ def _v1_study(name: str):
     return st
 
 
-def test_a_format_1_study_is_shown_but_not_continued(tmp_path, monkeypatch, capsys):
-    from engine import cli
+@pytest.fixture
+def empty_home(tmp_path, monkeypatch):
+    """An empty run store, studies in its journal files (no database from the environment)."""
     monkeypatch.setenv("ECLAB_HOME", str(tmp_path))
     monkeypatch.delenv("ECLAB_SWEEP_STORAGE", raising=False)
+    return tmp_path
+
+
+def test_a_format_1_study_is_shown_but_not_continued(empty_home, capsys):
+    from engine import cli
     _v1_study("old")
     with pytest.raises(S.SweepError, match=r"format 1 .*start a new --study name"):
         S.create_study("old", overrides=SMALL, n_trials=8)
@@ -480,10 +486,8 @@ def _v2_study(name: str):
                                                             "retrain_forget_cka": 0.855, "run_id": "sw-v2-0"})
 
 
-def test_a_format_2_study_is_shown_as_recorded_but_not_continued(tmp_path, monkeypatch, capsys):
+def test_a_format_2_study_is_shown_as_recorded_but_not_continued(empty_home, capsys):
     from engine import cli
-    monkeypatch.setenv("ECLAB_HOME", str(tmp_path))
-    monkeypatch.delenv("ECLAB_SWEEP_STORAGE", raising=False)
     _v2_study("mean")
     with pytest.raises(S.SweepError, match=r"format 2 .*worst inner layer.*start a new --study name"):
         S.create_study("mean", overrides=SMALL, n_trials=8)

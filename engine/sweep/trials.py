@@ -21,7 +21,7 @@ from .. import store
 from ..config import deep_merge, make_config
 from ..events import Cancelled, JobContext
 from ..procs import Beat, one_line, set_threads, why_stopped
-from .report import trial_line
+from .report import READINGS, trial_line
 from .space import _params_text, params_to_overrides, suggest, swept_run
 from .storage import _file_lock, _quiet_optuna, budget_lock, grace_seconds, heartbeat_seconds, sweeps_dir
 from .study import OBJECTIVES, SWEEP_FIXED, TOLERANCE, check_version, load_study
@@ -146,10 +146,7 @@ def measure(summary: dict, tolerance: float = TOLERANCE) -> dict:
         if v is None or not math.isfinite(float(v)):
             raise ValueError(f"{name} was not measured (got {v!r})")
     constraint = abs(float(ec["forget_acc"]) - float(retrain["forget_acc"])) - tolerance
-    keep = ("distance", "worst_layer", "worst_gap", "worst_z", "within", "last_gap", "probe_distance",
-            "forget_cka_mean", "gaps", "tolerances", "probe_gaps", "tolerance_measured", "retain_acc", "forget_acc",
-            "test_acc")
-    return {**{k: ec.get(k) for k in keep}, "retrain_forget_acc": float(retrain["forget_acc"]),
+    return {**{k: ec.get(k) for k in READINGS + ("forget_acc", "test_acc")}, "retrain_forget_acc": float(retrain["forget_acc"]),
             "retrain_forget_cka_mean": retrain.get("forget_cka_mean"),
             "constraint": float(constraint), "feasible": constraint <= 0, "unlearn_seconds": ec.get("seconds")}
 
