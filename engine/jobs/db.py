@@ -51,6 +51,13 @@ CREATE TABLE IF NOT EXISTS events (
     event TEXT NOT NULL,
     PRIMARY KEY (job_id, seq)
 );
+CREATE TABLE IF NOT EXISTS grids (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    spec TEXT NOT NULL,
+    cells TEXT NOT NULL,
+    cancelled INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,
     pid INTEGER NOT NULL,
