@@ -9,7 +9,7 @@ import sys
 from .config import ConfigError
 
 # modules that define add_commands(subparsers); each sets a `func` default on its parsers
-COMMAND_MODULES = ["engine.compare", "engine.jobs", "engine.audit", "engine.sweep", "engine.serve"]
+COMMAND_MODULES = ["engine.compare", "engine.jobs", "engine.audit", "engine.sweep", "engine.serve", "engine.grid"]
 
 
 def build_parser() -> argparse.ArgumentParser:
