@@ -2,11 +2,14 @@
 
     python bench/bench_claims.py [--preset teach] [--classes 3,0,8] [--seeds 0,1] [--set key=value ...]
     python bench/bench_claims.py --preset teach --scenarios 3:0,0:1,8:2    # class:seed pairs
-    python bench/bench_claims.py --preset digits --scenarios 3:0,3+5:0,r0.1:0  # two classes, random 10%
+    python bench/bench_claims.py --preset digits --scenarios 3:0,3+5:0,r0.1:0 --workers 2
 
-For each scenario it runs the full default comparison and prints the table and, per run, THE
-distance to retrain (engine/results.py: the largest |gap| of the forget CKA to the original over the
-inner supervision points, so no layer hides in a mean) with the signed gap at every point, then:
+A thin caller of the product's scenario grid (engine/grid.py, `python -m engine grid`): it queues the
+grid (one default comparison per scenario, through the job table and its cache), runs it with
+--workers local workers (default 1), then for each scenario prints the comparison table and, per
+run, THE distance to retrain (engine/results.py: the largest |gap| of the forget CKA to the original
+over the inner supervision points, so no layer hides in a mean) with the signed gap at every point,
+then:
 
   A. every baseline forgets at the logits (forget accuracy within 0.05 of the retrained model's);
   B. EC keeps retain accuracy within 0.02 of the original's;
@@ -20,6 +23,8 @@ and the superficial-forgetting checks (issue `teach`):
      at least +0.08 (superficial forgetting there);
   E. EC reaches logit-level forgetting, keeps retain within 0.02, and its distance to retrain is at
      most half the median forgetting baseline's.
+The thresholds of A and B are the grid's (engine.grid FORGET_TOL, RETAIN_TOL), and so is the closing
+scenario x method table (engine.grid.format_table; the grid's results file is written too).
 Figures only; nothing here is a test (tests/test_claims.py checks the default digits scenario).
 """
 from __future__ import annotations
@@ -35,8 +40,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-FORGET_TOL = 0.05  # forget accuracy within this of retrain's = logit-level forgetting
-RETAIN_TOL = 0.02  # retain accuracy within this of the original's = retain kept
+from engine.grid import FORGET_TOL, RETAIN_TOL, run_flags  # noqa: E402  (bench_per_layer reads them here)
+
 SUPERFICIAL_EXCESS = 0.08
 
 
@@ -44,11 +49,11 @@ def check_claims(results: dict) -> dict:
     from engine import results as R
     rows = {r["name"]: r for r in R.summary(results)}
     runs, inner = results["runs"], R.inner_layers(results["layers"])
-    orig, ret = rows["original"], rows["retrain"]
     methods = [n for n in rows if rows[n]["role"] == "method"]
     baselines = [n for n in methods if n not in ("ec", "cu") and "+" not in n]
-    forgets = {n for n in methods if abs(rows[n]["forget_acc"] - ret["forget_acc"]) <= FORGET_TOL}
-    keeps = [n for n in methods if orig["retain_acc"] - rows[n]["retain_acc"] <= RETAIN_TOL]
+    flags = {n: run_flags(rows, n) for n in methods}
+    forgets = {n for n in methods if flags[n]["forgets"]}
+    keeps = [n for n in methods if flags[n]["keeps_retain"]]
     not_forgotten = [n for n in methods if n != "ec" and n not in forgets]
     dist = {n: rows[n]["distance"] for n in methods}
     ec_dist = dist.get("ec")
@@ -77,14 +82,13 @@ def check_claims(results: dict) -> dict:
 
 def print_readings(results: dict, verdict: dict) -> None:
     """Per run: THE distance to retrain (worst inner layer), the signed gap at every point, a reading."""
-    runs = results["runs"]
+    from engine import results as R
+    rows = {r["name"]: r for r in R.summary(results)}
     print(f"{'run':<16} {'distance':>8}  gaps to retrain per point (inner | last)  reading")
     for n, d in sorted(verdict["distance"].items(), key=lambda kv: kv[1]):
-        m = runs[n]["metrics"]
-        forgot = abs(m["forget_acc"] - runs["retrain"]["metrics"]["forget_acc"]) <= FORGET_TOL
-        kept = runs["original"]["metrics"]["retain_acc"] - m["retain_acc"] <= RETAIN_TOL
-        word = ("did not forget at the logits" if not forgot else
-                "damaged retain" if not kept else
+        flags = run_flags(rows, n)
+        word = ("did not forget at the logits" if not flags["forgets"] else
+                "damaged retain" if not flags["keeps_retain"] else
                 "superficial: an inner layer still holds the class" if n in verdict["superficial"] else
                 "distorted: an inner layer further from the original than retrain" if d >= SUPERFICIAL_EXCESS else
                 "close to retrain")
@@ -92,13 +96,15 @@ def print_readings(results: dict, verdict: dict) -> None:
 
 
 def forget_request(text: str) -> dict:
-    """'3' -> class 3, '3+5' -> classes 3 and 5, 'r0.1' -> a random 10% of the training samples."""
-    if text.startswith("r"):
-        return {"random": float(text[1:])}
-    return {"classes": [int(c) for c in text.split("+")]}
+    """'3' -> class 3, '3+5' -> classes 3 and 5, 'r0.1' -> a random 10% of the training samples
+    (engine.grid's scenario syntax without the seed)."""
+    from engine.grid import scenario_overrides
+    return scenario_overrides(f"{text}:0")["forget"]
 
 
 def run_scenario(preset: str, cls: str, seed: int, sets: list[str]) -> tuple[dict, float]:
+    """One scenario's default comparison in this process, outside the job table (bench_per_layer
+    reuses its claims-<key> folder); main() runs the scenarios as a grid instead."""
     from engine.config import apply_sets
     from engine.events import JobContext
     from engine.runner import execute, prepare
@@ -117,62 +123,46 @@ def main():
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--scenarios", default="", help="class:seed pairs instead of the classes x seeds grid")
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--workers", type=int, default=1, help="local workers running the grid (default 1)")
     args = ap.parse_args()
-    pairs = ([(p.split(":")[0], int(p.split(":")[1])) for p in args.scenarios.split(",")] if args.scenarios else
-             [(c, s) for s in map(int, args.seeds.split(",")) for c in args.classes.split(",")])
     os.environ.setdefault("ECLAB_HOME", tempfile.mkdtemp(prefix="eclab-claims-"))
+    from engine import jobs
     from engine.compare import format_table
+    from engine.config import apply_sets
+    from engine.grid import format_table as grid_text
+    from engine.grid import parse_scenarios, submit_grid
+    from engine.gridcli import run_grid
 
+    pairs = [f"{c}:{s}" for s in args.seeds.split(",") for c in args.classes.split(",")]
+    labels = parse_scenarios(args.scenarios or pairs)
+    grid = submit_grid(args.preset, labels, None, apply_sets({}, args.set) if args.set else None)
+    print(f"grid {grid['id']} in {os.environ['ECLAB_HOME']}: {', '.join(labels)}", flush=True)
+    table = run_grid(grid["id"], workers=args.workers)
     keys = ("A_baselines_forget", "B_ec_keeps_retain", "C_ec_closest", "P_ec_erases_deepest", "R_retrain_differs",
             "S_superficial", "E_ec_near_retrain")
-    summary, grid = [], []
-    for c, seed in pairs:
-        res, secs = run_scenario(args.preset, c, seed, args.set)
+    summary = []
+    for cell in table["cells"]:
+        c, seed = cell["scenario"].rsplit(":", 1)
+        if cell["state"] != "done":
+            print(f"\n== {args.preset}: forget {c}, seed {seed}: {cell['state']} {cell.get('error') or ''}")
+            continue
+        res, job = jobs.load_results(cell["job_id"]), jobs.get_job(cell["job_id"])
         v = check_claims(res)
-        print(f"\n== {args.preset}: forget class {c}, seed {seed} ({secs:.0f} s)")
+        secs = (job["finished"] or 0) - (job["started"] or 0)
+        print(f"\n== {args.preset}: forget class {c}, seed {seed} (job {cell['job_id']}, {secs:.0f} s)")
         print(format_table(res))
         print_readings(res, v)
         print({k: v[k] for k in keys}, "superficial:", ",".join(v["superficial"]) or "-",
               "| not forgotten:", ",".join(v["A_failures"]) or "-", flush=True)
         summary.append((c, seed, v))
-        grid.append((f"{c}:{seed}", res))
     print(f"\n{args.preset}: class seed  retrain min CKA  probe gain  superficial  EC distance  median baseline  "
           + "  ".join(k.split("_")[0] for k in keys))
     for c, seed, v in summary:
         print(f"{'':>{len(args.preset) + 1}} {c:>5} {seed:>4}  {v['retrain_cka_min']:>15.3f}  {v['probe_gain']:>10.2f}  "
               f"{len(v['superficial']):>11}  {v['ec_distance'] if v['ec_distance'] is not None else float('nan'):>11.3f}  "
               f"{v['median_baseline_distance']:>15.3f}  " + "  ".join("y" if v[k] else "n" for k in keys))
-    print_grid(grid)
-
-
-def print_grid(grid: list[tuple[str, dict]]) -> None:
-    """Scenarios x methods: forget / retain accuracy and the signed gap to retrain at the worst inner
-    layer, and how many cells reach logit-level forgetting (forget accuracy within 0.05 of retrain's)."""
-    from engine import results as R
-    if not grid:
-        return
-    methods = [n for n in grid[0][1]["runs"] if n not in ("original", "retrain")]
-    print("\nscenario x method: forget acc / retain acc / signed gap to retrain at the worst inner layer "
-          "(* = did not reach logit-level forgetting; c = calibrated setting)")
-    print(f"{'scenario':<10}" + "".join(f"{m[:15]:>19}" for m in methods))
-    ok = total = 0
-    for name, res in grid:
-        runs = res["runs"]
-        r_f = runs["retrain"]["metrics"]["forget_acc"]
-        worst = {r["name"]: r["worst_gap"] for r in R.summary(res)}
-        cells = []
-        for m in methods:
-            run = runs.get(m)
-            if run is None:
-                cells.append(f"{'-':>19}")
-                continue
-            f, ret = run["metrics"]["forget_acc"], run["metrics"]["retain_acc"]
-            hit = abs(f - r_f) <= FORGET_TOL
-            ok, total = ok + hit, total + 1
-            cal = "c" if (run.get("calibration") or {}).get("used") else " "
-            cells.append(f"{f:.2f}/{ret:.2f}/{worst[m]:+.2f}{'' if hit else '*'}{cal}".rjust(19))
-        print(f"{name:<10}" + "".join(cells))
-    print(f"{ok} of {total} cells reach logit-level forgetting")
+    print()
+    print(grid_text(table))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ SYNTAX = ("CLASS[+CLASS...]:SEED or rSHARE:SEED, comma-separated, e.g. 3:0,0:1 (
 GRID_STATES = ("queued", "running", "done", "failed", "cancelled", "partial")
 FLAGS = ("forgets", "keeps_retain", "like_retrain")
 _ACTIVE, _FINAL = ("queued", "running"), ("done", "failed", "cancelled")
+_CALIBRATION_KEYS = ("used", "reached", "source", "choice", "recipe")  # of a run's calibration block
 _CLASSES = re.compile(r"\d+(\+\d+)*")
 _SEED = re.compile(r"-?\d+")
 
@@ -135,10 +136,11 @@ def cell_spec(preset: str, label: str, methods: list[str] | None, overrides: dic
     return spec
 
 
-def submit_grid(preset: str, scenarios, methods=None, overrides: dict | None = None) -> dict:
+def submit_grid(preset: str, scenarios, methods=None, overrides: dict | None = None, use_cache: bool = True) -> dict:
     """Validate every cell first (nothing is queued on a bad value: ConfigError naming the option
     and, where it is one scenario's, the scenario), then queue one compare job per scenario with
-    engine.jobs.submit and record the grid. Returns get_grid's dict."""
+    engine.jobs.submit (use_cache=False: run every cell again even where the same configuration is
+    done, as `submit --no-cache`) and record the grid. Returns get_grid's dict."""
     from . import jobs
     from .jobs import queue
     if not isinstance(preset, str) or not preset.strip():
@@ -151,8 +153,9 @@ def submit_grid(preset: str, scenarios, methods=None, overrides: dict | None = N
     if clash:
         raise ConfigError(clash[0], "is set by each scenario of a grid (CLASS:SEED); leave it out of the overrides")
     runner = queue.current_runner()
-    common = {"preset": preset, "overrides": dict(overrides or {}), **({"methods": methods} if methods is not None else {})}
-    runner.prepare("compare", common)  # the preset, methods and overrides, before any scenario is named
+    common = {"preset": preset, "overrides": dict(overrides or {})}
+    # the preset, methods and overrides first, so an error there does not name a scenario
+    runner.prepare("compare", {**common, "methods": methods} if methods is not None else common)
     specs, resolved = [], None
     for label in labels:
         spec = cell_spec(preset, label, methods, overrides)
@@ -165,7 +168,8 @@ def submit_grid(preset: str, scenarios, methods=None, overrides: dict | None = N
         if resolved is None and isinstance(norm, dict) and isinstance(norm.get("methods"), list):
             resolved = norm["methods"]
         specs.append(spec)
-    cells = [{"scenario": label, "job_id": jobs.submit("compare", spec)["id"]} for label, spec in zip(labels, specs)]
+    cells = [{"scenario": label, "job_id": jobs.submit("compare", spec, use_cache=use_cache)["id"]}
+             for label, spec in zip(labels, specs)]
     now = time.time()
     record = {"preset": preset, "scenarios": labels, "methods": resolved if resolved is not None else methods,
               "overrides": overrides or {}}
@@ -281,7 +285,8 @@ def ec_reading(row: dict | None) -> dict | None:
 
 def grid_table(grid_id: str) -> dict | None:
     """get_grid plus, per done cell, "rows" {run: run_summary (original and retrain included)} with each
-    run's "calibration" ({used, reached} or None), "flags" {method: {forgets, keeps_retain, like_retrain}}
+    run's "calibration" (its block's used, reached, source, choice, recipe; None without one), "flags"
+    {method: {forgets, keeps_retain, like_retrain}}
     and "ec" (EC's reading); a done cell whose results cannot be read gets "results_error". Top level:
     "per_method" {method: {forgets, keeps_retain, like_retrain: counts, "of": done cells with the method}},
     "ec" {scenario: EC's distance, worst_layer, worst_gap, within} and "methods" (the column order)."""
@@ -308,7 +313,7 @@ def grid_table(grid_id: str) -> dict | None:
         for name in run_names(results):
             row = run_summary(results, name)
             cal = (runs.get(name) or {}).get("calibration") or None
-            row["calibration"] = {"used": cal.get("used"), "reached": cal.get("reached")} if cal else None
+            row["calibration"] = {k: cal[k] for k in _CALIBRATION_KEYS if k in cal} if cal else None
             rows[name] = row
         cell["rows"] = rows
         cell["flags"] = {n: run_flags(rows, n) for n in rows if n not in REFERENCE}
@@ -390,7 +395,8 @@ def format_table(table: dict) -> str:
     for cell in table["cells"]:
         rows = cell.get("rows")
         if rows is None:
-            lines.append(f"{cell['scenario']:<12}  {cell['state']}" + (f": {cell['error']}" if cell.get("error") else "")
+            lines.append(f"{cell['scenario']:<12}  {cell['state']}"
+                         + (f": {cell['error']}" if cell.get("error") else "")
                          + (f" ({cell['results_error']})" if cell.get("results_error") else ""))
             continue
         out = []
@@ -400,7 +406,8 @@ def format_table(table: dict) -> str:
                 out.append(f"{'-':>{width}}")
                 continue
             gap = num(r.get("worst_gap"))
-            mark = ("" if cell["flags"][m]["forgets"] else "*") + ("c" if (r.get("calibration") or {}).get("used") else "")
+            calibrated = (r.get("calibration") or {}).get("used")
+            mark = ("" if cell["flags"][m]["forgets"] else "*") + ("c" if calibrated else "")
             out.append(f"{r['forget_acc']:.2f}/{r['retain_acc']:.2f}/{'n/a' if gap is None else f'{gap:+.2f}'}{mark}"
                        .rjust(width))
         lines.append(f"{cell['scenario']:<12}" + "".join(out))
@@ -413,7 +420,8 @@ def format_table(table: dict) -> str:
                      f"below the original's; like retrain: within the tolerance of retrain at every inner layer)")
     ec = {s: r for s, r in (table.get("ec") or {}).items() if r}
     if ec:
-        lines.append("\nEC per scenario: distance to retrain (worst inner layer, signed gap), within tolerance everywhere")
+        lines.append("\nEC per scenario: distance to retrain (worst inner layer, signed gap), "
+                     "within tolerance everywhere")
         for s, r in ec.items():
             d, g = num(r.get("distance")), num(r.get("worst_gap"))
             lines.append(f"  {s:<10} {'n/a' if d is None else f'{d:.3f}'} ({r.get('worst_layer') or '-'} "

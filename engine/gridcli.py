@@ -29,12 +29,12 @@ def threads_per_worker(k: int) -> int:
     return max(1, cpus() // max(1, int(k)))
 
 
-def start_workers(k: int, log_dir: Path, env: dict | None = None) -> list[subprocess.Popen]:
-    """k `python -m engine worker` processes on this machine's $ECLAB_HOME, each with
-    threads_per_worker(k) torch threads (OMP_NUM_THREADS, read by torch at start), in their own
+def start_workers(k: int, log_dir: Path, env: dict | None = None, threads: int | None = None) -> list[subprocess.Popen]:
+    """k `python -m engine worker` processes on this machine's $ECLAB_HOME, each with `threads`
+    (default threads_per_worker(k)) torch threads (OMP_NUM_THREADS, read by torch at start), in their own
     session (a Ctrl-C in the terminal reaches this process only, which cancels the grid first), each
     logging to log_dir/worker-<i>.log."""
-    threads = str(threads_per_worker(k))
+    threads = str(threads or threads_per_worker(k))
     base = dict(os.environ if env is None else env)
     base.update({"ECLAB_HOME": str(store.home()), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
     root = str(store.PROJECT_ROOT)
@@ -109,7 +109,8 @@ def follow(grid_id: str, procs: list[subprocess.Popen] | None = None, poll: floa
         raise
 
 
-def run_grid(grid_id: str, workers: int | None = None, out=None, env: dict | None = None) -> dict:
+def run_grid(grid_id: str, workers: int | None = None, out=None, env: dict | None = None,
+             threads: int | None = None) -> dict:
     """Start `workers` local workers (None: make sure one background worker runs, as the dashboard
     does, and leave it running), follow the grid to the end, stop the workers started, write the
     results file. Returns grid_table."""
@@ -117,8 +118,8 @@ def run_grid(grid_id: str, workers: int | None = None, out=None, env: dict | Non
     out = out or sys.stdout
     procs: list[subprocess.Popen] = []
     if workers:
-        procs = start_workers(workers, grid_dir(grid_id), env)
-        print(f"started {workers} worker(s), {threads_per_worker(workers)} torch thread(s) each "
+        procs = start_workers(workers, grid_dir(grid_id), env, threads)
+        print(f"started {workers} worker(s), {threads or threads_per_worker(workers)} torch thread(s) each "
               f"(logs: {grid_dir(grid_id)}/worker-*.log)", file=out, flush=True)
     elif ensure_worker():
         print(f"started a background worker (log: {store.home() / 'worker.log'})", file=out, flush=True)
@@ -138,13 +139,18 @@ def add_commands(sub) -> None:
                                    "print each finished cell, write $ECLAB_HOME/grids/<id>/results.json and .csv and "
                                    "print the scenario x method table. Ctrl-C cancels the grid's cells.")
     p.add_argument("--preset", default="digits", help="the preset every scenario runs (default digits)")
-    p.add_argument("--scenarios", required=True, metavar="S[,S...]", help=SYNTAX)
+    p.add_argument("--scenarios", required=True, metavar="S[,S...]", help=SYNTAX.replace("%", "%%"))
     p.add_argument("--methods", metavar="M[,M...]", help="methods of each comparison (default: the default compare)")
     add_set_flag(p)
     p.add_argument("--workers", type=int, metavar="K",
                    help="start K local workers (each with cpus // K torch threads) and stop them at the end "
                         "(default: make sure one background worker runs, as the dashboard does)")
+    p.add_argument("--threads", type=int, metavar="T",
+                   help="torch threads of each worker --workers starts (default cpus // K; on a machine other "
+                        "processes load, fewer threads than cores avoid threads fighting over them)")
     p.add_argument("--no-wait", action="store_true", help="queue the grid, print its id and return")
+    p.add_argument("--no-cache", action="store_true",
+                   help="run every cell again even where the same configuration already finished")
     p.set_defaults(func=_cmd_grid)
 
     p = sub.add_parser("grid-show", help="a grid's scenario x method table (or --csv, --json)")
@@ -165,11 +171,13 @@ def add_commands(sub) -> None:
 
 
 def _cmd_grid(args) -> int:
-    if args.workers is not None and args.workers < 1:
-        print("error: --workers needs at least 1", file=sys.stderr)
-        return 2
+    for flag, value in (("--workers", args.workers), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            print(f"error: {flag} needs at least 1", file=sys.stderr)
+            return 2
     overrides = apply_sets({}, args.sets) if args.sets else None
-    grid = submit_grid(args.preset, parse_scenarios(args.scenarios), args.methods, overrides)
+    grid = submit_grid(args.preset, parse_scenarios(args.scenarios), args.methods, overrides,
+                       use_cache=not args.no_cache)
     cached = sum(c["cached"] for c in grid["cells"])
     print(f"grid {grid['id']}: {len(grid['cells'])} scenario(s) of {grid['preset']}, methods "
           f"{','.join(grid['methods'] or [])}" + (f"; {cached} from the cache" if cached else ""), flush=True)
@@ -178,7 +186,7 @@ def _cmd_grid(args) -> int:
         if any(c["state"] == "queued" for c in grid["cells"]) and not worker_alive():
             print("note: no worker is running; start one with `python -m engine worker`", file=sys.stderr)
         return 0
-    table = run_grid(grid["id"], args.workers)
+    table = run_grid(grid["id"], args.workers, threads=args.threads)
     print(format_table(table))
     return 0 if table["state"] == "done" else 1
 

@@ -52,6 +52,18 @@ def test_parse_scenarios_names_the_bad_item_and_the_syntax(text, bad):
         assert "CLASS[+CLASS...]:SEED" in str(err.value)
 
 
+def test_grid_commands_parse_and_print_their_help(capsys):
+    from engine.cli import build_parser
+    parser = build_parser()
+    args = parser.parse_args(["grid", "--preset", "teach", "--scenarios", "3:0,0:1", "--workers", "2", "--set", "a=1"])
+    assert (args.scenarios, args.workers, args.sets, args.threads) == ("3:0,0:1", 2, ["a=1"], None)
+    for cmd in ("grid", "grid-show", "grid-cancel", "grids"):
+        with pytest.raises(SystemExit) as done:
+            parser.parse_args([cmd, "--help"])
+        assert done.value.code == 0
+    assert "r0.1:0 (a random 10% of the" in capsys.readouterr().out
+
+
 # -- submitting -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, option", [
     (dict(scenarios="3:0,12:0"), "forget.classes"),          # the second scenario names no digits class
