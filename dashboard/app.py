@@ -28,6 +28,7 @@ PAGES = [
     ("layers.py", "Layers (CKA)", ":material/layers:"),
     ("embeddings.py", "Embeddings (UMAP)", ":material/scatter_plot:"),
     ("compare.py", "Compare", ":material/compare_arrows:"),
+    ("grid.py", "Grid", ":material/grid_view:"),
     ("sweep.py", "Sweeps", ":material/tune:"),
     ("teach.py", "Teach", ":material/school:"),
 ]

@@ -84,6 +84,13 @@ def cancel(job_id: str) -> bool:
     return ok
 
 
+def grids():
+    """engine.grid, the scenario grids (list_grids, grid_table, submit_grid, cancel_grid, grid_csv; torch-free),
+    imported on first use."""
+    from engine import grid as mod
+    return mod
+
+
 def worker_alive() -> bool:
     try:
         return bool(api().worker_alive())

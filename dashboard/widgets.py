@@ -66,6 +66,7 @@ def results_picker(all_jobs: list[dict]) -> dict | None:
     # Streamlit finds a picked option by its label: every job needs its own
     labels = dict(zip(ids, logic.distinct_labels([_result_label(j) for j in done],
                                                  [runinfo.job_settings(j) for j in done])))
+    _follow_link(all_jobs, by_id)
     cur = st.session_state.get(RESULTS_KEY)
     # Follow the newest comparison until the user picks something else.
     if cur not in by_id or st.session_state.get(AUTO_KEY, True):
@@ -76,6 +77,20 @@ def results_picker(all_jobs: list[dict]) -> dict | None:
                        help="The comparison (or single run) the analysis pages show: data set, forget "
                             "request, what ran, finish time. Default: the newest finished comparison.")
     return by_id.get(sel)
+
+
+def _follow_link(all_jobs: list[dict], by_id: dict) -> None:
+    """An address with ?results=JOB (the Grid page's cells link to their comparison so) shows that job,
+    once per address: a later pick in the sidebar wins. A cache hit shows the run it was copied from."""
+    asked = st.query_params.get("results")
+    if not asked or st.session_state.get("_results_link") == asked:
+        return
+    source = next((j.get("cached_from") for j in all_jobs if j["id"] == asked), None)
+    job_id = asked if asked in by_id else source
+    if job_id in by_id:
+        st.session_state["_results_link"] = asked
+        st.session_state[RESULTS_KEY] = job_id
+        st.session_state[AUTO_KEY] = False
 
 
 def _picked() -> None:

@@ -41,9 +41,39 @@ def chromium_path() -> str | None:
     return None
 
 
+def marks(timeout: float = 600) -> list:
+    """The pytest marks of a browser test module: browser and slow, skipped without a system Chromium
+    (never downloaded), and a timeout in seconds."""
+    import pytest
+    return [pytest.mark.browser, pytest.mark.slow,
+            pytest.mark.skipif(chromium_path() is None, reason="no system Chromium (`chromium` on PATH or "
+                                                               "$ECLAB_CHROMIUM); these tests never download a browser"),
+            pytest.mark.timeout(timeout)]
+
+
 def launch_browser(p, path: str | None = None):
     """A headless Chromium from playwright's sync API object `p` (p = sync_playwright().start())."""
     return p.chromium.launch(executable_path=path or chromium_path(), headless=True, args=CHROMIUM_ARGS)
+
+
+def browser_session(sync_api):
+    """A headless Chromium for a module-scoped fixture: `yield from browser_session(sync_api)`."""
+    with sync_api.sync_playwright() as p:
+        b = launch_browser(p)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def page_session(browser, viewport: dict, timeout_ms: float, **context):
+    """A page in a fresh browser context (closed after the test): `yield from page_session(...)`."""
+    ctx = browser.new_context(viewport=viewport, **context)
+    ctx.set_default_timeout(timeout_ms)
+    try:
+        yield ctx.new_page()
+    finally:
+        ctx.close()
 
 
 def free_port() -> int:

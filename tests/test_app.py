@@ -19,7 +19,7 @@ from tests import fixtures_store as FS
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "dashboard" / "app.py"
 PAGES = [Path(f).stem for f, _, _ in dashboard_app.PAGES]  # every page the app's navigation lists
-NO_CHART = {"launch", "sweep"}  # a form, and a page whose charts need a sweep (tests below)
+NO_CHART = {"launch", "sweep", "grid"}  # a form, a page whose charts need a sweep (tests below), a table of grids
 ANALYSIS = [p for p in PAGES if p not in NO_CHART]
 TIMEOUT = 60  # the first submit imports the runner (and torch) in this process
 
