@@ -159,8 +159,9 @@ def confusion_pair(conf_run, conf_orig, run: str, class_names: Sequence[str] | N
                                  showscale=col == len(mats), colorbar=dict(title="share", tickformat=".0%"),
                                  hovertemplate="true %{y} → predicted %{x}: %{z:.1%}<extra>" + t + "</extra>"),
                       row=1, col=col)
+        # the rows line up across the panels: class names on the left one only, not over the left matrix
         fig.update_yaxes(autorange="reversed", row=1, col=col, title="true class" if col == 1 else None,
-                         type="category")
+                         type="category", showticklabels=col == 1)
         fig.update_xaxes(title="predicted class", row=1, col=col, type="category")
     return _layout(fig, "Confusion matrices on the test set (rows sum to 100%)", height=420)
 

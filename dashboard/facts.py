@@ -17,7 +17,7 @@ from engine.api import (CONTRASTIVE_KNOBS, DATASET_CLASSES, EC_SECTION_KNOBS, MA
 
 # the results format (engine/results.py)
 SCHEMA_VERSION = results.SCHEMA_VERSION
-REFERENCE, NOISE_RUN = results.REFERENCE, results.NOISE_RUN
+REFERENCE, NOISE_RUN, RETRAIN_NOISE_RUN = results.REFERENCE, results.NOISE_RUN, results.RETRAIN_NOISE_RUN
 FEAT, UMAP, EPOCH_UMAP = results.FEAT, results.UMAP, results.EPOCH_UMAP
 EMBED_LABELS, EMBED_IS_FORGET = results.EMBED_LABELS, results.EMBED_IS_FORGET
 conf_key, umap_key, epoch_umap_key, embed_file = results.conf_key, results.umap_key, results.epoch_umap_key, \

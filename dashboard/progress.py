@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from .facts import RETRAIN_NOISE_RUN as RETRAIN_NOISE
 from .logic import NOISE, num
 
 # (key, label, rough seconds for the digits default on a 2-core CPU, README "Measured figures")
@@ -15,6 +16,7 @@ STAGES = (
     ("refs", "Evaluate the reference rows (original, retrain)", 3.0),
     ("method", "Unlearn and evaluate each method", 4.5),  # per method
     (NOISE, "Train a second original from another seed (the training-noise band)", 15.0),
+    (RETRAIN_NOISE, "Train a second retrained model from another seed (the tolerance of every gap to retrain)", 13.0),
     ("embed", "Embed the penultimate features for the UMAP view", 20.0),
 )
 ESTIMATED_PRESETS = ("digits",)

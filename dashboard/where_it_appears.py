@@ -91,7 +91,11 @@ def render() -> None:
         "then can a method that hides the class at the output leave something behind. Where inner layers hold "
         "**generic** features (strokes, edges, textures that every class uses), a model that never saw the class "
         "builds them anyway and there is nothing to keep.")
-    st.dataframe(rows(doc), hide_index=True, use_container_width=True)
+    table = rows(doc)
+    # the reading is a sentence: as a table cell it was cut at 1400 px, so it is listed under the table
+    st.dataframe([{k: v for k, v in r.items() if k != "reading"} for r in table], hide_index=True,
+                 use_container_width=True)
+    st.markdown("\n".join(f"- **{r['data set']}, {r['model']}**: {r['reading']}." for r in table))
     med = {sc["name"]: statistics.median(max(e.values(), default=0.0) for e in sc["excess"].values())
            for sc in doc["scenarios"] if sc["excess"]}
     st.caption(f"Measured {doc['measured']} (`{doc['command']}`); class {', '.join(sorted({sc['forget'] for sc in doc['scenarios']}))}, "

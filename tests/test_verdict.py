@@ -208,8 +208,9 @@ def test_stage_checklist_from_events_and_partial_results():
     evs = [{"type": "stage", "stage": "data", "time": 0.0}, {"type": "stage", "stage": "original", "time": 1.0},
            {"type": "stage", "stage": "retrain", "time": 3.0}]
     c = PR.checklist(evs, 10, None, "running", now=5.0)
-    assert [i["status"] for i in c["items"]] == ["done", "done", "running"] + ["pending"] * 5
-    assert c["eta"] == pytest.approx((13 - 2) + 2 + 3 + 45 + 15 + 20)  # ... methods, second original, embedding
+    assert [i["status"] for i in c["items"]] == ["done", "done", "running"] + ["pending"] * 6
+    assert c["eta"] == pytest.approx((13 - 2) + 2 + 3 + 45 + 15 + 13 + 20)  # ... methods, second original and
+    # second retrain, embedding
     part = {"runs": {"original": {}, "retrain": {}, "ft": {}, "ga": {}}, "pending": ["rl", "ec"]}
     evs += [{"type": "stage", "stage": "eval", "name": "original", "time": 6.0},
             {"type": "stage", "stage": "method", "name": "rl", "time": 9.0}]
@@ -217,10 +218,10 @@ def test_stage_checklist_from_events_and_partial_results():
     method = c["items"][5]
     assert method["status"] == "running" and method["detail"] == "2/4 done (ft, ga); next: rl"
     assert [i["status"] for i in c["items"]][:5] == ["done"] * 5  # aux was skipped (cached): done
-    assert c["eta"] == pytest.approx(2 * 4.5 + 15 + 20)
+    assert c["eta"] == pytest.approx(2 * 4.5 + 15 + 13 + 20)
     assert PR.checklist(evs, 4, part, "running", preset="cifar10")["eta"] is None
     text = PR.checklist_markdown(c)
-    assert "**Unlearn and evaluate each method**" in text and "About **45 s** left" in text
+    assert "**Unlearn and evaluate each method**" in text and "About **55 s** left" in text
 
 
 def test_short_settings_name_a_calibration_mode_other_than_auto():

@@ -23,14 +23,17 @@ st.info("**Superficial forgetting**: a method can bring forget accuracy to retra
 
 rows = verdict.rows_vs_retrain(res)
 ref = {r["name"]: r for r in rows}
+# The columns a reader needs first come first, so they are in view at 1400 px: forget and retain accuracy
+# (the logits) beside the distance to retrain and the gap at every layer (the representations), then
+# the verdict; test accuracy, MIA, the probe, the mean, the settings and the row kind after them.
 table = pd.DataFrame([{
     "Run": widgets.fmt_run(r["name"]),
-    "Row": "reference" if r["role"] == "reference" else "method",
-    "Settings": runinfo.run_settings(res, r["name"]),
     "Forget acc": widgets.as_pct(r["forget_acc"]), "Retain acc": widgets.as_pct(r["retain_acc"]),
+    **widgets.headline_cells(r), "Verdict": r["verdict"],
     "Test acc": widgets.as_pct(r["test_acc"]), "MIA efficacy": widgets.as_pct(r["mia"]),
-    **widgets.headline_cells(r), widgets.PROBE_LABEL: logic.probe_distance_text(r),
-    logic.MEAN_LABEL: r["forget_cka_mean"], "Verdict": r["verdict"],
+    widgets.PROBE_LABEL: logic.probe_distance_text(r), logic.MEAN_LABEL: r["forget_cka_mean"],
+    "Settings": runinfo.run_settings(res, r["name"]),
+    "Row": "reference" if r["role"] == "reference" else "method",
 } for r in rows])
 pct = widgets.pct_col()
 st.subheader("Headline")

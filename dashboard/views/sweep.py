@@ -70,7 +70,7 @@ for s in errors:
     st.warning(f"Could not read the sweep storage {text.md(s['label'])}: {text.md(s['error'])}", icon=":material/error:")
 if not found:
     st.info("No sweep yet. Start one below, or from a terminal, e.g.\n\n"
-            "`python -m engine sweep --preset digits --trials 24`\n\n"
+            f"`python -m engine sweep --preset {widgets.shown_preset(SWEEP_PRESETS)} --trials 24`\n\n"
             "Studies are read from the `sweeps` folder of the run store and, when set, from the database in "
             "`ECLAB_SWEEP_STORAGE`. More machines join a study with `python -m engine sweep-worker`.",
             icon=":material/tune:")
