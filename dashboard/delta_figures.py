@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from .figures import REFERENCE_RUNS, _layout, _num, display_name, method_color, tolerance_band
+from .figures import NOISE, REFERENCE_RUNS, _layout, _num, display_name, method_color, tolerance_band
 
 # purple (below retrain) - white (retrain) - orange (above retrain)
 DELTA_COLORSCALE = [[0.0, "#5e3c99"], [0.25, "#b2abd2"], [0.5, "#f7f7f7"], [0.75, "#fdb863"], [1.0, "#e66101"]]
@@ -69,6 +69,8 @@ def delta_lines(deltas: Mapping[str, Mapping[str, float] | None], layers: Sequen
         ys = [_num((per_layer or {}).get(layer)) for layer in layers]
         ys_all += ys
         style = dict(color=method_color(name), width=2, dash="dot" if name == "original" else "solid")
+        if name == NOISE:  # training noise, grey dash-dot as on the Teach page's lines, never a method's colour
+            style.update(color="#9a9a9a", dash="dashdot")
         fig.add_trace(go.Scatter(x=list(layers), y=ys, mode="lines+markers", name=display_name(name), line=style,
                                  hovertemplate=f"{display_name(name)} · %{{x}}: %{{y:{fmt}}} vs retrain<extra></extra>"))
     lim = symmetric_limit(ys_all) * 1.1
