@@ -24,6 +24,7 @@ import pytest
 
 from engine import sweep as S
 from engine.config import ConfigError
+from pg_helpers import pg_url  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 # a tiny recipe: a narrow small_cnn (width 8), 3 training epochs, 1 EC epoch, a light evaluation
@@ -65,52 +66,6 @@ def home(tmp_path, monkeypatch, warm_cache):
     monkeypatch.setenv("ECLAB_HOME", str(h))
     monkeypatch.delenv("ECLAB_SWEEP_STORAGE", raising=False)
     return h
-
-
-def _pg_ok(url: str) -> str | None:
-    try:
-        import psycopg2
-        psycopg2.connect(url, connect_timeout=5).close()
-        return None
-    except Exception as err:  # noqa: BLE001
-        return f"{type(err).__name__}: {str(err).strip()[:200]}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def pg_url():
-    url = os.environ.get("ECLAB_TEST_PG_URL")
-    why = "ECLAB_TEST_PG_URL is unset"
-    if url:
-        err = _pg_ok(url)
-        if not err:
-            yield url
-            return
-        why = f"ECLAB_TEST_PG_URL={url} does not answer ({err})"
-    port = _free_port()
-    pgdir = f"/tmp/eclab-pg-test-{port}"  # under /tmp itself: the postgres user must reach it
-    env = _env(ECLAB_PG_NO_INSTALL="1", ECLAB_PG_PORT=str(port), ECLAB_PG_DIR=pgdir)
-    script = ROOT / ".ci" / "postgres.sh"
-    try:
-        res = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        pytest.skip(f"no PostgreSQL server: {why}, and .ci/postgres.sh could not run ({err})")
-    lines = res.stdout.strip().splitlines()
-    if res.returncode != 0 or not lines or _pg_ok(lines[-1]):
-        subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, timeout=60)
-        shutil.rmtree(pgdir, ignore_errors=True)
-        pytest.skip(f"no PostgreSQL server: {why}, and .ci/postgres.sh could not start one "
-                    f"(exit {res.returncode}: {res.stderr.strip()[-300:]})")
-    try:
-        yield lines[-1]
-    finally:
-        subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, timeout=60)
-        shutil.rmtree(pgdir, ignore_errors=True)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -279,8 +234,11 @@ def test_kill_9_then_two_sweeps_at_once_repeat_nothing_and_lose_no_budget(home):
     try:
         deadline = time.time() + WORKER_TIMEOUT
         while time.time() < deadline:  # wait until it is inside trial 1 (trial 0 complete)
-            states = [r["state"] for r in S.trial_rows(S.load_study("k9")[0])]
-            if states[:1] == ["COMPLETE"] and "RUNNING" in states:
+            trials = S.load_study("k9")[0].get_trials(deepcopy=False)
+            states = [t.state.name for t in trials]
+            # inside trial 1 once its worker is recorded (host, pid, name: what tells "gone" from "silent")
+            if states[:1] == ["COMPLETE"] and any(t.state.name == "RUNNING" and "worker" in t.user_attrs
+                                                  for t in trials):
                 break
             time.sleep(0.2)
         else:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .. import dbguard, store
+from . import pg
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
@@ -86,6 +87,25 @@ def db_path() -> Path:
     return store.home() / "jobs.sqlite"
 
 
+def backend() -> str:
+    """Where the job table lives, for messages: the PostgreSQL URL (password removed) or the SQLite file."""
+    where = pg.url()
+    return pg.public(where) if where else str(db_path())
+
+
+def is_pg(con) -> bool:
+    return getattr(con, "dialect", "sqlite") == "postgresql"
+
+
+def lock_rows(con, skip: bool = False) -> str:
+    """The clause that locks the rows a SELECT returns (PostgreSQL; with skip, rows another
+    transaction holds are passed over); empty on SQLite, where BEGIN IMMEDIATE already holds the
+    whole table."""
+    if not is_pg(con):
+        return ""
+    return " FOR UPDATE SKIP LOCKED" if skip else " FOR UPDATE"
+
+
 # -- database -------------------------------------------------------------------------------------
 _initialised: set[tuple[str, int]] = set()  # (path, inode) of job tables known to have the schema
 _init_lock = threading.Lock()
@@ -94,7 +114,11 @@ _init_lock = threading.Lock()
 def connect() -> sqlite3.Connection:
     """A new connection (autocommit; write with `transaction()`). Use it in one thread only.
     On a full disk (or a folder that cannot be written) the job table is opened read-only: every read
-    works, with one warning, and a write fails with the one-line reason (dbguard)."""
+    works, with one warning, and a write fails with the one-line reason (dbguard).
+    With ECLAB_JOBS_URL=postgresql://... the job table is on that server instead (engine.jobs.pg)."""
+    where = pg.url()
+    if where:
+        return pg.connect(where)  # type: ignore[return-value]  # the sqlite3 interface the job code uses
     path = db_path()
     try:
         return _connect(path)
@@ -152,9 +176,11 @@ def _db() -> Iterator[sqlite3.Connection]:
 
 
 @contextlib.contextmanager
-def transaction(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT; rolled back on any exception (KeyboardInterrupt included)."""
-    con.execute("BEGIN IMMEDIATE")
+def transaction(con: sqlite3.Connection, rows_only: bool = False) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT; rolled back on any exception (KeyboardInterrupt included).
+    rows_only: on PostgreSQL, do not take the writers' lock; the transaction locks the rows it
+    touches itself (lock_rows), as the worker's claim does. SQLite always holds the write lock."""
+    con.execute("BEGIN ROWS" if rows_only and is_pg(con) else "BEGIN IMMEDIATE")
     try:
         yield con
     except BaseException:

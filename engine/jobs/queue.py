@@ -14,7 +14,9 @@ from pathlib import Path
 from .. import attempts, cachecheck, store
 from .. import results as results_schema
 from ..config import ConfigError
-from .db import ACTIVE, _add_event, _check_job_id, _db, _dumps, _free_id, _loads, _row_to_job, _stamp, transaction
+from . import pg
+from .db import (ACTIVE, _add_event, _check_job_id, _db, _dumps, _free_id, _loads, _row_to_job, _stamp, is_pg, lock_rows,
+                 transaction)
 
 JOB_KINDS = ("run", "compare", "base", "embed", "audit")  # mirrors engine.runner.JOB_KINDS (checked at submit)
 # -- submitting -----------------------------------------------------------------------------------
@@ -31,16 +33,29 @@ RESULT_FILES = {"run": "results.json", "compare": "results.json", "audit": "resu
 
 
 def _results_folder(con: sqlite3.Connection, job_id: str, name: str = "results.json") -> Path | None:
-    """The run folder that holds the job's `name` (its own, or that of the job it was cached from)."""
+    """The run folder that holds the job's `name` (its own, or that of the job it was cached from).
+    With the job table on PostgreSQL, a job that ran on another machine has its files copied from
+    the database into this machine's run folder of the job on first read."""
     seen = set()
     while job_id and job_id not in seen:
         seen.add(job_id)
         folder = store.home() / "runs" / job_id
-        if (folder / name).is_file():
+        if (folder / name).is_file() or (is_pg(con) and _copy_from_db(con, job_id, name, folder)):
             return folder
         row = con.execute("SELECT cached_from FROM jobs WHERE id = ?", (job_id,)).fetchone()
         job_id = row["cached_from"] if row else None
     return None
+
+
+def _copy_from_db(con, job_id: str, name: str, folder: Path) -> bool:
+    data = pg.fetch_file(con, job_id, name)
+    if data is None:
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    store.atomic_write_bytes(folder / name, data)
+    with contextlib.suppress(OSError), open(folder / "log.txt", "a") as log:
+        log.write(f"[{_stamp()}] {name} copied from the job database (the job ran on another machine)\n")
+    return True
 
 
 def submit(kind: str, spec: dict, use_cache: bool = True) -> dict:
@@ -180,6 +195,9 @@ def record_external(kind: str, spec: dict, run_dir, summary: dict | None = None)
             _add_event(con, job_id, {"type": "job", "state": "done", "message": f"recorded from {src}"}, now)
         if src.resolve() != store.run_dir(job_id).resolve():
             _link_files(src, store.run_dir(job_id, create=True), f"recorded from {src}")
+        if is_pg(con):
+            with transaction(con):
+                pg.store_files(con, job_id, store.run_dir(job_id))
         return _row_to_job(con.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
 
@@ -236,7 +254,8 @@ def cancel(job_id: str) -> bool:
     _check_job_id(job_id)
     now = time.time()
     with _db() as con, transaction(con):
-        row = con.execute("SELECT state, cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = con.execute("SELECT state, cancel_requested FROM jobs WHERE id = ?" + lock_rows(con),
+                          (job_id,)).fetchone()
         if row is None or row["state"] not in ACTIVE:
             return False
         if row["state"] == "queued":

@@ -18,7 +18,9 @@ from .. import attempts, dbguard, store
 from ..events import Cancelled
 from ..procs import Beat, install_handlers, one_line
 from .context import WorkerContext
-from .db import HEARTBEAT_S, _add_event, _db, _dumps, _row_to_job, _stamp, db_path, stale_seconds, transaction
+from . import pg
+from .db import (HEARTBEAT_S, _add_event, _db, _dumps, _row_to_job, _stamp, db_path, is_pg, lock_rows, stale_seconds,
+                 transaction)
 from .queue import current_runner
 from .recovery import _clear_run_folder, _drop_folder, _sweep_trash, recover_stale
 
@@ -55,7 +57,8 @@ class Worker:
     def register(self) -> None:
         now = time.time()
         with _db() as con, transaction(con):
-            con.execute("INSERT OR REPLACE INTO workers (id, pid, host, started, heartbeat) VALUES (?, ?, ?, ?, ?)",
+            con.execute("DELETE FROM workers WHERE id = ?", (self.id,))
+            con.execute("INSERT INTO workers (id, pid, host, started, heartbeat) VALUES (?, ?, ?, ?, ?)",
                         (self.id, os.getpid(), socket.gethostname(), now, now))
 
     def unregister(self) -> None:
@@ -207,8 +210,9 @@ class Worker:
             if con.execute("SELECT 1 FROM jobs WHERE state = 'queued' LIMIT 1").fetchone() is None:
                 return None
         now = time.time()
-        with _db() as con, transaction(con):
-            row = con.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY created, rowid LIMIT 1").fetchone()
+        with _db() as con, transaction(con, rows_only=True):  # PostgreSQL: workers claim side by side
+            row = con.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY created, rowid LIMIT 1"
+                              + lock_rows(con, skip=True)).fetchone()
             if row is None:
                 return None
             cur = con.execute("UPDATE jobs SET state = 'running', worker = ?, started = ?, heartbeat = ?, "
@@ -290,12 +294,15 @@ class Worker:
             elif folder is not None:
                 try:
                     attempts.publish(folder, store.run_dir(job_id))
+                    if outcome == "done" and is_pg(con):  # any machine's dashboard reads them from the server
+                        pg.store_files(con, job_id, store.run_dir(job_id))
                 except OSError as err:  # the results cannot be put in place: the job fails, readably
                     outcome, detail = "failed", f"could not move the results into place: {one_line(err)}"
             if requeue:
                 # SIGTERM: put it back in the queue; this attempt does not count
                 con.execute("UPDATE jobs SET state = 'queued', worker = NULL, started = NULL, heartbeat = NULL, "
-                            "progress = 0, stage = NULL, attempts = MAX(attempts - 1, 0) WHERE id = ?", (job_id,))
+                            "progress = 0, stage = NULL, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END "
+                            "WHERE id = ?", (job_id,))
                 msg = f"requeued: worker {self.id} was stopped"
                 _add_event(con, job_id, {"type": "job", "state": "requeued", "message": msg}, now)
                 final = "queued"
