@@ -16,6 +16,10 @@ and requeued once (its partial run folder is cleared before the rerun), then fai
 `attempts` counts claims: 1 while a job runs for the first time. SIGTERM/SIGINT requeue the current
 job without counting the attempt. Connections are opened per call; none is shared across threads.
 
+With ECLAB_JOBS_URL=postgresql://... the same tables live on a PostgreSQL server instead, for
+workers and dashboards on many machines (pg: the translation, row-locked claims, results stored in
+the database; docs/MANY_MACHINES.md).
+
 The parts: db (schema, connections, transactions, job rows and ids), queue (submitting with the
 cache, outside work, readers), recovery (live workers, stale jobs, leftover folders), context (the
 progress bar and the context a running job reports through), worker (the worker loop), cli (the
