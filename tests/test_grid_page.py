@@ -167,7 +167,7 @@ class FakeGrids:
 
     def __init__(self, tables):
         self.tables = {t["id"]: t for t in tables}
-        self.submitted = []
+        self.submitted, self.cancelled = [], []
 
     def parse_scenarios(self, text):
         from engine import grid
@@ -185,7 +185,8 @@ class FakeGrids:
         return copy.deepcopy(self.tables.get(grid_id))
 
     def cancel_grid(self, grid_id):
-        return 0
+        self.cancelled.append(grid_id)
+        return 1
 
     def grid_csv(self, table):
         return "scenario,method\n" + "".join(f"{c['scenario']},ec\n" for c in table["cells"])
@@ -268,3 +269,20 @@ def test_a_results_link_shows_that_job_on_the_analysis_pages(full_store):
     # once per address: a later pick in the sidebar wins
     at.sidebar.selectbox(key="results_job").set_value(ids["compare"]).run()
     assert at.sidebar.selectbox(key="results_job").value == ids["compare"]
+
+
+def test_the_address_picks_a_grid_and_cancel_reaches_the_engine(full_store, monkeypatch):
+    """?grid=ID shows that grid (not the newest); a grid with active cells has a cancel button that calls
+    cancel_grid for it; a finished one has none."""
+    older = _table([_cell("3:0", "j-q1", state="queued", progress=0.0)], state="queued")
+    newer = {**_table([_cell("3:0", "j-q2", state="cancelled")], state="cancelled"), "id": "g-newer",
+             "created": older["created"] + 60}
+    older["id"] = "g-older"
+    fake = FakeGrids([newer, older])
+    at = _grid_app(monkeypatch, fake)
+    assert not [b for b in at.button if b.label == "Cancel grid"]  # the newest, finished, is shown
+    at = _grid_app(monkeypatch, fake, query={"grid": "g-older"})
+    cancel = [b for b in at.button if b.label == "Cancel grid"]
+    assert len(cancel) == 1
+    cancel[0].click().run()
+    assert fake.cancelled == ["g-older"]
