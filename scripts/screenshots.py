@@ -33,6 +33,14 @@ def page_name(href: str) -> str:
     return path.split("/")[-1] if path else "overview"
 
 
+def palette(path: Path) -> None:
+    """Rewrite a PNG with a 256-colour palette (a page is mostly flat colour: a third of the size or less)."""
+    from PIL import Image
+    with Image.open(path) as im:
+        small = im.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
+
+
 def nav_links(page) -> list[tuple[str, str]]:
     """(label, href) of each page in the sidebar navigation."""
     page.wait_for_selector(H.NAV_LINK, state="visible")
@@ -78,8 +86,11 @@ def shoot(home: Path, out: Path, width: int = 1400, height: int = 900, full: boo
                     page.mouse.move(width - 5, height - 5)  # no hover tooltips in the shot
                     path = out / f"{name}.png"
                     H.snap(page, path, full_page=full, max_height=max_height)
-                    if full and path.stat().st_size > max_kb * 1024:  # too big for a README: the viewport only
+                    if path.stat().st_size > max_kb * 1024:  # too big for a README: 256 colours, else the viewport
+                        palette(path)
+                    if full and path.stat().st_size > max_kb * 1024:
                         H.snap(page, path, full_page=False)
+                        palette(path)
                     kb = path.stat().st_size / 1024
                     note = f"  (over {max_kb} KB)" if kb > max_kb else ""
                     print(f"{path}  {label}  {kb:.0f} KB  {time.monotonic() - t0:.1f} s{note}", file=sys.stderr)

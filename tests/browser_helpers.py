@@ -6,6 +6,7 @@ system Chromium (`chromium` on PATH, or $ECLAB_CHROMIUM).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -133,6 +134,31 @@ def stop_group(proc: subprocess.Popen | None, timeout: float = 15) -> None:
         except ProcessLookupError:
             pass
         proc.wait(5)
+
+
+@contextlib.contextmanager
+def serving(home: Path, logs_to: Path, prefix: str, queue=None, worker: bool = True):
+    """A `streamlit run` and an engine worker on the store `home`; yields (url, what `queue` returned).
+    `queue(home)` runs once the server answers and before the worker starts (the pages open on a queued
+    job). At the end both process groups are stopped and their logs copied to logs_to/<prefix>_<log>."""
+    server = work = None
+    wlog, slog = home / "worker.log", home / "server.log"
+    try:
+        port = free_port()
+        server = start_streamlit(home, port, slog)
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/_stcore/health", 120, server, slog)
+        queued = queue(home) if queue is not None else None
+        if worker:
+            work = start_worker(home, wlog, poll=0.5)
+        yield url, queued
+    finally:
+        stop_group(server)
+        stop_group(work)
+        logs_to.mkdir(parents=True, exist_ok=True)
+        for log in (wlog, slog):
+            if log.exists():
+                shutil.copy(log, logs_to / f"{prefix}_{log.name}")
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:

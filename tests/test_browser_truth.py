@@ -10,7 +10,6 @@ Run: pytest -m browser tests/test_browser_truth.py
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 
@@ -49,26 +48,14 @@ def sets(values):
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     home = tmp_path_factory.mktemp("eclab-browser-truth")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     mp = pytest.MonkeyPatch()
     mp.setenv("ECLAB_HOME", str(home))
     mp.setenv("ECLAB_NO_AUTOSTART", "1")
-    worker = server = None
-    wlog, slog = home / "worker.log", home / "server.log"
-    try:
-        port = H.free_port()
-        server = H.start_streamlit(home, port, slog)
-        url = f"http://127.0.0.1:{port}"
-        H.wait_http(f"{url}/_stcore/health", 120, server, slog)
-        compare = submit(home, "--kind", "compare", *sets(TINY))
-        worker = H.start_worker(home, wlog, poll=0.5)  # after the submit: the page opens on a queued job
-        yield {"url": url, "home": home, "compare": compare}
+    try:  # the worker starts after the submit: the page opens on a queued job
+        with H.serving(home, ARTIFACTS, "truth", queue=lambda h: submit(h, "--kind", "compare", *sets(TINY))) \
+                as (url, compare):
+            yield {"url": url, "home": home, "compare": compare}
     finally:
-        H.stop_group(server)
-        H.stop_group(worker)
-        for log in (wlog, slog):
-            if log.exists():
-                shutil.copy(log, ARTIFACTS / f"truth_{log.name}")
         mp.undo()
 
 

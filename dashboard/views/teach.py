@@ -237,6 +237,27 @@ st.info("**Takeaway**: forgetting is judged against retrain at every layer, not 
 st.page_link("views/layers.py", label="See every method layer by layer", icon=":material/layers:")
 
 # Step 6
+@st.fragment(run_every=2.0)
+def follow(job_id: str) -> None:
+    """The comparison queued from this step, followed here: progress and stage while it runs, a cancel
+    button; when it ends the whole page runs again, and the walk reads it (the newest teach comparison)."""
+    j = data.get_job(job_id)
+    if j is None:
+        st.warning(f"Job {text.code(job_id)} is gone from the store.")
+        return
+    if j["state"] in logic.ACTIVE_STATES:
+        widgets.progress_block(j, data.events_since(job_id))
+        label = "Cancel requested…" if j.get("cancel_requested") else "Cancel this comparison"
+        if st.button(label, key="teach_live_cancel", icon=":material/stop_circle:",
+                     disabled=bool(j.get("cancel_requested"))):
+            data.cancel(job_id)
+            st.toast(f"Cancel requested for {job_id}")
+    elif not st.session_state.get(f"_teach_ended_{job_id}"):  # ended while we watched: run the page once more
+        st.session_state[f"_teach_ended_{job_id}"] = True
+        data.invalidate_jobs()
+        st.rerun(scope="app")
+
+
 step(6, "Try it: forget another class")
 n_classes = int(s.get("num_classes") or 0)
 others = [c for c in range(n_classes) if c not in classes]
@@ -253,10 +274,26 @@ if others:
         except Exception as err:
             st.error(f"Not queued: {logic.error_text(err)}", icon=":material/error:")
         else:
-            st.success(f"Queued job {text.code(new['id'])}: the same comparison forgetting class {pick}. Every page shows "
-                       "its progress; this walk reads it when it ends.", icon=":material/schedule:")
+            data.invalidate_jobs()
+            st.query_params["job"] = new["id"]  # followed below; a reload keeps following it
     st.caption("The same scenario and methods with another forget class: does the baseline keep that class in its "
                "layers too, and does EC reach retrain there?")
+live = data.get_job(st.query_params.get("job") or "")
+if live is not None and live.get("kind") == "compare":
+    lf = ((live.get("spec") or {}).get("config") or {}).get("forget") or {}
+    st.markdown(f"**Queued job {text.code(live['id'])}**: the same comparison forgetting "
+                f"{text.md(logic.forget_label({'forget': lf}))}.")  # its state: in the progress bar below
+    if live["state"] in logic.ACTIVE_STATES:
+        st.caption("Followed here while it runs (every page shows its progress too); when it ends, this walk "
+                   "reads it from the top, as the newest teach comparison.")
+        follow(live["id"])
+    elif live["state"] == "done":
+        st.success(f"Job {text.code(live['id'])} is done"
+                   + (": the walk above reads it." if live["id"] == job["id"] else
+                      "; pick it under “Results shown” in the sidebar to walk through it."),
+                   icon=":material/check_circle:")
+    else:
+        widgets.job_error(live)
 
 from dashboard import where_it_appears  # noqa: E402  teach, digits and Fashion-MNIST side by side
 where_it_appears.render()
