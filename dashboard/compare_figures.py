@@ -135,7 +135,8 @@ def per_class_bars(run_acc: Sequence[float], orig_acc: Sequence[float] | None, r
         if 0 <= int(c) < n:
             fig.add_vrect(x0=int(c) - 0.5, x1=int(c) + 0.5, fillcolor="#d62839", opacity=0.10, line_width=0,
                           annotation_text="forget", annotation_position="top left")
-    fig.update_xaxes(tickvals=xs, ticktext=ticks, title="class")
+    # labels slanted up to their tick: slanted down from it, the last class's name ran off the plot and was dropped
+    fig.update_xaxes(tickvals=xs, ticktext=ticks, title="class", tickangle=-30, automargin=True)
     fig.update_yaxes(tickformat=".0%", range=[0, 1.08], title="test accuracy")
     return _layout(fig, "Per-class test accuracy", height=360, barmode="group")
 
