@@ -93,8 +93,7 @@ def render() -> None:
         "builds them anyway and there is nothing to keep.")
     table = rows(doc)
     # the reading is a sentence: as a table cell it was cut at 1400 px, so it is listed under the table
-    st.dataframe([{k: v for k, v in r.items() if k != "reading"} for r in table], hide_index=True,
-                 use_container_width=True)
+    st.dataframe([{k: v for k, v in r.items() if k != "reading"} for r in table], hide_index=True, width="stretch")
     st.markdown("\n".join(f"- **{r['data set']}, {r['model']}**: {r['reading']}." for r in table))
     med = {sc["name"]: statistics.median(max(e.values(), default=0.0) for e in sc["excess"].values())
            for sc in doc["scenarios"] if sc["excess"]}

@@ -33,6 +33,20 @@ def page_name(href: str) -> str:
     return path.split("/")[-1] if path else "overview"
 
 
+def settled(page, timeout: float) -> None:
+    """H.settle, again until the page's text stops growing: a page's first run in a new server can compute
+    for seconds (the Teach page's example images) with no "Running..." indicator on screen."""
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        H.settle(page, timeout)
+        size = len(page.locator('[data-testid="stMain"]').inner_text())
+        if size == last:
+            return
+        last = size
+        page.wait_for_timeout(2000)
+
+
 def palette(path: Path) -> None:
     """Rewrite a PNG with a 256-colour palette (a page is mostly flat colour: a third of the size or less)."""
     from PIL import Image
@@ -82,7 +96,7 @@ def shoot(home: Path, out: Path, width: int = 1400, height: int = 900, full: boo
                     t0 = time.monotonic()
                     page.goto(href if href.startswith("http") else url + href, wait_until="domcontentloaded")
                     page.wait_for_selector('[data-testid="stMainBlockContainer"] h1', state="visible")
-                    H.settle(page, timeout)
+                    settled(page, timeout)
                     page.mouse.move(width - 5, height - 5)  # no hover tooltips in the shot
                     path = out / f"{name}.png"
                     H.snap(page, path, full_page=full, max_height=max_height)
