@@ -97,7 +97,7 @@ def render() -> None:
     st.markdown("\n".join(f"- **{r['data set']}, {r['model']}**: {r['reading']}." for r in table))
     med = {sc["name"]: statistics.median(max(e.values(), default=0.0) for e in sc["excess"].values())
            for sc in doc["scenarios"] if sc["excess"]}
-    st.caption(f"Measured {doc['measured']} (`{doc['command']}`); class {', '.join(sorted({sc['forget'] for sc in doc['scenarios']}))}, "
+    st.caption(f"Measured {doc['measured']} (`{doc['command']}`); forget {', '.join(sorted({sc['forget'] for sc in doc['scenarios']}))}, "
                "seed 0, each preset's default scenario. Per scenario, the range of the baselines' excess over all inner "
                "layers: " + "; ".join(f"{sc['name']} {spread(sc)}" for sc in doc["scenarios"])
                + ". Median over baselines of their largest inner excess: "
