@@ -15,20 +15,12 @@ from engine.config import ConfigError
 from engine.results import run_summary
 
 from jobs_helpers import TINY, cli
-from test_jobs import _set_args  # TINY as --set KEY=VALUE items
+from test_jobs import _set_args, home  # noqa: F401  (TINY as --set items; the empty-store fixture)
 
 METHODS = ["ec", "ft", "ga"]
 # the tiny real digits run, without the noise references (a second original and a second retrain per
 # scenario: the tolerances are then the assumed ones), so three scenarios' base models build in seconds
 GRID_TINY = {**TINY, "eval": {**TINY["eval"], "seed_band": "off", "retrain_band": "off"}}
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    h = (tmp_path / "home").resolve()
-    h.mkdir()
-    monkeypatch.setenv("ECLAB_HOME", str(h))
-    return h
 
 
 # -- scenarios ------------------------------------------------------------------------------------
