@@ -24,7 +24,7 @@ SCENARIO_HELP = ("A scenario is forget:seed: 3:0 forgets class 3 with seed 0, 3+
 
 def counts(forget_tol: float = verdict.FORGET_TOL, retain_tol: float = verdict.RETAIN_DROP) -> list[tuple[str, str, str]]:
     """The per-method counts of engine/grid.py grid_table: (key, column, what it counts), with the
-    engine's thresholds (engine.grid FORGET_TOL, RETAIN_TOL)."""
+    engine's one rule (engine/results.py FORGET_TOL, RETAIN_TOL; the verdicts' too)."""
     return [("forgets", "Forgets in", f"forget accuracy within {forget_tol * 100:g} points of retrain's"),
             ("keeps_retain", "Keeps retain in", f"retain accuracy at most {retain_tol * 100:g} points below the original's"),
             ("like_retrain", "Like retrain in", "within the tolerance of retrain at every inner layer")]

@@ -17,8 +17,9 @@ from .text import md
 from .logic import REFERENCE, excess, headline_rows, layer_gaps, num
 
 ASSUMED_TOLERANCE = facts.ASSUMED_TOLERANCE["cka"]  # a point's tolerance where no second retrain was measured
-RETAIN_DROP = 0.05  # retain accuracy more than 5 points below the original's = damaging
-FORGET_TOL = 0.05  # forget accuracy within 5 points of retrain's (the sweeps' feasibility rule)
+# the engine's one rule at the logits (engine/results.py), the same the grids count with
+RETAIN_DROP = facts.RETAIN_TOL  # retain accuracy more than this below the original's = damaging
+FORGET_TOL = facts.FORGET_TOL  # forget accuracy within this of retrain's (the sweeps' feasibility rule)
 EPS = 1e-12  # a gap equal to its tolerance is within it (engine/results.py layer_gaps reads it so too)
 KEPT_SHARE = 0.5  # a layer that keeps more than half of the original-minus-retrain gap is "kept"
 

@@ -19,7 +19,7 @@ classes 3 and 5, "r0.1:0" a random 10% of the training samples.
 The verdicts (moved here from bench_claims, which reads them from here): a method *forgets* in a
 scenario when its forget accuracy is within FORGET_TOL (0.05, the sweeps' and calibration's rule, the
 pages' 'forget off retrain' beyond it) of retrain's; it *keeps retain* when its retain accuracy is at
-most RETAIN_TOL (0.02) below the original's; it is *like retrain* when its forget CKA to the original
+most RETAIN_TOL (0.02, the pages' 'retain damaged' beyond it) below the original's (both engine/results.py's); it is *like retrain* when its forget CKA to the original
 is within the tolerance (two retrainings' spread) of retrain's at every inner layer (run_summary's
 "within"). Nothing here imports torch; the commands are in engine/gridcli.py.
 """
@@ -36,10 +36,8 @@ from pathlib import Path
 
 from . import store
 from .config import ConfigError, deep_merge
-from .results import REFERENCE, gaps_text, num, run_names, run_summary
+from .results import FORGET_TOL, REFERENCE, RETAIN_TOL, gaps_text, num, run_names, run_summary
 
-FORGET_TOL = 0.05  # forget accuracy within this of retrain's = forgets at the logits
-RETAIN_TOL = 0.02  # retain accuracy at most this below the original's = keeps retain
 SYNTAX = ("CLASS[+CLASS...]:SEED or rSHARE:SEED, comma-separated, e.g. 3:0,0:1 (class 3 seed 0, class 0 seed 1), "
           "3+5:0 (classes 3 and 5), r0.1:0 (a random 10% of the training samples)")
 GRID_STATES = ("queued", "running", "done", "failed", "cancelled", "partial")

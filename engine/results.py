@@ -87,6 +87,7 @@ class Scenario(_Lenient):
     forget_label: str | None = None
     seed: int | None = None
     device: str | None = None
+    threads: int | None = None  # torch's CPU threads: the reduction order, so the last digits of every number
     num_classes: int | None = None
     class_names: list[str] | None = None
     n_train: int | None = None
@@ -292,6 +293,12 @@ TOLERANCE_FLOOR = {"cka": 0.01, "probe": 0.02}
 # (ours) the tolerance where no second retrain was measured (results without retrain_band): the
 # margin the verdicts used before tolerances were measured
 ASSUMED_TOLERANCE = {"cka": 0.02, "probe": 0.05}
+# The one rule at the logits, for every reader (the pages' verdicts, grids, bench_claims): a run
+# *forgets* when its forget accuracy is within FORGET_TOL of retrain's (the sweeps' and calibration's
+# feasibility rule); it *keeps retain* when its retain accuracy is at most RETAIN_TOL below the
+# original's (beyond it the pages say "retain damaged").
+FORGET_TOL = 0.05
+RETAIN_TOL = 0.02
 # what a gap kind compares, per run entry: the forget-split CKA to the original, or probe recovery
 _GAP_FIELDS = {"cka": ("cka_vs_original", "forget"), "probe": ("probe_forget_acc", None)}
 

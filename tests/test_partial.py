@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+import torch
 
 from engine import runner, store
 
@@ -42,6 +43,8 @@ def test_compare_writes_partial_results_then_replaces_them(tmp_path, monkeypatch
     assert not (run_dir / runner.PARTIAL).exists()
     assert final["runs"]["ft"]["metrics"] == ft["metrics"]  # the partial row is the final row
     assert "partial" not in final
+    # the thread count that ran it: another one moves the readings (floating-point order)
+    assert final["scenario"]["threads"] == torch.get_num_threads() >= 1
 
 
 def test_worker_warms_umap_only_after_the_base_models(tmp_path, monkeypatch):

@@ -12,7 +12,9 @@ cols[0].metric("Data set", str(s.get("dataset", "?")))
 cols[1].metric("Model", str(s.get("arch", "?")))
 cols[2].metric("Forget request", logic.forget_label(s))
 cols[3].metric("Seed", str(s.get("seed", "?")))
-cols[4].metric("Device", str(s.get("device", "?")))
+cols[4].metric("Device", str(s.get("device", "?")) + (f" · {s['threads']} threads" if s.get("threads") else ""),
+               help="Torch's CPU threads set the order of floating-point sums; another thread count moves the "
+                    "readings (by up to 0.06 in the distance to retrain on teach), so compare runs made alike.")
 st.caption(f"Job `{job['id']}` ({job.get('kind')}) · {s.get('n_train', '?')} training samples: "
            f"{s.get('n_forget', '?')} to forget, {s.get('n_retain', '?')} to retain · {s.get('n_test', '?')} test samples "
            f"· finished {logic.fmt_time(data.jt(job, 'finished'))}")
