@@ -6,6 +6,7 @@ a job's results must be readable from the store where it did not run.
 """
 from __future__ import annotations
 
+import copy
 import json
 import signal
 import subprocess
@@ -163,23 +164,52 @@ def test_a_bad_or_unreachable_jobs_url_is_one_line_naming_it_and_the_fix(tmp_pat
         assert all(w in err for w in words) and "secret" not in err, err
 
 
-def test_a_grid_queued_on_one_machine_runs_on_another_and_reads_back_everywhere(jobs_url, machines, monkeypatch):
+def test_a_grid_on_two_machines_one_killed_mid_cell_every_cell_done_once_and_readable_everywhere(
+        jobs_url, machines, monkeypatch):
+    """Issue 24's test: one grid, a worker on each machine, the one running a cell SIGKILLed mid-job;
+    the other takes that cell over, every cell ends done exactly once, and the grid reads the same from
+    both machines (what ran on one reaches the other through the database)."""
     from engine import grid
     from test_grid import GRID_TINY
     a, b = machines
-    g = grid.submit_grid("digits", "3:0,5:1", methods=["ft", "ga"], overrides=GRID_TINY)  # from machine A
-    worker = start_worker(b, log_name="b", ECLAB_JOBS_URL=jobs_url)  # only machine B works
+    slow = copy.deepcopy(GRID_TINY)
+    slow["methods"]["ft"]["epochs"] = LONG["ft"]["epochs"]  # each cell lasts long enough to die in
+    g = grid.submit_grid("digits", "3:0,5:1,8:0", methods=["ft", "ga"], overrides=slow)  # from machine A
+    env = {"ECLAB_JOBS_URL": jobs_url, "ECLAB_STALE_S": STALE}
+    workers = {"a": start_worker(a, log_name="a", **env), "b": start_worker(b, log_name="b", **env)}
+    cells = [c["job_id"] for c in grid.get_grid(g["id"])["cells"]]
     try:
-        wait_for(lambda: grid.get_grid(g["id"])["state"] in ("done", "failed", "cancelled"), 300, interval=0.5,
-                 what="the grid to finish")
+        def running_mid_job():
+            for j in cells:
+                job = jobs.get_job(j)
+                if job["state"] == "running" and job["worker"] and 0.3 < job["progress"] < 0.9:
+                    return j, job
+            return None
+        victim_job, job = wait_for(running_mid_job, 300, interval=0.2, what="a cell to be mid-job")
+        pid = int(job["worker"].split("-")[-2])
+        victim = next(name for name, proc in workers.items() if proc.pid == pid)
+        workers[victim].send_signal(signal.SIGKILL)  # that machine dies mid-cell
+        workers[victim].wait(10)
+        wait_for(lambda: grid.get_grid(g["id"])["state"] in ("done", "failed", "cancelled", "partial"), 600,
+                 interval=0.5, what="the grid to finish on the other machine")
     finally:
-        stop(worker)
-    table = grid.grid_table(g["id"])  # read on A, where nothing ran
-    assert table["state"] == "done" and [c["scenario"] for c in table["cells"]] == ["3:0", "5:1"]
-    for cell in table["cells"]:
-        assert not _ran_in(a, cell["job_id"]) and _ran_in(b, cell["job_id"])
-        assert set(cell["rows"]) >= {"original", "retrain", "ft", "ga"}
-        assert cell["rows"]["ft"]["forget_acc"] == jobs.load_results(cell["job_id"])["runs"]["ft"]["metrics"][
-            "forget_acc"]
-    assert {m: c["of"] for m, c in table["per_method"].items()} == {"ft": 2, "ga": 2}
-    assert len(grid.grid_csv(table).strip().splitlines()) == 1 + 2 * 2
+        for proc in workers.values():
+            stop(proc)
+    survivor = b if victim == "a" else a
+    final = {j: jobs.get_job(j) for j in cells}
+    assert {j: f["state"] for j, f in final.items()} == {j: "done" for j in cells}
+    assert all(_done_events(j) == 1 for j in cells)  # no cell ran twice to the end
+    assert final[victim_job]["attempts"] == 2 and all(final[j]["attempts"] == 1 for j in cells if j != victim_job)
+    assert _ran_in(survivor, victim_job)
+    tables = {}
+    for home in (a, b):  # the same grid, read on each machine
+        monkeypatch.setenv("ECLAB_HOME", str(home))
+        tables[home.name] = table = grid.grid_table(g["id"])
+        assert table["state"] == "done" and [c["scenario"] for c in table["cells"]] == ["3:0", "5:1", "8:0"]
+        for cell in table["cells"]:
+            assert set(cell["rows"]) >= {"original", "retrain", "ft", "ga"}
+            assert cell["rows"]["ft"]["forget_acc"] == jobs.load_results(cell["job_id"])["runs"]["ft"]["metrics"][
+                "forget_acc"]
+        assert {m: c["of"] for m, c in table["per_method"].items()} == {"ft": 3, "ga": 3}
+        assert len(grid.grid_csv(table).strip().splitlines()) == 1 + 3 * 2
+    assert grid.grid_csv(tables["a"]) == grid.grid_csv(tables["b"])
