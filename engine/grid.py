@@ -427,6 +427,54 @@ def format_table(table: dict) -> str:
     return "\n".join(lines)
 
 
+def _sign(r: dict) -> str:
+    """+ where the worst inner layer keeps more of the original than retrain, − where it is pushed past."""
+    return "+" if (num(r.get("worst_gap")) or 0) > 0 else "−"
+
+
+def _dist(r: dict) -> str:
+    """'0.156 (block3 −)': a run's distance to retrain, where, and the sign of the gap there."""
+    d = num(r.get("distance"))
+    return "n/a" if d is None else f"{d:.3f} ({r.get('worst_layer') or '-'} {_sign(r)})"
+
+
+def format_markdown(table: dict) -> str:
+    """One markdown row per done scenario (the README's scenario tables): the tolerance at each inner
+    point, EC's distance with its forget / retain accuracy, the forgetting baseline closest to retrain
+    (its retain accuracy named when it did not keep retain), how many baselines forget and the range
+    of their distances, and the runs within the tolerance of retrain at every inner layer."""
+    from .catalog import display_name
+    out = []
+    for cell in table["cells"]:
+        rows, flags = cell.get("rows"), cell.get("flags") or {}
+        if rows is None:
+            out.append(f"| {scenario_text(cell['scenario'])} | {cell['state']} | | | | |")
+            continue
+        ref = rows.get("retrain") or {}
+        tol = " / ".join("n/a" if num(g.get("tol")) is None else f"{g['tol']:.3f}"
+                         for g in ref.get("gaps") or [] if g.get("inner"))
+        ec = rows.get("ec")
+        ec_text = (f"{_dist(ec)}, {num(ec.get('forget_acc')) or 0:.3f} / {num(ec.get('retain_acc')) or 0:.3f}"
+                   if ec else "not run")
+        base = [n for n in flags if "ec" not in n.split("+")]
+        forgetting = sorted((n for n in base if flags[n]["forgets"] and num(rows[n].get("distance")) is not None),
+                            key=lambda n: rows[n]["distance"])
+        if forgetting:
+            best = rows[forgetting[0]]
+            kept = "" if flags[forgetting[0]]["keeps_retain"] else f", retain {best['retain_acc']:.3f}"
+            closest = f"{best['distance']:.3f} ({display_name(forgetting[0])}, {_sign(best)}{kept})"
+            spread = (f"{len(forgetting)} of {len(base)}: {rows[forgetting[0]]['distance']:.3f}-"
+                      f"{rows[forgetting[-1]]['distance']:.3f}")
+        else:
+            closest, spread = "none forgets", f"0 of {len(base)}"
+        within = [display_name(n) for n in flags if flags[n]["like_retrain"]]
+        out.append(f"| {scenario_text(cell['scenario'])} | {tol or 'n/a'} | {ec_text} | {closest} | {spread} | "
+                   f"{', '.join(within) or 'no run'} |")
+    head = ("| scenario | tolerance per inner point | EC: distance, forget / retain | closest forgetting baseline | "
+            "baselines forgetting: distances | within tolerance everywhere |\n| --- | --- | --- | --- | --- | --- |")
+    return head + "\n" + "\n".join(out)
+
+
 def add_commands(sub) -> None:
     from .gridcli import add_commands as add
     add(sub)

@@ -13,7 +13,7 @@ from pathlib import Path
 from . import store
 from .compare import add_set_flag
 from .config import apply_sets
-from .grid import (SYNTAX, _FINAL, cancel_grid, format_table, get_grid, grid_csv, grid_dir, grid_table, list_grids,
+from .grid import (SYNTAX, _FINAL, cancel_grid, format_markdown, format_table, get_grid, grid_csv, grid_dir, grid_table, list_grids,
                    parse_scenarios, submit_grid, write_results)
 
 
@@ -153,11 +153,13 @@ def add_commands(sub) -> None:
                    help="run every cell again even where the same configuration already finished")
     p.set_defaults(func=_cmd_grid)
 
-    p = sub.add_parser("grid-show", help="a grid's scenario x method table (or --csv, --json)")
+    p = sub.add_parser("grid-show", help="a grid's scenario x method table (or --csv, --json, --markdown)")
     p.add_argument("id")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--csv", action="store_true", help="one row per (scenario, method)")
     g.add_argument("--json", action="store_true", help="the whole table as JSON")
+    g.add_argument("--markdown", action="store_true",
+                   help="a markdown row per scenario: tolerances, EC's distance, the closest forgetting baseline")
     p.set_defaults(func=_cmd_show)
 
     p = sub.add_parser("grid-cancel", help="cancel a grid's queued and running cells")
@@ -210,6 +212,8 @@ def _cmd_show(args) -> int:
         sys.stdout.write(grid_csv(table))
     elif args.json:
         print(json.dumps(store.json_safe(table), indent=1, allow_nan=False))
+    elif args.markdown:
+        print(format_markdown(table))
     else:
         print(format_table(table))
     return 0

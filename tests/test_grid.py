@@ -147,3 +147,30 @@ def test_grid_command_runs_every_cell_once_with_two_workers(home):
     listed = cli(home, "grids")
     assert listed.returncode == 0 and g["id"] in listed.stdout and "done" in listed.stdout
     assert cli(home, "grid-cancel", g["id"]).stdout.strip().endswith("0 cell(s) cancelled")
+
+
+def test_markdown_rows_read_the_closest_forgetting_baseline_and_the_tolerances():
+    """grid-show --markdown (the README's scenario tables): per scenario the tolerances, EC's distance,
+    the closest baseline among those that forget (a closer one that does not forget is passed over)."""
+    from tests import fixtures_store as FS
+    res = FS.make_results("compare", FS.METHODS)
+    rows = {n: run_summary(res, n) for n in ["original", "retrain"] + FS.METHODS}
+    flags = {n: grid.run_flags(rows, n) for n in FS.METHODS}
+    cell = {"scenario": "3+5:1", "state": "done", "job_id": "j-x", "rows": rows, "flags": flags}
+    text = grid.format_markdown({"cells": [cell, {"scenario": "r0.1:0", "state": "failed", "job_id": "j-y"}]})
+    head, rule, row, failed = text.splitlines()
+    assert head.count("|") == rule.count("|") == row.count("|") == 7
+    cols = [c.strip() for c in row.strip("|").split("|")]
+    assert cols[0] == "classes 3+5, seed 1"
+    assert failed.startswith("| random 10%, seed 0 | failed")
+    tol = [g["tol"] for g in rows["retrain"]["gaps"] if g["inner"]]
+    assert cols[1] == " / ".join(f"{t:.3f}" for t in tol)
+    assert cols[2].startswith(f"{rows['ec']['distance']:.3f} ({rows['ec']['worst_layer']} ")
+    base = [n for n in FS.METHODS if n != "ec"]
+    forgetting = [n for n in base if flags[n]["forgets"]]
+    best = min(forgetting, key=lambda n: rows[n]["distance"])
+    assert cols[3].startswith(f"{rows[best]['distance']:.3f} (")
+    assert cols[4].startswith(f"{len(forgetting)} of {len(base)}: ")
+    assert len(forgetting) < len(base)  # the fixture has a baseline that does not forget, left out
+    from engine.catalog import display_name
+    assert cols[5] == (", ".join(display_name(n) for n in FS.METHODS if flags[n]["like_retrain"]) or "no run")
