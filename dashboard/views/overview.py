@@ -12,12 +12,13 @@ cols[0].metric("Data set", str(s.get("dataset", "?")))
 cols[1].metric("Model", str(s.get("arch", "?")))
 cols[2].metric("Forget request", logic.forget_label(s))
 cols[3].metric("Seed", str(s.get("seed", "?")))
-cols[4].metric("Device", str(s.get("device", "?")) + (f" · {s['threads']} threads" if s.get("threads") else ""),
-               help="Torch's CPU threads set the order of floating-point sums; another thread count moves the "
-                    "readings (by up to 0.06 in the distance to retrain on teach), so compare runs made alike.")
+THREADS_HELP = ("Torch's CPU threads set the order of floating-point sums; another thread count moves the readings "
+                "(by up to 0.06 in the distance to retrain on teach), so compare runs made with the same count.")
+cols[4].metric("Device", str(s.get("device", "?")), help=THREADS_HELP)
 st.caption(f"Job `{job['id']}` ({job.get('kind')}) · {s.get('n_train', '?')} training samples: "
            f"{s.get('n_forget', '?')} to forget, {s.get('n_retain', '?')} to retain · {s.get('n_test', '?')} test samples "
-           f"· finished {logic.fmt_time(data.jt(job, 'finished'))}")
+           + (f"· {s['threads']} torch threads " if s.get("threads") else "")
+           + f"· finished {logic.fmt_time(data.jt(job, 'finished'))}", help=THREADS_HELP if s.get("threads") else None)
 
 st.info("**Superficial forgetting**: a method can bring forget accuracy to retrain's level at the logits while "
         "its intermediate layers still hold the forgotten data: their features stay similar to the original "
