@@ -17,6 +17,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -62,6 +63,13 @@ def scenario_numbers(res: dict) -> dict:
             "test_acc_original": runs["original"]["metrics"]["test_acc"]}
 
 
+def reproduce_command(scenarios: list[str], sets: list[str]) -> str:
+    """The command that measures these scenarios again. `--from` and `--out` are left out: their paths
+    are the measuring machine's (often temporary) files, meaningless elsewhere."""
+    return shlex.join(["python", "bench/bench_where.py", *(a for n in scenarios for a in ("--scenario", n)),
+                       *(a for kv in sets for a in ("--set", kv))])
+
+
 def run_comparison(name: str, sets: list[str]) -> tuple[dict, float]:
     from engine.config import apply_sets
     from engine.events import JobContext
@@ -98,7 +106,7 @@ def main() -> None:
         print(f"{name:<28} retrain inner CKA {row['retrain_cka_mean']:.3f}  probe original/retrain "
               f"{row['probe_original']:.2f}/{row['probe_retrain']:.2f}  median excess per layer "
               + ", ".join(f"{p} {v:+.3f}" for p, v in row["median_excess"].items()), flush=True)
-    doc = {"measured": datetime.date.today().isoformat(), "command": "python bench/bench_where.py " + " ".join(sys.argv[1:]),
+    doc = {"measured": datetime.date.today().isoformat(), "command": reproduce_command(args.scenario, args.set),
            "scenarios": scenarios}
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {args.out}")

@@ -60,7 +60,12 @@ def _store_uploads(orig, retr, unl, stored: list) -> dict:
     return out
 
 
-def section() -> None:
+def section(preset: str) -> None:
+    """The form; its preset follows `preset` (the Launch form's, the scenario on screen) until the user
+    picks another here: a fixed first choice (digits) under a teach Launch form read as a mismatch."""
+    ss = st.session_state
+    if ss.get("a_preset") in (None, ss.get("_a_preset_followed")):
+        ss["a_preset"] = ss["_a_preset_followed"] = preset
     st.divider()
     st.subheader("Audit")
     st.caption("Did *your* model forget? Measure an original, optionally a retrained oracle, and unlearned models "

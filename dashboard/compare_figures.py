@@ -42,18 +42,17 @@ def tradeoff_scatter(rows: Sequence[Mapping], x_key: str = "worst_gap", y_key: s
     (short form, on hover; a method's settings are shades of its colour under one legend entry, so a
     sweep's trials do not fill the legend), "worst_layer" (on hover) and "damaging" (True: drawn as an
     x, never on the front, as the sweeps do). The axes fit the runs that count: a damaging run beyond
-    them is drawn on the frame's edge, its true values on hover. The front minimises |x|; retrain is the
-    dashed line at 0."""
+    them is drawn on the edge of their span, inside the frame's padding (fit_axis), its true values on
+    hover. The front minimises |x|; retrain is the dashed line at 0."""
     xs = [_num(r.get(x_key)) for r in rows]
     ys = [_num(r.get(y_key)) for r in rows]
     ok = [not r.get("damaging") for r in rows]
     front_x = [abs(x) for x in xs]
     front = pareto_front([x if k else None for x, k in zip(front_x, ok)], [y if k else None for y, k in zip(ys, ok)])
     counted = [i for i, k in enumerate(ok) if k] or list(range(len(rows)))
-    yr = retain_range([ys[i] for i in counted])
-    lim = 1.15 * max([abs(xs[i]) for i in counted if not math.isnan(xs[i])] + [0.02])  # symmetric about retrain (0)
-    shown_x = [_clamp(x, -lim, lim) for x in xs]
-    shown_y = [_clamp(y, *yr) for y in ys]
+    shown_y, yr = fit_axis(ys, retain_span([ys[i] for i in counted]), RETAIN_PAD)
+    lim = max([abs(xs[i]) for i in counted if not math.isnan(xs[i])] + [0.02])  # symmetric about retrain (0)
+    shown_x, xr = fit_axis(xs, (-lim, lim), GAP_PAD)
     fig = go.Figure()
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
@@ -86,36 +85,36 @@ def tradeoff_scatter(rows: Sequence[Mapping], x_key: str = "worst_gap", y_key: s
     fig.add_vline(x=0, line=dict(color="#222", width=2, dash="dash"), annotation_text="retrain",
                   annotation_position="top")
     fig.update_xaxes(title="distance to retrain: forget CKA gap at the worst inner layer, signed "
-                           "(0 = like retrain; below 0 = pushed past it, distorted)", range=[-lim, lim], tickformat="+.2f")
+                           "(0 = like retrain; below 0 = pushed past it, distorted)", range=xr, tickformat="+.2f")
     fig.update_yaxes(title="retain accuracy", tickformat=".0%", range=yr)
     fig = _legend_right(_layout(fig, "Trade-off: retain accuracy vs distance to retrain (worst layer)", height=440))
     fig.update_layout(legend=dict(itemsizing="constant"))  # front points are larger; legend symbols are not
     return fig
 
 
-def _span_range(lo: float, hi: float, min_span: float, pad_frac: float,
-                bounds: tuple[float, float]) -> list[float]:
-    """[lo, hi] widened to at least `min_span` (kept inside `bounds` where possible), then padded on
-    both sides by `pad_frac` of the span, so no point sits on the frame."""
-    if hi - lo < min_span:
-        mid = 0.5 * (lo + hi)
-        lo, hi = mid - min_span / 2, mid + min_span / 2
-        if lo < bounds[0]:
-            lo, hi = bounds[0], bounds[0] + min_span
-        elif hi > bounds[1]:
-            lo, hi = bounds[1] - min_span, bounds[1]
+RETAIN_PAD = 0.08  # of the span on each side: at 440 px about 20 px, more than a front marker's radius (7 px + line)
+GAP_PAD = 0.075  # the gap axis is wider than it is tall: the same room or more
+
+
+def fit_axis(values: Sequence[float], span: tuple[float, float], pad_frac: float) -> tuple[list[float], list[float]]:
+    """(where each value is drawn, the axis range): a value outside `span` is drawn on its edge (its true
+    value on hover), and the range adds `pad_frac` of the span on both sides, so every marker, the
+    clamped ones too, has room inside the frame instead of being cut by it."""
+    lo, hi = span
     pad = pad_frac * (hi - lo)
-    return [lo - pad, hi + pad]
+    return [_clamp(float(v), lo, hi) for v in values], [lo - pad, hi + pad]
 
 
-def retain_range(ys: Sequence[float]) -> list[float]:
-    """The retain-accuracy axis of the trade-off scatter: from the lowest value (at most 95%) up to
-    100%, padded by 8% of that span, so runs near 100% never sit on the top edge and a single run does
-    not get an axis from -50% to 150%."""
+def retain_span(ys: Sequence[float | None]) -> tuple[float, float]:
+    """The retain accuracies the trade-off scatter's axis spans: from the lowest (at most 95%) up to
+    100%, so a single run does not get an axis from -50% to 150%."""
     fy = [float(v) for v in ys if v is not None and not math.isnan(float(v))]
-    lo = min(min(fy), 0.95) if fy else 0.0
-    hi = max(max(fy), 1.0) if fy else 1.0
-    return _span_range(lo, hi, 0.05, 0.08, (0.0, 1.0))
+    return (min(min(fy), 0.95), max(max(fy), 1.0)) if fy else (0.0, 1.0)
+
+
+def retain_range(ys: Sequence[float | None]) -> list[float]:
+    """The retain-accuracy axis range of the trade-off scatter (retain_span, padded)."""
+    return fit_axis([], retain_span(ys), RETAIN_PAD)[1]
 
 
 def per_class_bars(run_acc: Sequence[float], orig_acc: Sequence[float] | None, run: str,

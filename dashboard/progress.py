@@ -1,10 +1,11 @@
 """The first start, stage by stage: a checklist of a comparison's stages with a rough time estimate,
-from the job's events and its partial results. Pure functions (no Streamlit)."""
+from the job's events and its partial results; the progress bar's stage in words with its epoch.
+Pure functions (no Streamlit)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .facts import RETRAIN_NOISE_RUN as RETRAIN_NOISE
+from .facts import RETRAIN_NOISE_RUN as RETRAIN_NOISE, display_name
 from .logic import NOISE, num
 
 # (key, label, rough seconds for the digits default on a 2-core CPU, README "Measured figures")
@@ -85,3 +86,54 @@ def checklist_markdown(check: Mapping) -> str:
         lines.append(f"About **{max(5, int(round(eta / 5.0)) * 5)} s** left (typical for digits on a 2-core CPU; "
                      "cached base models skip their stages).")
     return "  \n".join(lines)
+
+
+# The job's stage as the worker writes it ("stage" or "stage: name", engine/jobs/context.py) in words:
+# a raw "original_seed2" told a first-time user nothing, and its long training looked stuck.
+STAGE_WORDS = {
+    "data": "loading the data",
+    "original": "training the original model",
+    "retrain": "training the retrained model (the gold standard)",
+    "aux": "pretraining EC's auxiliary modules",
+    "method": "unlearning with",
+    "calibrate": "calibrating the learning rate of",
+    "eval": "evaluating",
+    NOISE: "second original (another seed): the training-noise reference",
+    RETRAIN_NOISE: "second retrain (another seed): the tolerance reference",
+    "embed": "embedding the penultimate features",
+    "done": "done",
+}
+_RUN_WORDS = {"original": "the original model", "retrain": "the retrained model", "relearn": "the relearning test"}
+
+
+def stage_label(stage: str | None, kind: str | None = None) -> str:
+    """'method: ft' -> 'unlearning with FT', 'original_seed2' -> 'second original (another seed): ...';
+    a stage the engine does not write (a grid's "3 of 8 comparisons done") is returned as it is."""
+    key, _, name = (stage or "").partition(": ")
+    words = STAGE_WORDS.get(key)
+    if words is None:
+        return stage or ""
+    if kind == "audit" and key in ("original", "method"):  # an audit loads its models, it trains none
+        return f"loading {_RUN_WORDS.get(name or key) or display_name(name)}"
+    if key in ("method", "calibrate", "eval") and name:
+        return f"{words} {_RUN_WORDS.get(name) or display_name(name)}"
+    if key in ("data", "embed") and name:
+        return f"{words} ({name.upper() if key == 'embed' else name})"
+    return words
+
+
+def epoch_text(events: Sequence[Mapping]) -> str:
+    """'epoch 3 of 12' from the newest event that counts epochs since the stage shown began; a
+    finished model's count is not the next stage's. A base model announces its stage again after
+    each epoch, so the stage began at the first of its latest run of announcements."""
+    stages = [i for i, e in enumerate(events) if e.get("type") == "stage"]
+    if not stages:
+        return ""
+    same = (events[stages[-1]].get("stage"), events[stages[-1]].get("name"))
+    start = stages[-1]
+    for i in reversed(stages):
+        if (events[i].get("stage"), events[i].get("name")) != same:
+            break
+        start = i
+    ev = next((e for e in reversed(events[start:]) if e.get("epoch") and e.get("epochs")), None)
+    return f"epoch {ev['epoch']} of {ev['epochs']}" if ev else ""

@@ -189,7 +189,8 @@ def require_results() -> tuple[dict, dict] | None:
     if newest is not None and newest["id"] != job["id"] and (data.jt(newest, "created") or 0) > (data.jt(job, "created") or 0):
         if newest["state"] in logic.ACTIVE_STATES:
             st.info(f"A newer comparison (job `{newest['id']}`) is {newest['state']}: "
-                    f"{100 * (newest.get('progress') or 0):.0f}% ({newest.get('stage') or 'waiting'}). "
+                    f"{100 * (newest.get('progress') or 0):.0f}% "
+                    f"({progress.stage_label(newest.get('stage'), newest.get('kind')) or 'waiting'}). "
                     "These pages show the newest finished one until then.", icon=":material/hourglass_top:")
         elif newest["state"] == "failed":
             st.warning(f"The newest comparison (job `{newest['id']}`) failed: {text.md(newest.get('error') or 'no message')}",
@@ -263,21 +264,22 @@ def _computing_fragment(job_id: str) -> None:
     job = data.get_job(job_id)
     if job is None:
         return
-    progress_block(job)
+    events = data.events_since(job_id)
+    progress_block(job, events)  # with the events: the epoch of a long training (a second original: minutes)
     if job["state"] not in logic.ACTIVE_STATES:
         data.invalidate_jobs()
         st.rerun(scope="app")
     if job.get("kind") == "compare":
-        _first_results(job)
+        _first_results(job, events)
 
 
-def _first_results(job: dict) -> None:
+def _first_results(job: dict, events: list[dict]) -> None:
     """The stage checklist with an estimate, and the rows that exist already: the reference rows
     once original and retrain are evaluated, then each method as soon as it is evaluated."""
     part = data.partial(job["id"])
     spec = job.get("spec") or {}
     n = len(spec.get("methods") or []) or 10
-    check = progress.checklist(data.events_since(job["id"]), n, part, job["state"], time.time(),
+    check = progress.checklist(events, n, part, job["state"], time.time(),
                                (spec.get("config") or {}).get("preset"))
     st.markdown(progress.checklist_markdown(check))
     if not part:
@@ -296,15 +298,18 @@ def _first_results(job: dict) -> None:
 
 def progress_block(job: dict, events: list[dict] | None = None) -> None:
     p = float(job.get("progress") or 0.0)
-    stage = job.get("stage") or ("waiting for the worker" if job["state"] == "queued" else "")
+    stage = (progress.stage_label(job.get("stage"), job.get("kind"))
+             or ("waiting for the worker" if job["state"] == "queued" else ""))
+    epoch = progress.epoch_text(events or [])
     msg = ""
     if events:
         ev = logic.last_stage(events)
-        if ev and ev.get("message"):
+        # a training message ("training original_seed2: epoch 3/12") repeats the label and the count
+        if ev and ev.get("message") and "epoch" not in ev["message"]:
             msg = f" — {ev['message']}"
     took = logic.elapsed(job) if job.get("state") == "running" else ""
-    st.progress(min(1.0, max(0.0, p)), text=f"{job['state']} · {100 * p:.0f}% · {stage}{msg}"
-                                            + (f" · {took}" if took else ""))
+    st.progress(min(1.0, max(0.0, p)), text=f"{job['state']} · {100 * p:.0f}% · {stage}"
+                                            + (f" · {epoch}" if epoch else "") + msg + (f" · {took}" if took else ""))
 
 
 def job_error(job: dict) -> None:

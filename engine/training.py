@@ -211,7 +211,7 @@ def _loop(method, plugins: list[Plugin], state: LoopState, epochs: int, lr: floa
             now = time.monotonic()
             if now - last_emit > 0.5:
                 last_emit = now
-                state.job.emit({"type": "step", "run": run_name, "epoch": epoch + 1, "step": step + 1,
+                state.job.emit({"type": "step", "run": run_name, "epoch": epoch + 1, "epochs": epochs, "step": step + 1,
                                 "steps": steps, "loss": logs["loss"],
                                 "fraction": (epoch + (step + 1) / steps) / epochs})
         method.after_epoch(state)

@@ -186,8 +186,27 @@ def test_computing_state_shows_progress(store):
     assert "Computing the default comparison" in texts(at)
     bar = at.get("progress")[0]
     assert bar.value == 42 or bar.value == pytest.approx(0.42)
-    assert "method: ft" in bar.proto.text
+    assert "running · 42% · unlearning with FT" in bar.proto.text  # the stage in words, not "method: ft"
     assert not at.get("button") or all(b.key != "queue_default" for b in at.button)
+
+
+def test_computing_progress_names_a_long_stage_and_counts_its_epochs(store):
+    """A second original (the training-noise reference) trains for minutes at 90%: its raw name alone
+    ("original_seed2") looked stuck; the bar says what it is and which epoch it is on."""
+    from dashboard.logic import NOISE
+    _, ids = store("computing")
+    now = FS.time.time()
+    FS._set_job(ids["compare"], "running", now - 600, now - 598, progress=0.9, stage=NOISE, events=[
+        {"type": "stage", "stage": NOISE, "name": NOISE, "fraction": 0.0,
+         "message": f"training {NOISE} on 1800 samples (12 epochs)"},
+        {"type": "epoch", "run": NOISE, "epoch": 2, "epochs": 12, "fraction": 2 / 12, "losses": {"loss": 0.4}},
+        {"type": "stage", "stage": NOISE, "name": NOISE, "fraction": 2 / 12,
+         "message": f"training {NOISE}: epoch 2/12, loss 0.400"},
+        {"type": "step", "run": NOISE, "epoch": 3, "epochs": 12, "step": 4, "steps": 8, "fraction": 2.5 / 12}])
+    at = app("overview")
+    bar = at.get("progress")[0].proto.text
+    assert "90% · second original (another seed): the training-noise reference · epoch 3 of 12" in bar
+    assert NOISE not in bar
 
 
 def test_failed_comparison_shows_error_and_requeue(store):
@@ -413,6 +432,24 @@ print("TORCH", "torch" in sys.modules, "UMAP", "umap" in sys.modules)
 
 
 # -- retrain as the zero point, settings, warnings (issue 13) -------------------------------------------
+
+def test_layers_distance_table_shows_every_row_without_an_inner_scroll(store, monkeypatch):
+    """At the default height (ten rows) the table scrolled inside itself and EC's row could sit below
+    the fold; its height follows its content. AppTest keeps no element height, so st.dataframe is watched."""
+    import streamlit as st
+    real, calls = st.dataframe, {}
+
+    def watch(data=None, *args, **kw):
+        calls[kw.get("key")] = (data, kw)
+        return real(data, *args, **kw)
+
+    monkeypatch.setattr(st, "dataframe", watch)
+    store("full")
+    app("layers")
+    table, kw = calls["ly_distance"]
+    assert len(table) > 10 and "EC" in list(table["Run"])  # more rows than the default height shows
+    assert kw.get("height") == "content"
+
 
 def test_layers_default_view_is_centred_on_retrain(store):
     store("full")
@@ -825,8 +862,21 @@ def test_launch_and_sweeps_default_to_the_scenario_on_screen(store):
     FS._set_job(job["id"], "done", now - 10, now - 9, now)
     from dashboard import data as D
     D.invalidate_jobs()  # the job list is cached for a second
-    assert app("launch").selectbox(key="l_preset").value == "teach"
+    at = app("launch")
+    assert at.selectbox(key="l_preset").value == "teach"
+    assert at.selectbox(key="a_preset").value == "teach"  # the Audit form below it too, not the first choice
     assert app("sweep").selectbox(key="sw_new_preset").value == "teach"
+
+
+def test_audit_form_follows_the_launch_preset_until_picked_itself(store):
+    store("full")
+    at = app("launch")
+    at.selectbox(key="l_preset").set_value("teach").run()
+    assert at.selectbox(key="a_preset").value == "teach"
+    at.selectbox(key="a_preset").set_value("mnist")
+    at.button(key="a_submit").click().run()  # a form sends its values on submit (refused here: no model given)
+    at.selectbox(key="l_preset").set_value("digits").run()
+    assert at.selectbox(key="l_preset").value == "digits" and at.selectbox(key="a_preset").value == "mnist"
 
 
 def test_teach_queues_the_same_comparison_forgetting_another_class(store):

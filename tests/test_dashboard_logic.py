@@ -284,3 +284,49 @@ def test_seed_band_reads_the_noise_reference_or_nothing():
     line = L.seed_band_text(res, ["block1", "block2"])
     assert "CKA 0.991 / 0.950 to the original (block1, block2" in line
     assert L.seed_band_text({}, ["block1"]) is None
+
+
+# -- the progress bar's stage and epoch (dashboard/progress.py) ------------------------------------
+
+def test_every_stage_the_engine_writes_reads_in_words():
+    """The bar showed the job's raw stage ("90% · original_seed2"); each stage the engine emits has words."""
+    import re
+    from pathlib import Path
+    from dashboard import progress as PR
+    from engine.results import NOISE_RUN, RETRAIN_NOISE_RUN
+    engine = Path(__file__).resolve().parent.parent / "engine"
+    literal = {m for f in engine.rglob("*.py") for m in re.findall(r'"stage": "(\w+)"', f.read_text())}
+    assert literal >= {"data", "aux", "eval", "method", "calibrate", "embed"}
+    assert literal | {"original", "retrain", NOISE_RUN, RETRAIN_NOISE_RUN} <= set(PR.STAGE_WORDS)
+    # as the worker writes them: "stage", or "stage: name" when the name differs (engine/jobs/context.py)
+    written = ["data: digits", "original", "retrain", "aux", "eval: original", "eval: retrain", "calibrate: scrub",
+               "method: ft+ec", "eval: relearn", NOISE_RUN, RETRAIN_NOISE_RUN, "embed: umap"]
+    assert [PR.stage_label(s) for s in written] == [
+        "loading the data (digits)", "training the original model", "training the retrained model (the gold standard)",
+        "pretraining EC's auxiliary modules", "evaluating the original model", "evaluating the retrained model",
+        "calibrating the learning rate of SCRUB", "unlearning with FT + EC", "evaluating the relearning test",
+        "second original (another seed): the training-noise reference",
+        "second retrain (another seed): the tolerance reference", "embedding the penultimate features (UMAP)"]
+    assert PR.stage_label("original: retrain", "audit") == "loading the retrained model"  # an audit trains nothing
+    assert PR.stage_label("method: mine", "audit") == "loading mine"
+    assert PR.stage_label("3 of 8 comparisons done") == "3 of 8 comparisons done"  # not a stage: as it is
+    assert PR.stage_label(None) == ""
+
+
+def test_epoch_count_belongs_to_the_stage_shown():
+    from dashboard import progress as PR
+    evs = [{"type": "stage", "stage": "original", "name": "original", "fraction": 1.0, "message": "cached"},
+           {"type": "stage", "stage": "retrain", "name": "retrain", "fraction": 0.0},
+           {"type": "step", "run": "retrain", "epoch": 1, "epochs": 12, "step": 3, "steps": 8}]
+    assert PR.epoch_text(evs) == "epoch 1 of 12"
+    evs += [{"type": "epoch", "run": "retrain", "epoch": 1, "epochs": 12},
+            {"type": "stage", "stage": "retrain", "name": "retrain", "fraction": 1 / 12},  # announced per epoch
+            {"type": "step", "run": "retrain", "epoch": 2, "epochs": 12, "step": 1, "steps": 8}]
+    assert PR.epoch_text(evs) == "epoch 2 of 12"
+    evs.append({"type": "stage", "stage": "eval", "name": "retrain", "fraction": 0.5})
+    assert PR.epoch_text(evs) == ""  # retrain's count is not its evaluation's
+    evs.append({"type": "stage", "stage": "aux", "name": "aux", "fraction": 0.3, "epoch": 3, "epochs": 10})
+    assert PR.epoch_text(evs) == "epoch 3 of 10"
+    assert PR.epoch_text([{"type": "stage", "stage": "method", "name": "ft"},
+                          {"type": "step", "run": "ft", "epoch": 1, "step": 2}]) == ""  # no total: no count
+    assert PR.epoch_text([]) == ""

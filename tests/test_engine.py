@@ -125,6 +125,26 @@ def test_every_method_runs_a_few_steps(name):
     assert [e["epoch"] for e in ctx.events if e["type"] == "epoch"] == [1, 2]
 
 
+def test_progress_events_carry_the_epoch_and_the_total(monkeypatch):
+    """The progress bar says "epoch n of N" from the newest event (dashboard/progress.py): the step
+    events within an epoch carry the total too, and so do the auxiliary modules' stage events."""
+    import itertools
+    import types
+    from engine import training
+    from engine.methods.ec.aux import pretrain_aux
+    clock = itertools.count(0.0, 1.0)  # every step is 0.5 s past the last report: each one reports
+    monkeypatch.setattr(training, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
+    cfg = _tiny_cfg()
+    state = _tiny_state(cfg)
+    state.job = ctx = CollectingContext()
+    run_loop(create_method("ft", cfg), state, epochs=2, lr=0.01, momentum=0.9, weight_decay=5e-4, run_name="ft")
+    steps = [e for e in ctx.events if e["type"] == "step"]
+    assert steps and {(e["epoch"], e["epochs"]) for e in steps} == {(1, 2), (2, 2)}
+    ctx = CollectingContext()
+    pretrain_aux(state.original, state.x, state.y, 4, 16, epochs=2, lr=0.01, job=ctx)
+    assert [(e["epoch"], e["epochs"]) for e in ctx.events if e.get("stage") == "aux"] == [(1, 2), (2, 2)]
+
+
 def test_salun_leaves_masked_out_weights_exactly_unchanged():
     cfg = _tiny_cfg(**{"methods.salun.mask_ratio": 0.3})
     state = _tiny_state(cfg)

@@ -260,5 +260,18 @@ def test_the_where_it_appears_asset_is_the_bench_scripts():
     doc = W.load()
     assert doc is not None, "assets/where_it_appears.json: run bench/bench_where.py"
     assert doc["command"].startswith("python bench/bench_where.py")
+    # a command anyone can run: no handed-in results of the measuring machine (it named /tmp/meas/... files)
+    assert "--from" not in doc["command"] and "/tmp" not in doc["command"]
     assert {sc["dataset"] for sc in doc["scenarios"]} >= {"teach", "digits", "fashion-mnist"}
     assert len(W.rows(doc)) == len(doc["scenarios"])
+
+
+def test_bench_where_stores_a_reproducible_command():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "bench" / "bench_where.py"
+    spec = importlib.util.spec_from_file_location("bench_where", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.reproduce_command(["teach", "fashion-mnist:narrow_resnet"], ["eval.umap=false"]) == (
+        "python bench/bench_where.py --scenario teach --scenario fashion-mnist:narrow_resnet --set eval.umap=false")

@@ -302,8 +302,8 @@ def test_old_format_sweep_rows_are_listed_as_recorded_and_labelled():
 
 
 def test_tradeoff_axes_fit_the_runs_that_count():
-    """Issue 22: a damaging run kept off the front no longer stretches the axes; it sits on the frame's
-    edge with its true values on hover."""
+    """Issue 22: a damaging run kept off the front no longer stretches the axes; it sits on the edge of
+    the counted runs' span, inside the frame (on the frame itself its marker was cut), true values on hover."""
     rows = [{"name": "ec", "id": "a/ec", "worst_gap": -0.05, "retain_acc": 0.99},
             {"name": "ft", "id": "a/ft", "worst_gap": 0.04, "retain_acc": 0.98},
             {"name": "ga", "id": "a/ga", "worst_gap": -0.9, "retain_acc": 0.31, "damaging": True}]
@@ -311,5 +311,22 @@ def test_tradeoff_axes_fit_the_runs_that_count():
     xr, yr = fig.layout.xaxis.range, fig.layout.yaxis.range
     assert xr[1] < 0.1 and yr[0] > 0.8
     ga = next(t for t in fig.data if t.name == "GA")
-    assert ga.x[0] == pytest.approx(xr[0]) and ga.y[0] == pytest.approx(yr[0])
+    assert ga.x[0] == pytest.approx(-0.05) and ga.y[0] == pytest.approx(0.95)  # the span's edges
+    assert _inside_with_margin([ga.x[0]], xr) and _inside_with_margin([ga.y[0]], yr)
     assert list(ga.customdata[0][4:]) == ["-0.900", "31.0%"]
+
+
+def test_fit_axis_leaves_room_for_a_marker_at_the_edge():
+    """GA's marker was cut at the bottom of the 95-100% retain axis: every drawn point, one at the
+    span's edge and one clamped onto it, lies inside the range by more than a marker's radius."""
+    span = CF.retain_span([0.95, 0.99, 1.0])
+    shown, yr = CF.fit_axis([0.95, 1.0, 0.31], span, CF.RETAIN_PAD)
+    assert span == (0.95, 1.0) and shown == [0.95, 1.0, 0.95]
+    assert _inside_with_margin(shown, yr) and CF.retain_range([0.95, 0.99, 1.0]) == yr
+    fig = CF.tradeoff_scatter([{"name": "ec", "id": "a", "worst_gap": 0.01, "retain_acc": 0.99},
+                               {"name": "ga", "id": "b", "worst_gap": 0.3, "retain_acc": 0.31, "damaging": True}])
+    assert list(fig.layout.yaxis.range) == yr
+    px_per_unit = (fig.layout.height - fig.layout.margin.t - fig.layout.margin.b) / (yr[1] - yr[0])
+    assert (min(shown) - yr[0]) * px_per_unit > 14 / 2 + 2  # a front marker: size 14, outline 2
+    shown_x, xr = CF.fit_axis([0.3, -0.02], (-0.02, 0.02), CF.GAP_PAD)
+    assert shown_x == [0.02, -0.02] and _inside_with_margin(shown_x, xr)

@@ -3,7 +3,8 @@ before anything is queued), live progress of the job in the URL (?job=), cancel,
 import pandas as pd
 import streamlit as st
 
-from dashboard import audit_form, calibration, data, figures, launch_spec, logic, runinfo, text, verdict, widgets
+from dashboard import (audit_form, calibration, data, figures, launch_spec, logic, progress, runinfo, text, verdict,
+                       widgets)
 from dashboard.facts import (CONTRASTIVE_KNOBS, DATASET_CLASSES, METHOD_NAMES, METHODS, SUPERVISION_POINTS, ConfigError,
                              class_names, make_config, method_knobs, reads_ec)
 
@@ -478,7 +479,8 @@ def _jobs_table() -> None:
     jobs = data.jobs()[:30]
     df = pd.DataFrame([{
         "Job": j["id"], "What": _what(j), "State": j["state"],
-        "Progress": 100.0 * float(j.get("progress") or 0.0), "Stage": j.get("stage") or "",
+        "Progress": 100.0 * float(j.get("progress") or 0.0),
+        "Stage": progress.stage_label(j.get("stage"), j.get("kind")),
         "Created": logic.fmt_time(data.jt(j, "created")),
     } for j in jobs])
     # No error column: it would be cut off; the errors of failed jobs are listed in full below.
@@ -495,5 +497,5 @@ restore_from_url()
 apply_prefill()
 form()
 watched()  # the queued job's progress right below the form that queued it
-audit_form.section()
+audit_form.section(ss["l_preset"])
 recent_jobs()

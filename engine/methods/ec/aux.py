@@ -75,7 +75,7 @@ def pretrain_aux(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes
         if job is not None:
             job.check()
             job.emit({"type": "stage", "stage": "aux", "name": "aux", "fraction": (epoch + 1) / epochs,
-                      "message": f"auxiliary modules epoch {epoch + 1}/{epochs}"})
+                      "epoch": epoch + 1, "epochs": epochs, "message": f"auxiliary modules epoch {epoch + 1}/{epochs}"})
     with torch.no_grad():
         acc = {p: (aux.head(p).classifier(f).argmax(1) == y).float().mean().item() for p, f in zip(aux.points, feats)}
     return aux, {"aux_train_acc": acc}
