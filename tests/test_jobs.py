@@ -313,10 +313,31 @@ def test_progress_is_overall_and_monotonic():
            {"type": "epoch", "fraction": 0.1},  # relearning inside eval: never goes back
            {"type": "stage", "stage": "embed", "fraction": 0.0}]
     vals = [p.update(e) for e in seq]
-    assert vals[0] == pytest.approx(0.15) and vals[2] == pytest.approx(0.5)
-    assert vals[4] == pytest.approx(0.6 + 0.3 * 0.25) and vals[6] == pytest.approx(0.6 + 0.3 * 0.75)
-    assert all(b >= a for a, b in zip(vals, vals[1:])) and vals[-1] == pytest.approx(0.96)
+    span = jobs.Progress.SPANS
+    (o0, o1), (_, r1), (m0, m1) = span["original"], span["retrain"], span["method"]
+    assert vals[0] == pytest.approx(o0 + 0.5 * (o1 - o0)) and vals[2] == pytest.approx(r1)
+    assert vals[4] == pytest.approx(m0 + (m1 - m0) * 0.25) and vals[6] == pytest.approx(m0 + (m1 - m0) * 0.75)
+    assert all(b >= a for a, b in zip(vals, vals[1:])) and vals[-1] == pytest.approx(span["embed"][0])
     assert p.update({"type": "log", "message": "x"}) is None
+
+
+def test_progress_moves_through_calibration_and_the_noise_references():
+    """The bar sat at 90% for minutes while the second original and the second retrain trained (they had
+    no share of it), and did not move while a method was calibrated."""
+    p = jobs.Progress(n_methods=2)
+    span = jobs.Progress.SPANS
+    m0, m1 = span["method"]
+    p.update({"type": "stage", "stage": "method", "fraction": 0.0, "name": "ft"})
+    cal = [p.update({"type": "stage", "stage": "calibrate", "name": "ft", "fraction": i / 4}) for i in range(1, 4)]
+    assert cal == pytest.approx([m0 + (m1 - m0) * i / 8 for i in range(1, 4)])  # ft's half of the span
+    assert p.update({"type": "epoch", "fraction": 1.0}) is None  # a candidate's epochs are not progress
+    assert p.update({"type": "stage", "stage": "method", "fraction": 0.5, "name": "ec"}) == pytest.approx(
+        m0 + (m1 - m0) / 2)
+    assert p.update({"type": "epoch", "fraction": 0.5}) == pytest.approx(m0 + (m1 - m0) * 0.75)  # not calibrating
+    noise = [p.update({"type": "stage", "stage": s, "name": s, "fraction": f})
+             for s in ("original_seed2", "retrain_seed2") for f in (0.5, 1.0)]
+    lo, hi = span["original_seed2"][0], span["retrain_seed2"][1]
+    assert all(b > a for a, b in zip(noise, noise[1:])) and lo < noise[0] and noise[-1] == pytest.approx(hi)
 
 
 def test_cancel_flag_is_read_by_the_context(fake):

@@ -21,17 +21,22 @@ CANCEL_CACHE_S = 0.2
 class Progress:
     """Overall job progress (0..1, never going back) from the runner's stage-local fractions.
 
-    Stages run in this order; each gets a share of the bar. Cached base models skip theirs at once.
-    Epoch and step events belong to the stage announced last; in a compare job's "method" stage the
-    stage event's fraction says which method (i / n) and epochs advance within it."""
+    Stages run in this order; each gets a share of the bar, roughly its share of a comparison's time
+    (digits and teach: the methods most of it, the two noise references after them about a fifth).
+    Cached base models skip theirs at once. Epoch and step events belong to the stage announced last;
+    in a compare job's "method" stage the stage event's fraction says which method (i / n) and epochs
+    advance within it. A method's calibration ("calibrate" stage events, fraction = settings tried)
+    fills that method's slot; its candidates' own epochs are not progress (each starts again at 0)."""
 
-    SPANS = {"original": (0.0, 0.3), "retrain": (0.3, 0.5), "aux": (0.5, 0.55), "refs": (0.55, 0.6),
-             "method": (0.6, 0.9), "eval": (0.9, 0.96), "embed": (0.96, 1.0)}
+    SPANS = {"original": (0.0, 0.12), "retrain": (0.12, 0.22), "aux": (0.22, 0.26), "refs": (0.26, 0.28),
+             "method": (0.28, 0.8), "original_seed2": (0.8, 0.88), "retrain_seed2": (0.88, 0.95),
+             "eval": (0.95, 0.97), "embed": (0.97, 1.0)}
 
     def __init__(self, n_methods: int = 1):
         self.n = max(1, int(n_methods))
         self.stage: str | None = None
         self.method_index = 0
+        self.calibrating = False
         self.value = 0.0
 
     def update(self, event: dict) -> float | None:
@@ -43,15 +48,18 @@ class Progress:
         if frac is not None and math.isnan(frac):
             frac = None
         kind = event.get("type")
-        if kind == "stage":
-            self.stage = event.get("stage")
+        if kind == "stage" and event.get("stage") == "calibrate" and self.stage == "method":
+            self.calibrating = True
+            frac = None if frac is None else (self.method_index + frac) / self.n
+        elif kind == "stage":
+            self.stage, self.calibrating = event.get("stage"), False
             if self.stage == "eval" and event.get("name") in ("original", "retrain"):
                 self.stage = "refs"  # the reference rows are evaluated before the methods, not after
             if self.stage == "method" and frac is not None:
                 self.method_index = min(self.n - 1, int(round(frac * self.n)))
                 frac = self.method_index / self.n
         elif kind in ("epoch", "step") and self.stage == "method" and frac is not None:
-            frac = (self.method_index + frac) / self.n
+            frac = None if self.calibrating else (self.method_index + frac) / self.n
         span = self.SPANS.get(self.stage or "")
         if frac is None or span is None or kind not in ("stage", "epoch", "step"):
             return None
