@@ -387,7 +387,7 @@ def run_compare(cfg: RunConfig, methods: list[str], run_dir: Path, ctx: JobConte
     for i, name in enumerate(methods):
         label = cfg.label_of(name)
         ctx.emit({"type": "stage", "stage": "method", "name": label, "fraction": i / len(methods),
-                  "message": f"unlearning {i + 1}/{len(methods)}: {label}"})
+                  "message": f"method {i + 1} of {len(methods)}"})  # the bar names the method
         model, entry = calibrated_unlearn(sc, ev, bases, name, ctx, "compare", plugin=plugin)
         ctx.check()
         _evaluate_into(ev, model, entry, refs)

@@ -293,7 +293,7 @@ def build_store(home: str | os.PathLike, variant: str = "full") -> dict:
                  events=[{"type": "stage", "stage": "original", "name": "original", "fraction": 1.0,
                           "message": "training the original"},
                          {"type": "stage", "stage": "method", "name": "ft", "fraction": 0.42,
-                          "message": "unlearning 1/10: ft"}])
+                          "message": "method 1 of 10"}])
         return ids
     if variant == "failed":
         job = api.submit("compare", {"preset": "digits"})
@@ -312,7 +312,7 @@ def build_store(home: str | os.PathLike, variant: str = "full") -> dict:
     store.atomic_write_json(folder / "results.json", res)
     store.atomic_save_npz(folder / "arrays.npz", make_arrays(METHODS))
     evs = [{"type": "stage", "stage": "method", "name": m, "fraction": i / len(METHODS),
-            "message": f"unlearning {i + 1}/{len(METHODS)}: {m}"} for i, m in enumerate(METHODS)]
+            "message": f"method {i + 1} of {len(METHODS)}"} for i, m in enumerate(METHODS)]
     evs += _epoch_events(res, [(m, res["runs"][m]["history"]) for m in METHODS[-2:]])
     _set_job(cid, "done", now - 900, now - 890, now - 800, stage="done", events=evs)
 
