@@ -81,11 +81,9 @@ def flags(row: Mapping, original: Mapping | None, retrain: Mapping | None,
     if row.get("name") in REFERENCE:
         return []
     out = []
-    ra, ora = num(row.get("retain_acc")), num((original or {}).get("retain_acc"))
-    if ra is not None and ora is not None and ora - ra > RETAIN_DROP:
+    if facts.keeps_retain(row.get("retain_acc"), (original or {}).get("retain_acc")) is False:
         out.append("retain damaged")
-    fa, rfa = num(row.get("forget_acc")), num((retrain or {}).get("forget_acc"))
-    if fa is not None and rfa is not None and abs(fa - rfa) > FORGET_TOL:
+    if facts.forgets(row.get("forget_acc"), (retrain or {}).get("forget_acc")) is False:
         out.append("forget off retrain")
     if calibration.not_forgotten(row):
         out.append(calibration.NOT_REACHED)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from . import store
 from .config import ConfigError, deep_merge
-from .results import FORGET_TOL, REFERENCE, RETAIN_TOL, gaps_text, num, run_names, run_summary
+from .results import FORGET_TOL, REFERENCE, RETAIN_TOL, forgets, gaps_text, keeps_retain, num, run_names, run_summary
 
 SYNTAX = ("CLASS[+CLASS...]:SEED or rSHARE:SEED, comma-separated, e.g. 3:0,0:1 (class 3 seed 0, class 0 seed 1), "
           "3+5:0 (classes 3 and 5), r0.1:0 (a random 10% of the training samples)")
@@ -268,10 +268,8 @@ def cancel_grid(grid_id: str) -> int:
 def run_flags(rows: dict[str, dict], name: str) -> dict[str, bool]:
     """forgets / keeps_retain / like_retrain of one run, from the headline rows of its comparison."""
     r, orig, ret = rows[name], rows.get("original") or {}, rows.get("retrain") or {}
-    fa, rfa = num(r.get("forget_acc")), num(ret.get("forget_acc"))
-    ra, ora = num(r.get("retain_acc")), num(orig.get("retain_acc"))
-    return {"forgets": fa is not None and rfa is not None and abs(fa - rfa) <= FORGET_TOL + 1e-12,
-            "keeps_retain": ra is not None and ora is not None and ora - ra <= RETAIN_TOL + 1e-12,
+    return {"forgets": forgets(r.get("forget_acc"), ret.get("forget_acc")) is True,
+            "keeps_retain": keeps_retain(r.get("retain_acc"), orig.get("retain_acc")) is True,
             "like_retrain": r.get("within") is True}
 
 

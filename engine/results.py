@@ -299,6 +299,19 @@ ASSUMED_TOLERANCE = {"cka": 0.02, "probe": 0.05}
 # original's (beyond it the pages say "retain damaged").
 FORGET_TOL = 0.05
 RETAIN_TOL = 0.02
+_AT_LIMIT = 1e-9  # a drop equal to the limit is within it (1.0 - 0.98 is 0.020000000000000018 in floats)
+
+
+def forgets(forget_acc, retrain_forget_acc) -> bool | None:
+    """Forget accuracy within FORGET_TOL of retrain's (either way); None where either is missing."""
+    fa, rfa = num(forget_acc), num(retrain_forget_acc)
+    return None if fa is None or rfa is None else abs(fa - rfa) <= FORGET_TOL + _AT_LIMIT
+
+
+def keeps_retain(retain_acc, original_retain_acc) -> bool | None:
+    """Retain accuracy at most RETAIN_TOL below the original's; None where either is missing."""
+    ra, ora = num(retain_acc), num(original_retain_acc)
+    return None if ra is None or ora is None else ora - ra <= RETAIN_TOL + _AT_LIMIT
 # what a gap kind compares, per run entry: the forget-split CKA to the original, or probe recovery
 _GAP_FIELDS = {"cka": ("cka_vs_original", "forget"), "probe": ("probe_forget_acc", None)}
 
