@@ -2,7 +2,7 @@
 else the newest of the teach preset, else the newest. Every number comes from the results shown; nothing is hard-coded."""
 import streamlit as st
 
-from dashboard import calibration, data, delta_figures, figures, logic, text, verdict, widgets
+from dashboard import calibration, data, delta_figures, facts, figures, logic, text, verdict, widgets
 
 TEACH_PRESET = "teach"
 TEACH_NOTE = ("This scenario is synthetic: each class is a small oriented texture motif (a Gabor-like patch with a "
@@ -112,8 +112,7 @@ c[3].metric(f"{Bm}: MIA efficacy", logic.pct(b["mia"]))
 st.markdown(f"After unlearning {what}, {Bm} gets **{logic.pct(b['forget_acc'])}** of the forget samples right "
             f"(original: {logic.pct(orig['forget_acc'])}, retrained model: {logic.pct(retr['forget_acc'])}) "
             f"and keeps **{logic.pct(b['retain_acc'])}** on the retain set. "
-            + ("By the usual numbers it has forgotten." if b["forget_acc"] is not None and retr["forget_acc"] is not None
-               and abs(b["forget_acc"] - retr["forget_acc"]) <= 0.05
+            + ("By the usual numbers it has forgotten." if facts.forgets(b["forget_acc"], retr["forget_acc"])
                else "No baseline here matches retrain's forget accuracy closely; this one comes nearest."))
 st.caption(f"Chosen as the baseline whose forget accuracy is closest to retrain's and whose worst inner layer "
            f"keeps most of the original (the largest gap to retrain in forget CKA over {inner_md}).")
