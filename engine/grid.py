@@ -312,6 +312,7 @@ def grid_table(grid_id: str) -> dict | None:
             row["calibration"] = {k: cal[k] for k in _CALIBRATION_KEYS if k in cal} if cal else None
             rows[name] = row
         cell["rows"] = rows
+        cell["threads"] = (results.get("scenario") or {}).get("threads")  # torch threads: they move readings
         cell["flags"] = {n: run_flags(rows, n) for n in rows if n not in REFERENCE}
         cell["ec"] = ec_reading(rows.get("ec"))
         ec[cell["scenario"]] = cell["ec"]
@@ -323,6 +324,7 @@ def grid_table(grid_id: str) -> dict | None:
             for f in FLAGS:
                 count[f] += bool(flags[f])
     grid["methods"] = order
+    grid["threads"] = sorted({c["threads"] for c in grid["cells"] if c.get("threads")})
     grid["per_method"] = {n: per_method[n] for n in order if n in per_method}
     grid["ec"] = ec
     return grid
@@ -330,7 +332,7 @@ def grid_table(grid_id: str) -> dict | None:
 
 CSV_COLUMNS = ("grid", "scenario", "job_id", "state", "method", "forget_acc", "retain_acc", "test_acc",
                "distance", "worst_layer", "worst_gap", "within", "forgets", "keeps_retain", "like_retrain",
-               "calibrated", "gaps")
+               "calibrated", "gaps", "threads")
 
 
 def grid_csv(table: dict) -> str:
@@ -353,7 +355,7 @@ def grid_csv(table: dict) -> str:
                         fmt(r.get("retain_acc")), fmt(r.get("test_acc")), fmt(r.get("distance")),
                         r.get("worst_layer") or "", fmt(r.get("worst_gap")), _yes(r.get("within")),
                         _yes(f.get("forgets")), _yes(f.get("keeps_retain")), _yes(f.get("like_retrain")),
-                        _yes(cal), gaps_text(r["gaps"]) if r.get("gaps") else ""])
+                        _yes(cal), gaps_text(r["gaps"]) if r.get("gaps") else "", cell.get("threads") or ""])
     return buf.getvalue()
 
 
@@ -414,6 +416,8 @@ def format_table(table: dict) -> str:
             lines.append(f"{m:<16}{c['forgets']:>9}{c['keeps_retain']:>14}{c['like_retrain']:>14}{c['of']:>5}")
         lines.append(f"(forgets: forget accuracy within {FORGET_TOL} of retrain's; keeps retain: at most {RETAIN_TOL} "
                      f"below the original's; like retrain: within the tolerance of retrain at every inner layer)")
+    if mixed_threads(table):
+        lines.append(mixed_threads(table))
     ec = {s: r for s, r in (table.get("ec") or {}).items() if r}
     if ec:
         lines.append("\nEC per scenario: distance to retrain (worst inner layer, signed gap), "
@@ -423,6 +427,19 @@ def format_table(table: dict) -> str:
             lines.append(f"  {s:<10} {'n/a' if d is None else f'{d:.3f}'} ({r.get('worst_layer') or '-'} "
                          f"{'n/a' if g is None else f'{g:+.3f}'}) {_yes(r.get('within')) or 'n/a'}")
     return "\n".join(lines)
+
+
+def mixed_threads(table: dict) -> str | None:
+    """A warning when the cells were computed with different torch thread counts (a cell can be a job
+    cache hit from another worker): another count sums in another order, and the readings move (by up
+    to 0.056 in the distance to retrain on teach), so such cells are not strictly comparable."""
+    counts = table.get("threads") or []
+    if len(counts) < 2:
+        return None
+    per = {t: [c["scenario"] for c in table["cells"] if c.get("threads") == t] for t in counts}
+    return ("cells computed with different torch thread counts (" + "; ".join(
+        f"{t}: {', '.join(s)}" for t, s in per.items()) + "): the thread count moves the readings (up to 0.056 in "
+            "the distance on teach); rerun with --no-cache and one --threads value to compare them strictly")
 
 
 def _sign(r: dict) -> str:

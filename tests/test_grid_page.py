@@ -184,6 +184,10 @@ class FakeGrids:
     def grid_table(self, grid_id):
         return copy.deepcopy(self.tables.get(grid_id))
 
+    def mixed_threads(self, table):
+        from engine import grid
+        return grid.mixed_threads(table)
+
     def cancel_grid(self, grid_id):
         self.cancelled.append(grid_id)
         return 1
@@ -286,3 +290,23 @@ def test_the_address_picks_a_grid_and_cancel_reaches_the_engine(full_store, monk
     assert len(cancel) == 1
     cancel[0].click().run()
     assert fake.cancelled == ["g-older"]
+
+
+def test_grid_page_warns_when_cells_ran_with_different_thread_counts(full_store, monkeypatch):
+    """A cell can be a cache hit from a worker with another torch thread count; its readings then differ
+    by more than noise from what this grid's workers would print: the page says which cells."""
+    from engine import api
+    _, ids = full_store
+    res = api.load_results(ids["compare"])
+    cells = [_cell("3:0", ids["compare"], res), _cell("0:1", ids["compare"], res)]
+    same = _table(copy.deepcopy(cells))
+    same["threads"], same["id"] = [2], "g-same"
+    for c, t in zip(cells, (2, 1)):
+        c["threads"] = t
+    mixed = _table(cells)
+    mixed["threads"], mixed["id"] = [1, 2], "g-mixed"
+    at = _grid_app(monkeypatch, FakeGrids([same]))
+    assert not any("thread" in w.value for w in at.warning)
+    at = _grid_app(monkeypatch, FakeGrids([mixed]))
+    [w] = [w.value.replace("\u2060", "") for w in at.warning if "thread" in w.value]
+    assert "1: 0:1" in w and "2: 3:0" in w and "--no-cache" in w

@@ -118,6 +118,8 @@ def body(grid_id: str, was_active: bool) -> None:
             st.warning(f"Scenario {text.code(c.get('scenario'))} (job {text.code(c.get('job_id'))}) "
                        f"{'failed' if c.get('state') == 'failed' else 'has unreadable results'}: "
                        f"{text.md(why or 'no message')}", icon=":material/error:")
+    if G.mixed_threads(table):
+        st.warning(text.md(G.mixed_threads(table)), icon=":material/warning:")
     m = GF.matrix(table, _results(cells))
     st.subheader("Every run in every scenario")
     st.html(GF.matrix_html(m, label=widgets.fmt_run, colours=widgets.STRIP_COLOURS))
