@@ -78,6 +78,8 @@ def spread(sc: Mapping) -> str:
 def render() -> None:
     import streamlit as st
 
+    from dashboard import text
+
     doc = load()
     st.subheader("Where it appears, and where it does not")
     if doc is None:
@@ -97,7 +99,8 @@ def render() -> None:
     st.markdown("\n".join(f"- **{r['data set']}, {r['model']}**: {r['reading']}." for r in table))
     med = {sc["name"]: statistics.median(max(e.values(), default=0.0) for e in sc["excess"].values())
            for sc in doc["scenarios"] if sc["excess"]}
-    st.caption(f"Measured {doc['measured']} (`{doc['command']}`); forget {', '.join(sorted({sc['forget'] for sc in doc['scenarios']}))}, "
+    note = f"; {text.md(doc['note'])}" if doc.get("note") else ""  # a row measured otherwise than the command says
+    st.caption(f"Measured {doc['measured']} (`{doc['command']}`{note}); forget {', '.join(sorted({sc['forget'] for sc in doc['scenarios']}))}, "
                "seed 0, each preset's default scenario. Per scenario, the range of the baselines' excess over all inner "
                "layers: " + "; ".join(f"{sc['name']} {spread(sc)}" for sc in doc["scenarios"])
                + ". Median over baselines of their largest inner excess: "

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -264,11 +266,13 @@ def test_the_where_it_appears_asset_is_the_bench_scripts():
     assert "--from" not in doc["command"] and "/tmp" not in doc["command"]
     assert {sc["dataset"] for sc in doc["scenarios"]} >= {"teach", "digits", "fashion-mnist"}
     assert len(W.rows(doc)) == len(doc["scenarios"])
+    # the one row measured otherwise than the command says is named, with its log (which exists)
+    log = re.search(r"bench/results/\S+\.txt", doc["note"]).group(0)
+    assert "narrow ResNet" in doc["note"] and (Path(__file__).resolve().parent.parent / log).is_file()
 
 
 def test_bench_where_stores_a_reproducible_command():
     import importlib.util
-    from pathlib import Path
     path = Path(__file__).resolve().parent.parent / "bench" / "bench_where.py"
     spec = importlib.util.spec_from_file_location("bench_where", path)
     bench = importlib.util.module_from_spec(spec)
