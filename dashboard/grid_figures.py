@@ -22,11 +22,12 @@ SCENARIO_HELP = ("A scenario is forget:seed: 3:0 forgets class 3 with seed 0, 3+
                  "random 10% of the training set.")
 
 
-def counts(forget_tol: float = verdict.FORGET_TOL, retain_tol: float = verdict.RETAIN_DROP) -> list[tuple[str, str, str]]:
-    """The per-method counts of engine/grid.py grid_table: (key, column, what it counts), with the
+def counts() -> list[tuple[str, str, str]]:
+    """The per-method counts of engine/grid.py grid_table: (key, column, what it counts), by the
     engine's one rule (engine/results.py FORGET_TOL, RETAIN_TOL; the verdicts' too)."""
-    return [("forgets", "Forgets in", f"forget accuracy within {forget_tol * 100:g} points of retrain's"),
-            ("keeps_retain", "Keeps retain in", f"retain accuracy at most {retain_tol * 100:g} points below the original's"),
+    return [("forgets", "Forgets in", f"forget accuracy within {verdict.FORGET_TOL * 100:g} points of retrain's"),
+            ("keeps_retain", "Keeps retain in",
+             f"retain accuracy at most {verdict.RETAIN_TOL * 100:g} points below the original's"),
             ("like_retrain", "Like retrain in", "within the tolerance of retrain at every inner layer")]
 
 

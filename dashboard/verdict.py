@@ -17,9 +17,8 @@ from .text import md
 from .logic import REFERENCE, excess, headline_rows, layer_gaps, num
 
 ASSUMED_TOLERANCE = facts.ASSUMED_TOLERANCE["cka"]  # a point's tolerance where no second retrain was measured
-# the engine's one rule at the logits (engine/results.py), the same the grids count with
-RETAIN_DROP = facts.RETAIN_TOL  # retain accuracy more than this below the original's = damaging
-FORGET_TOL = facts.FORGET_TOL  # forget accuracy within this of retrain's (the sweeps' feasibility rule)
+# the engine's one rule at the logits (engine/results.py forgets / keeps_retain), the grids' too
+RETAIN_TOL, FORGET_TOL = facts.RETAIN_TOL, facts.FORGET_TOL
 EPS = 1e-12  # a gap equal to its tolerance is within it (engine/results.py layer_gaps reads it so too)
 KEPT_SHARE = 0.5  # a layer that keeps more than half of the original-minus-retrain gap is "kept"
 
@@ -66,7 +65,7 @@ def flags(row: Mapping, original: Mapping | None, retrain: Mapping | None,
           states: Mapping[str, str] | None = None) -> list[str]:
     """Short warnings for one run (a headline row) against the reference rows, worst first.
 
-    'retain damaged'  retain accuracy more than RETAIN_DROP below the original's;
+    'retain damaged'  retain accuracy more than RETAIN_TOL below the original's;
     'forget off retrain'  forget accuracy more than FORGET_TOL away from retrain's (either way);
     'did not reach logit-level forgetting'  calibration found no setting near retrain's forget accuracy
         (the row carries the run's "calibration" block, see rows_vs_retrain);

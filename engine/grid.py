@@ -19,7 +19,8 @@ classes 3 and 5, "r0.1:0" a random 10% of the training samples.
 The verdicts (moved here from bench_claims, which reads them from here): a method *forgets* in a
 scenario when its forget accuracy is within FORGET_TOL (0.05, the sweeps' and calibration's rule, the
 pages' 'forget off retrain' beyond it) of retrain's; it *keeps retain* when its retain accuracy is at
-most RETAIN_TOL (0.02, the pages' 'retain damaged' beyond it) below the original's (both engine/results.py's); it is *like retrain* when its forget CKA to the original
+most RETAIN_TOL (0.02, the pages' 'retain damaged' beyond it) below the original's (both rules are
+engine/results.py's forgets and keeps_retain); it is *like retrain* when its forget CKA to the original
 is within the tolerance (two retrainings' spread) of retrain's at every inner layer (run_summary's
 "within"). Nothing here imports torch; the commands are in engine/gridcli.py.
 """
@@ -324,7 +325,6 @@ def grid_table(grid_id: str) -> dict | None:
             for f in FLAGS:
                 count[f] += bool(flags[f])
     grid["methods"] = order
-    grid["threads"] = sorted({c["threads"] for c in grid["cells"] if c.get("threads")})
     grid["per_method"] = {n: per_method[n] for n in order if n in per_method}
     grid["ec"] = ec
     return grid
@@ -416,8 +416,8 @@ def format_table(table: dict) -> str:
             lines.append(f"{m:<16}{c['forgets']:>9}{c['keeps_retain']:>14}{c['like_retrain']:>14}{c['of']:>5}")
         lines.append(f"(forgets: forget accuracy within {FORGET_TOL} of retrain's; keeps retain: at most {RETAIN_TOL} "
                      f"below the original's; like retrain: within the tolerance of retrain at every inner layer)")
-    if mixed_threads(table):
-        lines.append(mixed_threads(table))
+    if mixed := mixed_threads(table):
+        lines.append(mixed)
     ec = {s: r for s, r in (table.get("ec") or {}).items() if r}
     if ec:
         lines.append("\nEC per scenario: distance to retrain (worst inner layer, signed gap), "
@@ -433,12 +433,14 @@ def mixed_threads(table: dict) -> str | None:
     """A warning when the cells were computed with different torch thread counts (a cell can be a job
     cache hit from another worker): another count sums in another order, and the readings move (by up
     to 0.056 in the distance to retrain on teach), so such cells are not strictly comparable."""
-    counts = table.get("threads") or []
-    if len(counts) < 2:
+    per: dict[int, list[str]] = {}
+    for c in table["cells"]:
+        if c.get("threads"):
+            per.setdefault(c["threads"], []).append(c["scenario"])
+    if len(per) < 2:
         return None
-    per = {t: [c["scenario"] for c in table["cells"] if c.get("threads") == t] for t in counts}
     return ("cells computed with different torch thread counts (" + "; ".join(
-        f"{t}: {', '.join(s)}" for t, s in per.items()) + "): the thread count moves the readings (up to 0.056 in "
+        f"{t}: {', '.join(s)}" for t, s in sorted(per.items())) + "): the thread count moves the readings (up to 0.056 in "
             "the distance on teach); rerun with --no-cache and one --threads value to compare them strictly")
 
 

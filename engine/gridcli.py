@@ -13,8 +13,8 @@ from pathlib import Path
 from . import store
 from .compare import add_set_flag
 from .config import apply_sets
-from .grid import (SYNTAX, _FINAL, cancel_grid, format_markdown, format_table, get_grid, grid_csv, grid_dir, grid_table, list_grids,
-                   parse_scenarios, submit_grid, write_results)
+from .grid import (SYNTAX, _FINAL, cancel_grid, format_markdown, format_table, get_grid, grid_csv, grid_dir,
+                   grid_table, list_grids, parse_scenarios, submit_grid, write_results)
 
 
 def cpus() -> int:

@@ -312,6 +312,8 @@ def keeps_retain(retain_acc, original_retain_acc) -> bool | None:
     """Retain accuracy at most RETAIN_TOL below the original's; None where either is missing."""
     ra, ora = num(retain_acc), num(original_retain_acc)
     return None if ra is None or ora is None else ora - ra <= RETAIN_TOL + _AT_LIMIT
+
+
 # what a gap kind compares, per run entry: the forget-split CKA to the original, or probe recovery
 _GAP_FIELDS = {"cka": ("cka_vs_original", "forget"), "probe": ("probe_forget_acc", None)}
 

@@ -161,9 +161,7 @@ def test_grid_labels_are_distinct_and_say_state():
 # -- the page under AppTest, with a stand-in for engine.grid -----------------------------------------------
 
 class FakeGrids:
-    """engine.grid's API over fixed tables (its own scenario parser and thresholds); records what would be
-    queued."""
-    from engine.grid import FORGET_TOL, RETAIN_TOL
+    """engine.grid's API over fixed tables (its own scenario parser); records what would be queued."""
 
     def __init__(self, tables):
         self.tables = {t["id"]: t for t in tables}
@@ -300,11 +298,13 @@ def test_grid_page_warns_when_cells_ran_with_different_thread_counts(full_store,
     res = api.load_results(ids["compare"])
     cells = [_cell("3:0", ids["compare"], res), _cell("0:1", ids["compare"], res)]
     same = _table(copy.deepcopy(cells))
-    same["threads"], same["id"] = [2], "g-same"
+    for c in same["cells"]:
+        c["threads"] = 2
+    same["id"] = "g-same"
     for c, t in zip(cells, (2, 1)):
         c["threads"] = t
     mixed = _table(cells)
-    mixed["threads"], mixed["id"] = [1, 2], "g-mixed"
+    mixed["id"] = "g-mixed"
     at = _grid_app(monkeypatch, FakeGrids([same]))
     assert not any("thread" in w.value for w in at.warning)
     at = _grid_app(monkeypatch, FakeGrids([mixed]))

@@ -17,7 +17,7 @@ st.caption("A claim about unlearning holds only if it holds across forget reques
            "comparison per scenario (EC and the baselines against retrain, the same comparison the other pages "
            "show) and reads every method in every scenario. " + GF.SCENARIO_HELP)
 G = data.grids()
-COUNTS = GF.counts(G.FORGET_TOL, G.RETAIN_TOL)  # the engine's thresholds for the per-method counts
+COUNTS = GF.counts()  # the per-method counts, by the engine's rule
 
 
 # -- the start form --------------------------------------------------------------------------------
@@ -118,8 +118,8 @@ def body(grid_id: str, was_active: bool) -> None:
             st.warning(f"Scenario {text.code(c.get('scenario'))} (job {text.code(c.get('job_id'))}) "
                        f"{'failed' if c.get('state') == 'failed' else 'has unreadable results'}: "
                        f"{text.md(why or 'no message')}", icon=":material/error:")
-    if G.mixed_threads(table):
-        st.warning(text.md(G.mixed_threads(table)), icon=":material/warning:")
+    if mixed := G.mixed_threads(table):
+        st.warning(text.md(mixed), icon=":material/warning:")
     m = GF.matrix(table, _results(cells))
     st.subheader("Every run in every scenario")
     st.html(GF.matrix_html(m, label=widgets.fmt_run, colours=widgets.STRIP_COLOURS))

@@ -60,7 +60,7 @@ st.dataframe(
                  "original), 'above retrain' (keeps more of the original than retrain beyond the tolerance at some "
                  "inner layer, less than 'superficial'), 'past retrain' (distorted beyond the tolerance at some inner "
                  "layer), 'probe below retrain', 'retain damaged' (retain accuracy "
-                 f"more than {verdict.RETAIN_DROP:.0%} below the original's), 'forget off retrain' (forget "
+                 f"more than {verdict.RETAIN_TOL:.0%} below the original's), 'forget off retrain' (forget "
                  f"accuracy more than {verdict.FORGET_TOL:.0%} from retrain's), '{calibration.NOT_REACHED}' "
                  "(calibration tried a grid of learning rates and epochs and none came close to retrain's forget "
                  "accuracy)."),
