@@ -104,31 +104,60 @@ def _pct(v) -> str:
 
 # -- overview ----------------------------------------------------------------------------------
 
-FORGETTING_MEASURES = (
-    ("forget_acc", "Forget accuracy (logits)", "#9ecae1"),
-    ("forget_cka_mean", "Forget CKA to original (mean over inner layers)", "#3182bd"),
-    ("probe_mean", "Probe recovery (mean over inner layers)", "#08306b"),
-)
+LOGIT_BAR = ("Forget accuracy (logits)", "#fdae6b")
+# Inner layers from light (input side) to dark (output side): the same order as the network.
+LAYER_BLUES = ("#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b")
 
 
-def forgetting_bars(rows: Sequence[Mapping]) -> go.Figure:
-    """Grouped bars: what is left of the forget set at the logits vs inside the network.
+def layer_shades(n: int) -> list[str]:
+    """n blues from light to dark, spread over LAYER_BLUES (any n >= 1)."""
+    if n <= 1:
+        return [LAYER_BLUES[2]][:n]
+    last = len(LAYER_BLUES) - 1
+    return [LAYER_BLUES[round(i * last / (n - 1))] for i in range(n)]
 
-    rows: dicts with "name" and the keys of FORGETTING_MEASURES (fractions, None allowed).
-    A method that is forgotten only superficially has a low first bar and high other two."""
-    fig = go.Figure()
-    names = [r["name"] for r in rows]
-    labels = [display_name(n) + (" (ref)" if n in REFERENCE_RUNS else "") for n in names]
-    for key, label, color in FORGETTING_MEASURES:
-        ys = [_num(r.get(key)) for r in rows]
-        fig.add_trace(go.Bar(
-            x=labels, y=ys, name=label, marker_color=color,
-            customdata=[[_pct(y) if key != "forget_cka_mean" else ("n/a" if math.isnan(y) else f"{y:.2f}")]
-                        for y in ys],
-            hovertemplate="%{x}<br>" + label + ": %{customdata[0]}<extra></extra>"))
-    fig.update_yaxes(range=[0, 1.05], tickformat=".0%", title="left of the forget set")
-    fig.update_xaxes(title=None)
-    _layout(fig, "Logit-level vs representation-level forgetting", height=400, barmode="group")
+
+def _at(gaps, point: str) -> tuple[float, float]:
+    """(run's value, retrain's value) at one point of a layer_gaps list; NaN where missing."""
+    for g in gaps or ():
+        if g.get("point") == point:
+            return _num(g.get("value")), _num(g.get("retrain"))
+    return math.nan, math.nan
+
+
+def forgetting_bars(rows: Sequence[Mapping], inner: Sequence[str]) -> go.Figure:
+    """What is left of the forget set at the logits and at each inner layer, one bar per layer (no
+    mean, so no layer hides): top, forget accuracy at the logits beside the forget CKA to the original
+    at each inner point; bottom, linear-probe recovery of the forget set at each inner point. A method
+    forgotten only superficially has a low logit bar and high layer bars, higher than Retrain's.
+
+    rows: dicts with "name", "forget_acc", and "gaps" / "probe_gaps" (engine.results.layer_gaps lists:
+    point, value, retrain); None and missing values allowed."""
+    labels = [display_name(r["name"]) + (" (ref)" if r["name"] in REFERENCE_RUNS else "") for r in rows]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.14, row_heights=[0.55, 0.45],
+                        subplot_titles=("Forget set: accuracy at the logits, CKA to the original at each inner layer",
+                                        "Forget set: linear-probe recovery at each inner layer"))
+    name, color = LOGIT_BAR
+    ys = [_num(r.get("forget_acc")) for r in rows]
+    fig.add_trace(go.Bar(x=labels, y=ys, name=name, marker_color=color, legendgroup="logits", offsetgroup="logits",
+                         customdata=[[_pct(y)] for y in ys],
+                         hovertemplate="%{x}<br>forget accuracy at the logits: %{customdata[0]}<extra></extra>"),
+                  row=1, col=1)
+    for layer, shade in zip(inner, layer_shades(len(inner))):
+        for row, key, what, fmt in ((1, "gaps", "CKA to the original", lambda v: f"{v:.2f}"),
+                                    (2, "probe_gaps", "probe recovery", _pct)):
+            pairs = [_at(r.get(key), layer) for r in rows]
+            fig.add_trace(go.Bar(
+                x=labels, y=[v for v, _ in pairs], name=layer, marker_color=shade, legendgroup=layer,
+                showlegend=row == 1, offsetgroup=layer,
+                customdata=[["n/a" if math.isnan(v) else fmt(v), "n/a" if math.isnan(rv) else fmt(rv)]
+                            for v, rv in pairs],
+                hovertemplate=f"%{{x}} · {layer}<br>{what}: %{{customdata[0]}} (retrain %{{customdata[1]}})"
+                              "<extra></extra>"), row=row, col=1)
+    fig.update_yaxes(range=[0, 1.05], tickformat=".1f", title="accuracy · CKA", row=1, col=1)
+    fig.update_yaxes(range=[0, 1.05], tickformat=".0%", title="recovered", row=2, col=1)
+    fig.update_annotations(font=dict(size=13, color="#333"), xanchor="left", x=0.0)
+    _layout(fig, "Logit-level vs representation-level forgetting, layer by layer", height=620, barmode="group")
     return fig
 
 

@@ -21,6 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+if __name__ == "__main__":  # run as a script (the README's recipe): the repository root on the path, before engine
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from engine.catalog import base_method, needs_aux
 
 FIXTURE_NOTE = "TEST FIXTURE (synthetic numbers, not EC Lab results)"
@@ -353,5 +357,4 @@ if __name__ == "__main__":  # python tests/fixtures_store.py /tmp/eclab-fixture
     import sys
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/eclab-fixture").resolve()
     os.environ["ECLAB_HOME"] = str(target)
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     print(build_store(target, sys.argv[2] if len(sys.argv) > 2 else "full"))

@@ -120,21 +120,41 @@ def test_retain_range_edge_cases():
 
 
 def test_titles_and_top_legends_do_not_share_a_line():
-    fig = F.forgetting_bars([{"name": "ec", "forget_acc": 0.0, "forget_cka_mean": 0.7, "probe_mean": 0.5}])
+    fig = F.forgetting_bars([{"name": "ec", "forget_acc": 0.0}], ["block1"])
     assert fig.layout.title.yref == "container" and fig.layout.title.yanchor == "top"
     assert fig.layout.legend.yanchor == "bottom" and fig.layout.legend.y > 1  # just above the plot
     assert fig.layout.margin.t >= 80  # room for the title line and the legend line
 
 
-def test_forgetting_bars():
-    rows = [{"name": "original", "forget_acc": 0.99, "forget_cka_mean": 1.0, "probe_mean": 0.98},
-            {"name": "scrub", "forget_acc": 0.0, "forget_cka_mean": 0.97, "probe_mean": None}]
-    fig = F.forgetting_bars(rows)
-    assert [t.type for t in fig.data] == ["bar"] * 3
-    assert list(fig.data[0].x) == ["Original (ref)", "SCRUB"]
-    assert list(fig.data[0].y) == [0.99, 0.0]
-    assert math.isnan(fig.data[2].y[1])
-    assert fig.layout.yaxis.tickformat == ".0%" and fig.layout.barmode == "group"
+def _gaps(values, retrain):
+    return [{"point": p, "inner": True, "value": v, "retrain": r} for p, v, r in zip(("b1", "b2", "b3"), values, retrain)]
+
+
+def test_forgetting_bars_show_every_inner_layer_and_no_mean():
+    # b1 distorted, b3 superficial: a mean over layers would read like retrain (0.5); each bar shows its layer
+    rows = [{"name": "original", "forget_acc": 0.99, "gaps": _gaps([1.0, 1.0, 1.0], [0.6, 0.5, 0.4]),
+             "probe_gaps": _gaps([1.0, 1.0, 0.98], [0.9, 0.8, 0.7])},
+            {"name": "scrub", "forget_acc": 0.0, "gaps": _gaps([0.2, 0.5, 0.8], [0.6, 0.5, 0.4]),
+             "probe_gaps": _gaps([0.9, None, 0.95], [0.9, 0.8, 0.7])}]
+    fig = F.forgetting_bars(rows, ["b1", "b2", "b3"])
+    assert [t.type for t in fig.data] == ["bar"] * 7
+    assert [t.name for t in fig.data] == ["Forget accuracy (logits)"] + ["b1", "b1", "b2", "b2", "b3", "b3"]
+    logits, cka = fig.data[0], {t.name: t for t in fig.data if t.yaxis == "y" and t.name != fig.data[0].name}
+    probe = {t.name: t for t in fig.data if t.yaxis == "y2"}
+    assert list(logits.x) == ["Original (ref)", "SCRUB"] and list(logits.y) == [0.99, 0.0]
+    assert [cka[p].y[1] for p in ("b1", "b2", "b3")] == [0.2, 0.5, 0.8]
+    assert probe["b1"].y[1] == 0.9 and math.isnan(probe["b2"].y[1]) and probe["b3"].y[1] == 0.95
+    assert cka["b3"].customdata[1][1] == "0.40" and probe["b2"].customdata[1][0] == "n/a"  # hover: retrain beside
+    assert len(set(t.marker.color for t in cka.values())) == 3  # one shade per layer
+    assert all(not t.showlegend for t in probe.values())  # one legend entry per layer
+    assert fig.layout.barmode == "group" and fig.layout.yaxis2.tickformat == ".0%"
+    assert "mean" not in " ".join(str(t.name) for t in fig.data).lower()
+
+
+def test_layer_shades_run_light_to_dark():
+    assert F.layer_shades(0) == [] and len(F.layer_shades(1)) == 1
+    shades = F.layer_shades(4)
+    assert shades[0] == F.LAYER_BLUES[0] and shades[-1] == F.LAYER_BLUES[-1] and len(set(shades)) == 4
 
 
 def test_layer_lines_floor_and_chance():
@@ -232,7 +252,7 @@ def test_training_and_epoch_cka_curves():
 
 @pytest.mark.parametrize("builder", ["cka", "bars"])
 def test_figure_html_is_self_contained(builder):
-    fig = F.cka_heatmap({"ec": {"a": 0.5}}, ["a"]) if builder == "cka" else F.forgetting_bars([])
+    fig = F.cka_heatmap({"ec": {"a": 0.5}}, ["a"]) if builder == "cka" else F.forgetting_bars([], [])
     html = F.figure_html(fig)
     assert "<html>" in html[:200] and "src=\"https://cdn.plot.ly" not in html and len(html) > 1_000_000
 

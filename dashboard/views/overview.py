@@ -84,7 +84,7 @@ if flat:
                "did not, so a lower CKA there is distortion, not forgetting.")
 
 widgets.show(delta_figures.retrain_bars(rows), key="ov_retrain")
-widgets.show(figures.forgetting_bars(rows), key="ov_bars")
+widgets.show(figures.forgetting_bars(rows, inner), key="ov_bars")
 if job.get("kind") == "run":
     widgets.scenario_history(job, res)
 
