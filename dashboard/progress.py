@@ -3,6 +3,7 @@ from the job's events and its partial results; the progress bar's stage in words
 Pure functions (no Streamlit)."""
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 from .facts import RETRAIN_NOISE_RUN as RETRAIN_NOISE, display_name
@@ -120,6 +121,20 @@ def stage_label(stage: str | None, kind: str | None = None) -> str:
     if key in ("data", "embed") and name:
         return f"{words} ({name.upper() if key == 'embed' else name})"
     return words
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def message_news(message: str | None, shown: str) -> str:
+    """The stage message if it says something the progress line does not already (`shown`: the stage
+    in words and the epoch count): a training message ("training original_seed2: epoch 3/12") repeats
+    the count, and "embedding (UMAP)" every word of "embedding the penultimate features (UMAP)"."""
+    message = (message or "").strip()
+    if not message or "epoch" in message.lower() or _words(message) <= _words(shown):
+        return ""
+    return message
 
 
 def epoch_text(events: Sequence[Mapping]) -> str:

@@ -301,12 +301,9 @@ def progress_block(job: dict, events: list[dict] | None = None) -> None:
     stage = (progress.stage_label(job.get("stage"), job.get("kind"))
              or ("waiting for the worker" if job["state"] == "queued" else ""))
     epoch = progress.epoch_text(events or [])
-    msg = ""
-    if events:
-        ev = logic.last_stage(events)
-        # a training message ("training original_seed2: epoch 3/12") repeats the label and the count
-        if ev and ev.get("message") and "epoch" not in ev["message"]:
-            msg = f" — {ev['message']}"
+    ev = logic.last_stage(events) if events else None
+    msg = progress.message_news((ev or {}).get("message"), f"{stage} {epoch}")
+    msg = f" — {msg}" if msg else ""
     took = logic.elapsed(job) if job.get("state") == "running" else ""
     st.progress(min(1.0, max(0.0, p)), text=f"{job['state']} · {100 * p:.0f}% · {stage}"
                                             + (f" · {epoch}" if epoch else "") + msg + (f" · {took}" if took else ""))

@@ -313,6 +313,15 @@ def test_every_stage_the_engine_writes_reads_in_words():
     assert PR.stage_label(None) == ""
 
 
+def test_progress_message_only_when_it_adds_something():
+    from dashboard import progress as PR
+    label = PR.stage_label("embed: umap")
+    assert PR.message_news("embedding (UMAP)", label) == ""  # every word already in the label
+    assert PR.message_news("training original_seed2: epoch 3/12", "second original epoch 3 of 12") == ""
+    assert PR.message_news("method 5 of 10", PR.stage_label("method: salun")) == "method 5 of 10"
+    assert PR.message_news(None, label) == "" and PR.message_news("  ", label) == ""
+
+
 def test_epoch_count_belongs_to_the_stage_shown():
     from dashboard import progress as PR
     evs = [{"type": "stage", "stage": "original", "name": "original", "fraction": 1.0, "message": "cached"},
