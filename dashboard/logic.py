@@ -75,10 +75,10 @@ layer_gaps, gaps_text, tolerances = facts.layer_gaps, facts.gaps_text, facts.tol
 DISTANCE_LABEL = "Distance to retrain (worst layer)"
 GAPS_LABEL = "Gap to retrain per layer"
 MEAN_LABEL = "Mean inner forget CKA (detail)"
-DISTANCE_HELP = ("The largest |gap| to retrain over the inner supervision points: the run's forget CKA to the "
-                 "original minus the retrained model's, at the layer where they differ most. (+) the layer keeps "
-                 "more of the original than retrain (superficial); (−) it is pushed further from the original than "
-                 "retrain (distorted). 0 = like retrain, the goal.")
+DISTANCE_HELP = ("At the worst layer: the largest |gap| to retrain over the inner supervision points: the "
+                 "run's forget CKA to the original minus the retrained model's, at the layer where they differ "
+                 "most. (+) the layer keeps more of the original than retrain (superficial); (−) it is pushed "
+                 "further from the original than retrain (distorted). 0 = like retrain, the goal.")
 GAPS_HELP = ("Signed gap to retrain at every supervision point (+ keeps more of the original, − pushed past "
              "retrain); the last point, after the bar, is shown apart: logit-level methods change it on purpose.")
 

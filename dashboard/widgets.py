@@ -365,7 +365,8 @@ def headline_cells(r: dict) -> dict:
 
 def headline_columns() -> dict:
     """The column_config of headline_cells' columns and of the labelled details next to them."""
-    return {logic.DISTANCE_LABEL: st.column_config.TextColumn(help=logic.DISTANCE_HELP),
+    # a short header (the cells say the layer: "0.257 at block3 (+)"), so the Verdict after it stays in view
+    return {logic.DISTANCE_LABEL: st.column_config.TextColumn("Distance to retrain", help=logic.DISTANCE_HELP),
             logic.GAPS_LABEL: st.column_config.TextColumn(help=logic.GAPS_HELP),
             PROBE_LABEL: st.column_config.TextColumn(
                 help="The same for linear-probe recovery of forget-class test samples: the largest |gap| to "

@@ -75,9 +75,11 @@ if not no_retrain:
     st.subheader("Distance to retrain, layer by layer")
     rows = verdict.rows_vs_retrain(res)
     # every row in view: with the default height (ten rows) EC's row could sit below the fold of an inner scroll
-    st.dataframe(pd.DataFrame([{"Run": widgets.fmt_run(r["name"]), **widgets.headline_cells(r), "Verdict": r["verdict"]}
-                               for r in rows]), hide_index=True, width="stretch", height="content", key="ly_distance",
-                 column_config=widgets.headline_columns())
+    distance_table = pd.DataFrame([{"Run": widgets.fmt_run(r["name"]), **widgets.headline_cells(r),
+                                    "Verdict": r["verdict"]} for r in rows])
+    # the text columns sized to their longest value: stretched evenly, the Verdict was cut at 1400 px
+    st.dataframe(distance_table, hide_index=True, width="stretch", height="content", key="ly_distance",
+                 column_config={**widgets.headline_columns(), **widgets.fitted(distance_table, "Run", "Verdict")})
     forget_cka = logic.per_layer(res, "cka_vs_original", "forget")
     forget_band = logic.seed_band(res)
     if forget_band:
