@@ -313,7 +313,9 @@ def grid_table(grid_id: str) -> dict | None:
             row["calibration"] = {k: cal[k] for k in _CALIBRATION_KEYS if k in cal} if cal else None
             rows[name] = row
         cell["rows"] = rows
-        cell["threads"] = (results.get("scenario") or {}).get("threads")  # torch threads: they move readings
+        sc = results.get("scenario") or {}
+        cell["threads"] = sc.get("threads")  # torch threads and the CPU's kernel set move the readings
+        cell["cpu_kernels"] = sc.get("cpu_kernels")
         cell["flags"] = {n: run_flags(rows, n) for n in rows if n not in REFERENCE}
         cell["ec"] = ec_reading(rows.get("ec"))
         ec[cell["scenario"]] = cell["ec"]
@@ -332,7 +334,7 @@ def grid_table(grid_id: str) -> dict | None:
 
 CSV_COLUMNS = ("grid", "scenario", "job_id", "state", "method", "forget_acc", "retain_acc", "test_acc",
                "distance", "worst_layer", "worst_gap", "within", "forgets", "keeps_retain", "like_retrain",
-               "calibrated", "gaps", "threads")
+               "calibrated", "gaps", "threads", "cpu_kernels")
 
 
 def grid_csv(table: dict) -> str:
@@ -355,7 +357,8 @@ def grid_csv(table: dict) -> str:
                         fmt(r.get("retain_acc")), fmt(r.get("test_acc")), fmt(r.get("distance")),
                         r.get("worst_layer") or "", fmt(r.get("worst_gap")), _yes(r.get("within")),
                         _yes(f.get("forgets")), _yes(f.get("keeps_retain")), _yes(f.get("like_retrain")),
-                        _yes(cal), gaps_text(r["gaps"]) if r.get("gaps") else "", cell.get("threads") or ""])
+                        _yes(cal), gaps_text(r["gaps"]) if r.get("gaps") else "", cell.get("threads") or "",
+                        cell.get("cpu_kernels") or ""])
     return buf.getvalue()
 
 
@@ -429,19 +432,29 @@ def format_table(table: dict) -> str:
     return "\n".join(lines)
 
 
+def _how_computed(cell: dict) -> str | None:
+    """'2 threads, AVX512' (the kernel set where the results recorded it), None where unknown."""
+    if not cell.get("threads"):
+        return None
+    return f"{cell['threads']} thread" + ("s" if cell["threads"] != 1 else "") + (
+        f", {cell['cpu_kernels']}" if cell.get("cpu_kernels") else "")
+
+
 def mixed_threads(table: dict) -> str | None:
-    """A warning when the cells were computed with different torch thread counts (a cell can be a job
-    cache hit from another worker): another count sums in another order, and the readings move (by up
-    to 0.056 in the distance to retrain on teach), so such cells are not strictly comparable."""
-    per: dict[int, list[str]] = {}
+    """A warning when the cells were computed with different torch thread counts or CPU kernel sets
+    (a cell can be a job cache hit from another worker or machine): another count or kernel set sums in
+    another order, and the readings move (by up to 0.056 in the distance to retrain on teach), so such
+    cells are not strictly comparable."""
+    per: dict[str, list[str]] = {}
     for c in table["cells"]:
-        if c.get("threads"):
-            per.setdefault(c["threads"], []).append(c["scenario"])
+        if how := _how_computed(c):
+            per.setdefault(how, []).append(c["scenario"])
     if len(per) < 2:
         return None
-    return ("cells computed with different torch thread counts (" + "; ".join(
-        f"{t}: {', '.join(s)}" for t, s in sorted(per.items())) + "): the thread count moves the readings (up to 0.056 in "
-            "the distance on teach); rerun with --no-cache and one --threads value to compare them strictly")
+    return ("cells computed with different torch thread counts or CPU kernel sets (" + "; ".join(
+        f"{how}: {', '.join(s)}" for how, s in sorted(per.items())) + "): they move the readings (up to 0.056 "
+            "in the distance on teach); rerun with --no-cache and one --threads value on one kind of machine to "
+            "compare them strictly")
 
 
 def _sign(r: dict) -> str:

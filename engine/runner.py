@@ -135,6 +135,7 @@ class Scenario:
         return {"preset": c.preset, "dataset": c.data.dataset, "arch": c.model.arch, "forget": forget,
                 "forget_label": c.forget.label, "seed": c.seed, "device": str(self.device),
                 "threads": torch.get_num_threads(),  # another count moves the readings (reduction order)
+                "cpu_kernels": torch.backends.cpu.get_cpu_capability(),  # so does another kernel set (AVX2, AVX512)
                 "num_classes": self.num_classes, "class_names": self.class_names,
                 "n_train": len(s.train_idx), "n_test": len(s.test_idx), "n_forget": len(s.forget_idx),
                 "n_retain": len(s.retain_idx)}

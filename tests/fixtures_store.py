@@ -185,7 +185,7 @@ def make_calibration(name, recipe) -> dict:
 
 def _scenario(n_forget=135):
     return {"preset": "digits", "dataset": "digits", "arch": "small_cnn", "forget": {"classes": [FORGET]},
-            "forget_label": f"classes {FORGET}", "seed": 0, "device": "cpu", "threads": 2, "num_classes": 10,
+            "forget_label": f"classes {FORGET}", "seed": 0, "device": "cpu", "threads": 2, "cpu_kernels": "AVX2", "num_classes": 10,
             "class_names": CLASSES, "n_train": 1347, "n_test": 450, "n_forget": n_forget, "n_retain": 1347 - n_forget}
 
 

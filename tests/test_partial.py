@@ -45,6 +45,7 @@ def test_compare_writes_partial_results_then_replaces_them(tmp_path, monkeypatch
     assert "partial" not in final
     # the thread count that ran it: another one moves the readings (floating-point order)
     assert final["scenario"]["threads"] == torch.get_num_threads() >= 1
+    assert final["scenario"]["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()  # e.g. AVX2, AVX512
 
 
 def test_worker_warms_umap_only_after_the_base_models(tmp_path, monkeypatch):

@@ -12,12 +12,14 @@ cols[0].metric("Data set", str(s.get("dataset", "?")))
 cols[1].metric("Model", str(s.get("arch", "?")))
 cols[2].metric("Forget request", logic.forget_label(s))
 cols[3].metric("Seed", str(s.get("seed", "?")))
-THREADS_HELP = ("Torch's CPU threads set the order of floating-point sums; another thread count moves the readings "
-                "(by up to 0.06 in the distance to retrain on teach), so compare runs made with the same count.")
+THREADS_HELP = ("Torch's CPU threads and the CPU's kernel set (AVX2, AVX512) set the order of floating-point sums; "
+                "another thread count or another CPU moves the readings (by up to 0.06 in the distance to retrain "
+                "on teach), so compare runs made with the same count on the same kind of CPU.")
 cols[4].metric("Device", str(s.get("device", "?")), help=THREADS_HELP)
 st.caption(f"Job `{job['id']}` ({job.get('kind')}) · {s.get('n_train', '?')} training samples: "
            f"{s.get('n_forget', '?')} to forget, {s.get('n_retain', '?')} to retain · {s.get('n_test', '?')} test samples "
            + (f"· {s['threads']} torch threads " if s.get("threads") else "")
+           + (f"({text.md(str(s['cpu_kernels']))} kernels) " if s.get("threads") and s.get("cpu_kernels") else "")
            + f"· finished {logic.fmt_time(data.jt(job, 'finished'))}", help=THREADS_HELP if s.get("threads") else None)
 
 st.info("**Superficial forgetting**: a method can bring forget accuracy to retrain's level at the logits while "
