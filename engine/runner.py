@@ -134,8 +134,7 @@ class Scenario:
         s = self.splits
         return {"preset": c.preset, "dataset": c.data.dataset, "arch": c.model.arch, "forget": forget,
                 "forget_label": c.forget.label, "seed": c.seed, "device": str(self.device),
-                "threads": torch.get_num_threads(),  # another count moves the readings (reduction order)
-                "cpu_kernels": torch.backends.cpu.get_cpu_capability(),  # so does another kernel set (AVX2, AVX512)
+                **computed_with(),
                 "num_classes": self.num_classes, "class_names": self.class_names,
                 "n_train": len(s.train_idx), "n_test": len(s.test_idx), "n_forget": len(s.forget_idx),
                 "n_retain": len(s.retain_idx)}
@@ -193,6 +192,22 @@ class _StageProgress(Plugin):
                         "message": f"training {self.stage}: epoch {e}/{n}, loss {state.losses['loss']:.3f}"})
 
 
+def computed_with() -> dict:
+    """What moves the readings besides the config: torch's thread count (the order of floating-point
+    sums) and the CPU kernel set it picked (AVX2, AVX512)."""
+    return {"threads": torch.get_num_threads(), "cpu_kernels": torch.backends.cpu.get_cpu_capability()}
+
+
+def trained_with(key: str) -> dict:
+    """computed_with() of a cached base model as its meta.json recorded it ({} where it did not: a model
+    cached before it was recorded, or an unreadable file)."""
+    try:
+        meta = store.load_json(store.cache_dir(key) / "meta.json")
+    except (store.CheckpointError, OSError):
+        return {}
+    return {k: meta[k] for k in ("threads", "cpu_kernels") if isinstance(meta, dict) and k in meta}
+
+
 def cached_model(sc: Scenario, key: str, name: str, train_idx: torch.Tensor, ctx: JobContext) -> tuple[nn.Module, bool]:
     """The trained model for `key`, from the cache or trained now (then cached). Returns (model, hit)."""
     with store.cache_lock(key, wait=ctx.check) as folder:  # a second worker waits, then loads this one's
@@ -209,7 +224,7 @@ def cached_model(sc: Scenario, key: str, name: str, train_idx: torch.Tensor, ctx
         model = _train_from_scratch(sc, train_idx, name, ctx)
         store.atomic_save_safetensors(path, model.state_dict(), {"key": key, "name": name})
         store.atomic_write_json(folder / "meta.json", {"name": name, "key": key, "seconds": time.perf_counter() - t0,
-                                                       "config": sc.cfg.model_dump()})
+                                                       "config": sc.cfg.model_dump(), **computed_with()})
         return model, False
 
 
@@ -219,6 +234,7 @@ class Bases:
     retrain: nn.Module | None  # None only in an audit without a retrained model
     extras: dict | None  # what some methods train with beyond the original (engine.methods.prepare_extras)
     seconds: dict
+    trained_with: dict | None = None  # {"original"/"retrain": computed_with() of its training, {} if unknown}
 
 
 def base_models(sc: Scenario, ctx: JobContext, methods: list[str] | None = None, plugin: bool = False) -> Bases:
@@ -230,7 +246,8 @@ def base_models(sc: Scenario, ctx: JobContext, methods: list[str] | None = None,
     retrain, _ = cached_model(sc, retrain_key(sc.cfg), "retrain", sc.idx("retain"), ctx)
     t_re = time.perf_counter() - t - t_orig
     extras, seconds = prepare_extras(sc, original, ctx, methods, plugin)
-    return Bases(original, retrain, extras, {"original": t_orig, "retrain": t_re, **seconds})
+    made = {"original": trained_with(original_key(sc.cfg)), "retrain": trained_with(retrain_key(sc.cfg))}
+    return Bases(original, retrain, extras, {"original": t_orig, "retrain": t_re, **seconds}, made)
 
 
 # -- evaluation set-up ---------------------------------------------------------------------------
@@ -324,7 +341,8 @@ def _finish_runs(sc: Scenario, ev: EvalSet, bases: Bases, refs: dict, ref_arrays
         epoch = results_schema.parse_key(name)
         flat[name if epoch is not None and epoch.kind == results_schema.EPOCH_UMAP else results_schema.umap_key(name)] = c
     results_json = {"kind": kind, "scenario": sc.info(), "layers": list(ev.points), "config": cfg.model_dump(),
-                    "embedding": method, "base_seconds": bases.seconds, **(extra or {}), "runs": runs}
+                    "embedding": method, "base_seconds": bases.seconds, "base_trained_with": bases.trained_with or {},
+                    **(extra or {}), "runs": runs}
     results_schema.check(results_json)  # the readers' schema: never write what they would refuse
     store.atomic_save_npz(run_dir / "arrays.npz", flat)
     save_splits(sc.splits, run_dir / "splits.npz")

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from dashboard import app as dashboard_app, launch_spec, logic, text
@@ -111,6 +112,25 @@ def test_overview_headline_rows_and_numbers(store):
     assert [m.value for m in at.metric][:3] == ["digits", "small_cnn", "class 3"]
     # the thread count and the CPU's kernel set move the readings
     assert any("· 2 torch threads (AVX2 kernels) ·" in c.value for c in at.caption)
+
+
+def test_overview_says_when_cached_base_models_were_trained_another_way(store):
+    from engine import store as engine_store
+    home, ids = store("full")
+    assert not any("came from the cache" in w.value for w in app().warning)  # not recorded: no claim
+    path = home / "runs" / ids["compare"] / "results.json"
+    res = engine_store.load_json(path)
+    same = {"threads": 2, "cpu_kernels": "AVX2"}  # as the fixture's scenario ran
+    res["base_trained_with"] = {"original": same, "retrain": same}
+    engine_store.atomic_write_json(path, res)
+    st.cache_data.clear()  # a done job's results are cached: they never change outside a test
+    assert not any("came from the cache" in w.value for w in app().warning)
+    res["base_trained_with"]["retrain"] = {"threads": 1, "cpu_kernels": "AVX512"}
+    engine_store.atomic_write_json(path, res)
+    st.cache_data.clear()
+    [w] = [w.value for w in app().warning if "came from the cache" in w.value]
+    assert "The retrain model came from the cache, trained with 1 torch thread, AVX512 kernels" in w
+    assert "original model" not in w and "2 torch threads, AVX2 kernels" in w
 
 
 def test_sidebar_results_picker_labels_are_short(store):

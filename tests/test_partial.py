@@ -46,6 +46,25 @@ def test_compare_writes_partial_results_then_replaces_them(tmp_path, monkeypatch
     # the thread count that ran it: another one moves the readings (floating-point order)
     assert final["scenario"]["threads"] == torch.get_num_threads() >= 1
     assert final["scenario"]["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()  # e.g. AVX2, AVX512
+    # the base models record how they were trained, and a later comparison that takes them from the
+    # cache with another thread count says so (the readings then mix two settings)
+    made = runner.computed_with()
+    assert final["base_trained_with"] == {"original": made, "retrain": made}
+    from dashboard import logic
+    assert logic.base_models_elsewhere(final) is None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2 if threads == 1 else 1)
+    try:
+        spec, _ = runner.prepare("compare", {"preset": "digits", "overrides": TINY, "methods": ["ft"]})
+        runner.execute("compare", spec, tmp_path / "run2")
+    finally:
+        torch.set_num_threads(threads)
+    again = store.load_json(tmp_path / "run2" / "results.json")
+    assert again["base_trained_with"] == {"original": made, "retrain": made}  # from the cache
+    assert again["scenario"]["threads"] != threads
+    warning = logic.base_models_elsewhere(again)
+    assert f"original model came from the cache, trained with {threads} torch thread" in warning
+    assert "retrain model came from the cache" in warning and "$ECLAB_HOME/cache" in warning
 
 
 def test_worker_warms_umap_only_after_the_base_models(tmp_path, monkeypatch):

@@ -22,6 +22,9 @@ st.caption(f"Job `{job['id']}` ({job.get('kind')}) · {s.get('n_train', '?')} tr
            + (f"({text.md(str(s['cpu_kernels']))} kernels) " if s.get("threads") and s.get("cpu_kernels") else "")
            + f"· finished {logic.fmt_time(data.jt(job, 'finished'))}", help=THREADS_HELP if s.get("threads") else None)
 
+if elsewhere := logic.base_models_elsewhere(res):
+    st.warning(text.md(elsewhere[0].upper() + elsewhere[1:]), icon=":material/memory:")
+
 st.info("**Superficial forgetting**: a method can bring forget accuracy to retrain's level at the logits while "
         "its intermediate layers still hold the forgotten data: their features stay similar to the original "
         "model's (high CKA) and a linear probe still recovers the class.", icon=":material/visibility:")
