@@ -20,7 +20,7 @@ st.caption(f"Job `{job['id']}` ({job.get('kind')}) · {s.get('n_train', '?')} tr
            f"{s.get('n_forget', '?')} to forget, {s.get('n_retain', '?')} to retain · {s.get('n_test', '?')} test samples "
            + (f"· {s['threads']} torch threads " if s.get("threads") else "")
            + (f"({text.md(str(s['cpu_kernels']))} kernels) " if s.get("threads") and s.get("cpu_kernels") else "")
-           + f"· finished {logic.fmt_time(data.jt(job, 'finished'))}", help=THREADS_HELP if s.get("threads") else None)
+           + f"· finished {logic.fmt_time(data.jt(job, 'finished'))}")  # why threads matter: the Device help
 
 if elsewhere := logic.base_models_elsewhere(res):
     st.warning(text.md(elsewhere[0].upper() + elsewhere[1:]), icon=":material/memory:")
