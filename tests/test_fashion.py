@@ -255,6 +255,13 @@ def test_where_it_appears_reads_each_scenario_from_its_numbers():
     assert rows[1]["reading"].startswith("does not appear") and rows[1]["baselines ≥ +0.05 inside"] == "0 of 2"
     assert rows[0]["median baseline excess per layer"] == "+0.030 / +0.100"
     assert W.spread(generic) == "+0.000 to +0.020"
+    # read layer by layer, not in a mean: the layer retrain moved furthest and where the baselines kept most
+    assert "retrain moved b2 away from the original (CKA 0.80)" in rows[0]["reading"]
+    assert "+0.10 closer at b2" in rows[0]["reading"]
+    assert "retrain keeps even b2 at 0.97" in rows[1]["reading"]
+    # one class-specific layer is enough, where a mean over layers (0.905) would call them all generic
+    one = _scenario("one", {"b1": 0.99, "b2": 0.82}, {"ft": {"b1": 0.0, "b2": 0.01}})
+    assert W.reading(one).startswith("b2 is class-specific (retrain 0.82)")
 
 
 def test_the_where_it_appears_asset_is_the_bench_scripts():
