@@ -242,3 +242,11 @@ def test_pages_and_grids_read_retain_and_forget_by_one_rule(ra):
     grid = run_flags({r["name"]: r for r in summary(res)}, "ft")
     assert ("retain damaged" not in page["flags"]) == grid["keeps_retain"] == (0.997 - ra <= 0.02 + 1e-9)
     assert ("forget off retrain" not in page["flags"]) == grid["forgets"] is True
+
+
+def test_the_verdict_says_a_missed_forget_target_once():
+    from dashboard import calibration as C
+    both = ["forget off retrain", C.NOT_REACHED, "superficial"]
+    assert V.verdict(both) == f"{C.NOT_REACHED}, superficial"  # the flags themselves keep both
+    assert V.verdict(["forget off retrain", "superficial"]) == "forget off retrain, superficial"
+    assert V.verdict([]) == "close to retrain" and V.verdict(both, "reference") == "reference"
