@@ -31,6 +31,7 @@ tolerances, layer_gaps, distance, gaps_text = results.tolerances, results.layer_
 ASSUMED_TOLERANCE = results.ASSUMED_TOLERANCE  # {"cka", "probe"}: where no second retrain was measured
 FORGET_TOL, RETAIN_TOL = results.FORGET_TOL, results.RETAIN_TOL  # the one rule at the logits
 forgets, keeps_retain = results.forgets, results.keeps_retain
+COMPUTED_WITH, computed_text = results.COMPUTED_WITH, results.computed_text
 
 __all__ = ["CONTRASTIVE_KNOBS", "DATASET_CLASSES", "EC_SECTION_KNOBS", "MAX_UPLOAD_MB", "METHOD_NAMES", "METHODS",
            "PRESETS", "SUPERVISION_POINTS", "ConfigError", "DatabaseUnavailable", "base_method", "class_names",
@@ -38,4 +39,4 @@ __all__ = ["CONTRASTIVE_KNOBS", "DATASET_CLASSES", "EC_SECTION_KNOBS", "MAX_UPLO
            "study_table", "sweep_format_version", "swept_run", "validate", "SCHEMA_VERSION", "REFERENCE", "NOISE_RUN", "FEAT", "UMAP", "EPOCH_UMAP",
            "EMBED_LABELS", "EMBED_IS_FORGET", "conf_key", "umap_key", "epoch_umap_key", "embed_file", "parse_key",
            "runs_of", "epochs_of", "num", "mean_over", "inner_layers", "run_names", "run_summary", "summary",
-           "pareto", "ASSUMED_TOLERANCE", "FORGET_TOL", "RETAIN_TOL", "forgets", "keeps_retain", "tolerances", "layer_gaps", "distance", "gaps_text"]
+           "pareto", "ASSUMED_TOLERANCE", "FORGET_TOL", "RETAIN_TOL", "forgets", "keeps_retain", "COMPUTED_WITH", "computed_text", "tolerances", "layer_gaps", "distance", "gaps_text"]

@@ -224,17 +224,11 @@ def scenario_line(results: Mapping) -> str:
     return " · ".join(parts)
 
 
-def _computed_text(w: Mapping) -> str:
-    """'2 torch threads, AVX512 kernels' from a computed_with record."""
-    n = w.get("threads")
-    return f"{n} torch thread{'' if n == 1 else 's'}" + (f", {w['cpu_kernels']} kernels" if w.get("cpu_kernels") else "")
-
-
 def base_models_elsewhere(results: Mapping) -> str | None:
     """A warning when a base model (original, retrain) came from the cache trained with another torch
     thread count or CPU kernel set than the comparison itself ran with: both move the readings, so
     such a comparison mixes two settings. None when they agree or either side was not recorded."""
-    now = {k: (results.get("scenario") or {}).get(k) for k in ("threads", "cpu_kernels")}
+    now = {k: (results.get("scenario") or {}).get(k) for k in facts.COMPUTED_WITH}
     made = results.get("base_trained_with") or {}
     if not now["threads"] or not isinstance(made, Mapping):
         return None
@@ -243,10 +237,10 @@ def base_models_elsewhere(results: Mapping) -> str | None:
            and any(w.get(k) is not None and now[k] is not None and w.get(k) != now[k] for k in now)}
     if not odd:
         return None
-    return ("; ".join(f"the {name} model came from the cache, trained with {_computed_text(w)}"
+    return ("; ".join(f"the {name} model came from the cache, trained with {facts.computed_text(w)}"
                       for name, w in odd.items())
-            + f"; this comparison ran with {_computed_text(now)}. Both move the readings (floating-point order), so it "
-            "mixes two settings: compare it only with runs made the same way, or delete those models from "
+            + f"; this comparison ran with {facts.computed_text(now)}. Both move the readings (floating-point "
+            "order), so it mixes two settings: compare it only with runs made the same way, or delete those models from "
             "$ECLAB_HOME/cache (orig-*, retrain-*) and rerun to train them here.")
 
 

@@ -37,7 +37,8 @@ from pathlib import Path
 
 from . import store
 from .config import ConfigError, deep_merge
-from .results import FORGET_TOL, REFERENCE, RETAIN_TOL, forgets, gaps_text, keeps_retain, num, run_names, run_summary
+from .results import (FORGET_TOL, REFERENCE, RETAIN_TOL, computed_text, forgets, gaps_text, keeps_retain, num,
+                      run_names, run_summary)
 
 SYNTAX = ("CLASS[+CLASS...]:SEED or rSHARE:SEED, comma-separated, e.g. 3:0,0:1 (class 3 seed 0, class 0 seed 1), "
           "3+5:0 (classes 3 and 5), r0.1:0 (a random 10% of the training samples)")
@@ -419,7 +420,7 @@ def format_table(table: dict) -> str:
             lines.append(f"{m:<16}{c['forgets']:>9}{c['keeps_retain']:>14}{c['like_retrain']:>14}{c['of']:>5}")
         lines.append(f"(forgets: forget accuracy within {FORGET_TOL} of retrain's; keeps retain: at most {RETAIN_TOL} "
                      f"below the original's; like retrain: within the tolerance of retrain at every inner layer)")
-    if mixed := mixed_threads(table):
+    if mixed := mixed_settings(table):
         lines.append(mixed)
     ec = {s: r for s, r in (table.get("ec") or {}).items() if r}
     if ec:
@@ -432,22 +433,14 @@ def format_table(table: dict) -> str:
     return "\n".join(lines)
 
 
-def _how_computed(cell: dict) -> str | None:
-    """'2 threads, AVX512' (the kernel set where the results recorded it), None where unknown."""
-    if not cell.get("threads"):
-        return None
-    return f"{cell['threads']} thread" + ("s" if cell["threads"] != 1 else "") + (
-        f", {cell['cpu_kernels']}" if cell.get("cpu_kernels") else "")
-
-
-def mixed_threads(table: dict) -> str | None:
+def mixed_settings(table: dict) -> str | None:
     """A warning when the cells were computed with different torch thread counts or CPU kernel sets
     (a cell can be a job cache hit from another worker or machine): another count or kernel set sums in
     another order, and the readings move (by up to 0.056 in the distance to retrain on teach), so such
     cells are not strictly comparable."""
     per: dict[str, list[str]] = {}
     for c in table["cells"]:
-        if how := _how_computed(c):
+        if how := computed_text(c):
             per.setdefault(how, []).append(c["scenario"])
     if len(per) < 2:
         return None

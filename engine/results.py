@@ -314,6 +314,21 @@ def keeps_retain(retain_acc, original_retain_acc) -> bool | None:
     return None if ra is None or ora is None else ora - ra <= RETAIN_TOL + _AT_LIMIT
 
 
+# What moves the readings besides the config (engine.runner.computed_with records them): torch's thread
+# count sets the order of floating-point sums, and so does the CPU kernel set it picked (AVX2, AVX512).
+COMPUTED_WITH = ("threads", "cpu_kernels")
+
+
+def computed_text(record: Mapping) -> str | None:
+    """'2 torch threads, AVX512 kernels' from a COMPUTED_WITH record (the kernel set where it was
+    recorded); None where the thread count was not."""
+    n = (record or {}).get("threads")
+    if not n:
+        return None
+    kernels = record.get("cpu_kernels")
+    return f"{n} torch thread{'' if n == 1 else 's'}" + (f", {kernels} kernels" if kernels else "")
+
+
 # what a gap kind compares, per run entry: the forget-split CKA to the original, or probe recovery
 _GAP_FIELDS = {"cka": ("cka_vs_original", "forget"), "probe": ("probe_forget_acc", None)}
 

@@ -205,7 +205,7 @@ def trained_with(key: str) -> dict:
         meta = store.load_json(store.cache_dir(key) / "meta.json")
     except (store.CheckpointError, OSError):
         return {}
-    return {k: meta[k] for k in ("threads", "cpu_kernels") if isinstance(meta, dict) and k in meta}
+    return {k: meta[k] for k in results_schema.COMPUTED_WITH if isinstance(meta, dict) and k in meta}
 
 
 def cached_model(sc: Scenario, key: str, name: str, train_idx: torch.Tensor, ctx: JobContext) -> tuple[nn.Module, bool]:

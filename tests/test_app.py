@@ -111,7 +111,7 @@ def test_overview_headline_rows_and_numbers(store):
     assert "Superficial forgetting" in texts(at)
     assert [m.value for m in at.metric][:3] == ["digits", "small_cnn", "class 3"]
     # the thread count and the CPU's kernel set move the readings
-    assert any("· 2 torch threads (AVX2 kernels) ·" in c.value for c in at.caption)
+    assert any("· 2 torch threads, AVX2 kernels ·" in c.value for c in at.caption)
 
 
 def test_overview_says_when_cached_base_models_were_trained_another_way(store):

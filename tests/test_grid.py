@@ -137,7 +137,7 @@ def test_grid_command_runs_every_cell_once_with_two_workers(home):
     assert {c["threads"] for c in table["cells"]} == {threads_per_worker(2)}  # recorded per cell
     import torch
     assert {c["cpu_kernels"] for c in table["cells"]} == {torch.backends.cpu.get_cpu_capability()}
-    assert grid.mixed_threads(table) is None
+    assert grid.mixed_settings(table) is None
     # the results file and its CSV: one row per (scenario, method)
     folder = home / "grids" / g["id"]
     saved = json.loads((folder / "results.json").read_text())
@@ -186,13 +186,14 @@ def test_mixed_thread_counts_are_named_in_the_table_and_the_csv():
              {"scenario": "0:1", "job_id": "j-b", "state": "done", "threads": 1, "rows": {}, "flags": {}},
              {"scenario": "8:2", "job_id": "j-c", "state": "done", "threads": 2, "rows": {}, "flags": {}}]
     table = {"id": "g-x", "preset": "digits", "state": "done", "methods": ["ft"], "cells": cells}
-    warning = grid.mixed_threads(table)
-    assert "1 thread: 0:1" in warning and "2 threads: 3:0, 8:2" in warning and warning in grid.format_table(table)
-    assert grid.mixed_threads({**table, "cells": [cells[0], cells[2]]}) is None
+    warning = grid.mixed_settings(table)
+    assert "1 torch thread: 0:1" in warning and "2 torch threads: 3:0, 8:2" in warning
+    assert warning in grid.format_table(table)
+    assert grid.mixed_settings({**table, "cells": [cells[0], cells[2]]}) is None
     # the same count on another CPU kernel set (a cell from another machine) is named too
     other_cpu = [{**cells[0], "cpu_kernels": "AVX512"}, {**cells[2], "cpu_kernels": "AVX2"}]
-    warning = grid.mixed_threads({**table, "cells": other_cpu})
-    assert "2 threads, AVX2: 8:2" in warning and "2 threads, AVX512: 3:0" in warning
+    warning = grid.mixed_settings({**table, "cells": other_cpu})
+    assert "2 torch threads, AVX2 kernels: 8:2" in warning and "2 torch threads, AVX512 kernels: 3:0" in warning
     rows = list(csv.DictReader(io.StringIO(grid.grid_csv(table))))
     assert [r["threads"] for r in rows] == ["2", "1", "2"]
     assert [r["cpu_kernels"] for r in rows] == ["", "", ""]  # not recorded by these cells

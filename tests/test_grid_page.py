@@ -182,9 +182,9 @@ class FakeGrids:
     def grid_table(self, grid_id):
         return copy.deepcopy(self.tables.get(grid_id))
 
-    def mixed_threads(self, table):
+    def mixed_settings(self, table):
         from engine import grid
-        return grid.mixed_threads(table)
+        return grid.mixed_settings(table)
 
     def cancel_grid(self, grid_id):
         self.cancelled.append(grid_id)
@@ -309,4 +309,4 @@ def test_grid_page_warns_when_cells_ran_with_different_thread_counts(full_store,
     assert not any("thread" in w.value for w in at.warning)
     at = _grid_app(monkeypatch, FakeGrids([mixed]))
     [w] = [w.value.replace("\u2060", "") for w in at.warning if "thread" in w.value]
-    assert "1 thread: 0:1" in w and "2 threads: 3:0" in w and "--no-cache" in w
+    assert "1 torch thread: 0:1" in w and "2 torch threads: 3:0" in w and "--no-cache" in w

@@ -118,7 +118,7 @@ def body(grid_id: str, was_active: bool) -> None:
             st.warning(f"Scenario {text.code(c.get('scenario'))} (job {text.code(c.get('job_id'))}) "
                        f"{'failed' if c.get('state') == 'failed' else 'has unreadable results'}: "
                        f"{text.md(why or 'no message')}", icon=":material/error:")
-    if mixed := G.mixed_threads(table):
+    if mixed := G.mixed_settings(table):
         st.warning(text.md(mixed), icon=":material/warning:")
     m = GF.matrix(table, _results(cells))
     st.subheader("Every run in every scenario")

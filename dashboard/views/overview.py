@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard import calibration, data, delta_figures, figures, logic, runinfo, text, verdict, widgets
+from dashboard import calibration, data, delta_figures, facts, figures, logic, runinfo, text, verdict, widgets
 
 job, res, layers, s = widgets.results_page("Overview")
 inner = logic.inner_layers(layers)
@@ -18,8 +18,7 @@ THREADS_HELP = ("Torch's CPU threads and the CPU's kernel set (AVX2, AVX512) set
 cols[4].metric("Device", str(s.get("device", "?")), help=THREADS_HELP)
 st.caption(f"Job `{job['id']}` ({job.get('kind')}) · {s.get('n_train', '?')} training samples: "
            f"{s.get('n_forget', '?')} to forget, {s.get('n_retain', '?')} to retain · {s.get('n_test', '?')} test samples "
-           + (f"· {s['threads']} torch threads " if s.get("threads") else "")
-           + (f"({text.md(str(s['cpu_kernels']))} kernels) " if s.get("threads") and s.get("cpu_kernels") else "")
+           + (f"· {text.md(how)} " if (how := facts.computed_text(s)) else "")
            + f"· finished {logic.fmt_time(data.jt(job, 'finished'))}")  # why threads matter: the Device help
 
 if elsewhere := logic.base_models_elsewhere(res):
